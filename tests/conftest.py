@@ -1,0 +1,46 @@
+"""Shared fixtures: real prepared data (``make data``), a small really-trained model.
+
+Ray fixtures live in the test modules that need them (one local Ray per module, ``num_cpus``
+pinned, dashboard off), see ``tests/ray_utils.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from study import data as data_mod
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = data_mod.default_root()
+    for name in data_mod.DATASETS:
+        if not data_mod.is_prepared(root, name):
+            pytest.fail(f"{name} is not prepared under {root}: run `make data` (or set SALIENCY_DATA_ROOT)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist(data_root) -> data_mod.Splits:
+    return data_mod.load("mnist", data_root)
+
+
+@pytest.fixture(scope="session")
+def fashion(data_root) -> data_mod.Splits:
+    return data_mod.load("fashion-mnist", data_root)
+
+
+@pytest.fixture(scope="session")
+def trained_cnn3b(mnist):
+    """A cnn3b trained for one epoch on 20% of MNIST's training split (~97% val accuracy), eval mode."""
+    from trainables.train import TrainConfig, TrainRun
+
+    run = TrainRun(TrainConfig(dataset="mnist", penalty="none", epochs=1, batch_size=64, data_fraction=0.2, seed=0), mnist)
+    run.run_epoch()
+    return run.model.eval()

@@ -1,0 +1,271 @@
+"""The training loop: one model, one configuration, per-epoch records.
+
+A plain function (no Ray): :func:`train` yields one record per epoch; :class:`TrainRun` is the
+same loop with its state exposed for checkpoint/resume (the Tune trainable uses it). Every
+random choice (data subset, shuffling, dropout, symmetry angles) is seeded from
+``TrainConfig.seed`` and the epoch number, so a run resumed at an epoch boundary is identical to
+an uninterrupted one, and two runs with the same seed give identical records on CPU::
+
+    python -m trainables.train --dataset mnist --penalty smoothness --lam 0.1 --epochs 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from study import data as data_mod
+from trainables.models import DEFAULT_MODEL, MODELS, build_model
+from trainables.penalties import PENALTIES, Batch, check_penalty, penalty, resolve_params
+from trainables.saliency import input_gradient
+
+OPTIMIZERS = ("adam", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN/inf; the message names the epoch and batch."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines one training run.
+
+    Args:
+        dataset: ``mnist`` or ``fashion-mnist``.
+        model: ``cnn3b`` or ``cnn4b``; empty means the dataset's default (SPEC §2).
+        penalty: one of ``trainables.penalties.PENALTIES`` (``none`` is the baseline).
+        lam: penalty weight λ >= 0.
+        penalty_params: overrides of the penalty's hyper-parameters (s, m, eps, angles, class_rule).
+        optimizer: ``adam`` or ``sgd``; lr: its learning rate.
+        batch_size, epochs: the usual.
+        seed: seeds the data subset, shuffling, initialisation, dropout and symmetry angles.
+        data_fraction: fraction of the training split used (quick runs), in (0, 1].
+        val_fraction: validation share carved from the official training set (SPEC §1).
+        split_seed: seed of that carve (fixed across trials so all see the same validation set).
+        device: ``auto`` (GPU if available), ``cpu`` or ``cuda``.
+        data_root: folder of prepared data (default ``$SALIENCY_DATA_ROOT`` or ``./data``).
+        eval_batch_size: batch size for validation passes.
+    """
+
+    dataset: str = "mnist"
+    model: str = ""
+    penalty: str = "none"
+    lam: float = 0.1
+    penalty_params: dict = field(default_factory=dict)
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    batch_size: int = 30
+    epochs: int = 8
+    seed: int = 0
+    data_fraction: float = 1.0
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    device: str = "auto"
+    data_root: str = ""
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        data_mod.check_dataset(self.dataset)
+        self.model = self.model or DEFAULT_MODEL[self.dataset]
+        if self.model not in MODELS:
+            raise ValueError(f"model: unknown {self.model!r}; valid choices: {', '.join(MODELS)}")
+        check_penalty(self.penalty)
+        self.penalty_params = resolve_params(self.penalty, self.penalty_params)
+        if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam) and self.lam >= 0):
+            raise ValueError(f"lam: must be a finite number >= 0, got {self.lam!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer: unknown {self.optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"lr: must be > 0, got {self.lr!r}")
+        for key in ("batch_size", "epochs", "eval_batch_size"):
+            v = getattr(self, key)
+            if not (isinstance(v, int) and v >= 1):
+                raise ValueError(f"{key}: must be an integer >= 1, got {v!r}")
+        if not (0 < self.data_fraction <= 1):
+            raise ValueError(f"data_fraction: must be in (0, 1], got {self.data_fraction!r}")
+        if not (0 < self.val_fraction < 1):
+            raise ValueError(f"val_fraction: must be in (0, 1), got {self.val_fraction!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device: unknown {self.device!r}; valid choices: {', '.join(DEVICES)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but no GPU is available")
+    return torch.device(name)
+
+
+def _seed(*parts: int) -> int:
+    s = 0
+    for p in parts:
+        s = (s * 1_000_003 + int(p)) % (2**62)
+    return s
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Accuracy of ``model`` (put in eval mode and restored) on uint8 images."""
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        xb = data_mod.to_float(x_u8[i : i + batch_size].to(dev))
+        correct += (model(xb).argmax(1) == y[i : i + batch_size].to(dev)).sum().item()
+    model.train(was)
+    return correct / max(len(y), 1)
+
+
+def training_step_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator):
+    """(total, ce, R) for one batch; saliency is computed only when the penalty needs it."""
+    if cfg.penalty == "none" or cfg.lam == 0:
+        logits = model(x)
+        ce = F.cross_entropy(logits, y)
+        return ce, ce, ce.new_zeros(())
+    logits, g = input_gradient(model, x, y, create_graph=True)
+    ce = F.cross_entropy(logits, y)
+    r = penalty(cfg.penalty, Batch(model, x, y, logits, g, gen), **cfg.penalty_params)
+    return ce + cfg.lam * r, ce, r
+
+
+class TrainRun:
+    """A training run whose state (model, optimiser, finished epochs) can be saved and restored.
+
+    Args:
+        cfg: the run's configuration.
+        splits: loaded data (default: ``study.data.load(cfg.dataset, ...)``, once per process).
+        extra_metrics: optional ``fn(model, splits) -> dict`` evaluated after each epoch (the search
+            stage adds its validation explanation score here).
+    """
+
+    def __init__(self, cfg: TrainConfig, splits: data_mod.Splits | None = None, extra_metrics: Callable | None = None):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.splits = splits or data_mod.load(cfg.dataset, cfg.data_root or None, cfg.val_fraction, cfg.split_seed)
+        self.extra_metrics = extra_metrics
+        torch.manual_seed(_seed(cfg.seed, 0))
+        self.model = build_model(cfg.model).to(self.device)
+        params = self.model.parameters()
+        self.optimizer = (
+            torch.optim.Adam(params, lr=cfg.lr) if cfg.optimizer == "adam" else torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
+        )
+        n = len(self.splits.train_y)
+        keep = max(1, int(round(n * cfg.data_fraction)))
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(cfg.seed, 1)))[:keep].sort().values
+        self.train_x = self.splits.train_x[idx].to(self.device)
+        self.train_y = self.splits.train_y[idx].to(self.device)
+        self.epoch = 0  # epochs finished
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+
+    def run_epoch(self) -> dict:
+        cfg, model = self.cfg, self.model
+        e = self.epoch + 1
+        torch.manual_seed(_seed(cfg.seed, 2, e))  # dropout masks
+        gen = torch.Generator().manual_seed(_seed(cfg.seed, 3, e))  # penalty randomness
+        order = torch.randperm(len(self.train_y), generator=torch.Generator().manual_seed(_seed(cfg.seed, 4, e)))
+        order = order.to(self.device)
+        model.train()
+        t0 = time.perf_counter()
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        n_batches = 0
+        for b, start in enumerate(range(0, len(order), cfg.batch_size)):
+            sel = order[start : start + cfg.batch_size]
+            x = data_mod.to_float(self.train_x[sel])
+            y = self.train_y[sel]
+            loss, ce, r = training_step_loss(model, x, y, cfg, gen)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"non-finite loss {loss.item()} at epoch {e}, batch {b + 1} "
+                    f"(penalty={cfg.penalty}, lam={cfg.lam}, lr={cfg.lr}); lower lam or lr"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            sums += torch.stack([loss.detach(), ce.detach(), r.detach()]).double()
+            n_batches += 1
+        train_seconds = time.perf_counter() - t0
+        self.epoch = e
+        means = (sums / max(n_batches, 1)).tolist()
+        record = {
+            "epoch": e,
+            "train_loss": means[0],
+            "ce": means[1],
+            "penalty_value": means[2],
+            "val_acc": accuracy(model, self.splits.val_x, self.splits.val_y, cfg.eval_batch_size),
+            "train_seconds": train_seconds,
+            "samples_per_s": len(order) / train_seconds if train_seconds > 0 else float("nan"),
+        }
+        if self.extra_metrics is not None:
+            record.update(self.extra_metrics(model, self.splits))
+        record["seconds"] = time.perf_counter() - t0
+        return record
+
+    def __iter__(self) -> Iterator[dict]:
+        while self.epoch < self.cfg.epochs:
+            yield self.run_epoch()
+
+
+def train(cfg: TrainConfig, splits: data_mod.Splits | None = None) -> Iterator[dict]:
+    """Train one model for ``cfg``; yields a record per epoch (see :meth:`TrainRun.run_epoch`)."""
+    yield from TrainRun(cfg, splits)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trainables.train", description="Train one model and print per-epoch records.")
+    p.add_argument("--dataset", default="mnist", choices=data_mod.DATASETS)
+    p.add_argument("--model", default="", help=f"one of {', '.join(MODELS)} (default: the dataset's)")
+    p.add_argument("--penalty", default="none", help=f"one of {', '.join(PENALTIES)}")
+    p.add_argument("--lam", type=float, default=0.1, help="penalty weight λ")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=JSON", help="penalty hyper-parameter, e.g. m=0.2")
+    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-fraction", type=float, default=1.0)
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--data-root", default="")
+    a = p.parse_args(argv)
+    try:
+        params = {}
+        for item in a.param:
+            k, _, v = item.partition("=")
+            params[k] = json.loads(v)
+        cfg = TrainConfig(
+            dataset=a.dataset, model=a.model, penalty=a.penalty, lam=a.lam, penalty_params=params,
+            optimizer=a.optimizer, lr=a.lr, batch_size=a.batch_size, epochs=a.epochs, seed=a.seed,
+            data_fraction=a.data_fraction, device=a.device, data_root=a.data_root,
+        )
+    except (ValueError, json.JSONDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"config": cfg.to_dict()}), flush=True)
+    for rec in train(cfg):
+        print(json.dumps(rec), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
