@@ -55,6 +55,8 @@ class TrainConfig:
         device: ``auto`` (GPU if available), ``cpu`` or ``cuda``.
         data_root: folder of prepared data (default ``$SALIENCY_DATA_ROOT`` or ``./data``).
         eval_batch_size: batch size for validation passes.
+        val_limit: evaluate validation accuracy on the first ``val_limit`` validation images only
+            (0 = all); the validation split is already a random permutation, so this is a random subset.
     """
 
     dataset: str = "mnist"
@@ -73,6 +75,7 @@ class TrainConfig:
     device: str = "auto"
     data_root: str = ""
     eval_batch_size: int = 1000
+    val_limit: int = 0
 
     def __post_init__(self) -> None:
         data_mod.check_dataset(self.dataset)
@@ -91,6 +94,8 @@ class TrainConfig:
             v = getattr(self, key)
             if not (isinstance(v, int) and v >= 1):
                 raise ValueError(f"{key}: must be an integer >= 1, got {v!r}")
+        if not (isinstance(self.val_limit, int) and self.val_limit >= 0):
+            raise ValueError(f"val_limit: must be an integer >= 0 (0 = all), got {self.val_limit!r}")
         if not (0 < self.data_fraction <= 1):
             raise ValueError(f"data_fraction: must be in (0, 1], got {self.data_fraction!r}")
         if not (0 < self.val_fraction < 1):
@@ -171,6 +176,11 @@ class TrainRun:
         self.train_y = self.splits.train_y[idx].to(self.device)
         self.epoch = 0  # epochs finished
 
+    def val_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The validation images (uint8) and labels this run evaluates on."""
+        n = self.cfg.val_limit or len(self.splits.val_y)
+        return self.splits.val_x[:n], self.splits.val_y[:n]
+
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch}
 
@@ -213,7 +223,7 @@ class TrainRun:
             "train_loss": means[0],
             "ce": means[1],
             "penalty_value": means[2],
-            "val_acc": accuracy(model, self.splits.val_x, self.splits.val_y, cfg.eval_batch_size),
+            "val_acc": accuracy(model, *self.val_set(), cfg.eval_batch_size),
             "train_seconds": train_seconds,
             "samples_per_s": len(order) / train_seconds if train_seconds > 0 else float("nan"),
         }
