@@ -1,0 +1,354 @@
+"""The distributed evaluation stage: the selected models' metrics and ROAR retrains as Ray tasks.
+
+Given the study's ``selected`` table (one model per dataset × penalty), :func:`plan` lists every
+unit of work under a deterministic key:
+
+- ``metrics`` tasks: one per (model, chunk of the evaluated test images), computing every
+  attribution method and every per-image metric (``evaluation.evaluate.evaluate_model``; the
+  model-level rows, e.g. accuracy under noise, have ``method = ""``);
+- ``roar`` tasks: one per (model, method, fraction, repeat), plus a random-ranking control per
+  dataset (attached to the dataset's ``none`` model, method ``random``). Each retrain needs the
+  pixel ranks of its (model, method): those are computed once by a ``ranks`` task and shared
+  through the object store by all fractions and repeats.
+
+Each task writes its own Parquet file (``<table>/dataset=…/penalty=…/<key>.parquet``, written
+to a temporary name and renamed) and :func:`run` first lists the files that exist, so a rerun
+submits only the missing keys: after a crash, after deleting one file, or after adding a
+penalty. Tasks declare their resources (CPU, fractional GPU), at most ``max_in_flight`` run at
+once, and a task whose worker dies is retried (``max_retries``). The ``curves`` table is
+derived from the other two at the end of every run (cheap, rewritten whole).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from study import results
+
+EVALUATION = pa.schema([
+    ("study", pa.string()), ("dataset", pa.string()), ("penalty", pa.string()), ("model_id", pa.string()),
+    ("method", pa.string()), ("metric", pa.string()), ("level", pa.float64()), ("sample", pa.int64()),
+    ("value", pa.float64()), ("seed", pa.int64()), ("chunk", pa.int64()), ("node_id", pa.string()),
+])
+ROAR = pa.schema([
+    ("study", pa.string()), ("dataset", pa.string()), ("penalty", pa.string()), ("model_id", pa.string()),
+    ("method", pa.string()), ("fraction", pa.float64()), ("repeat", pa.int64()), ("accuracy", pa.float64()),
+    ("seconds", pa.float64()), ("ranks_seconds", pa.float64()), ("n_train", pa.int64()), ("n_test", pa.int64()),
+    ("replacement", pa.string()), ("seed", pa.int64()), ("node_id", pa.string()), ("pid", pa.int64()),
+])
+CURVES = pa.schema([
+    ("study", pa.string()), ("dataset", pa.string()), ("penalty", pa.string()), ("model_id", pa.string()),
+    ("method", pa.string()), ("curve", pa.string()), ("x", pa.float64()), ("y", pa.float64()),
+    ("y_std", pa.float64()), ("n", pa.int64()),
+])
+TABLES = {"evaluation": EVALUATION, "roar": ROAR, "curves": CURVES}
+PARTS = ["dataset", "penalty"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work; ``key`` names its output file, ``table`` its table."""
+
+    kind: str  # "metrics" | "roar"
+    dataset: str
+    penalty: str
+    model_id: str
+    method: str
+    chunk: int = 0
+    fraction: float = 0.0
+    repeat: int = 0
+
+    @property
+    def table(self) -> str:
+        return "evaluation" if self.kind == "metrics" else "roar"
+
+    @property
+    def key(self) -> str:
+        if self.kind == "metrics":
+            return f"{self.model_id}__c{self.chunk:03d}"
+        return f"{self.model_id}__{self.method}__t{self.fraction:.2f}__r{self.repeat}"
+
+    def path(self, out: Path) -> Path:
+        return Path(out) / self.table / f"dataset={self.dataset}" / f"penalty={self.penalty}" / f"{self.key}.parquet"
+
+
+@dataclass
+class StageSettings:
+    """What the stage needs from the study configuration (see ``study.config.Evaluation``)."""
+
+    study: str
+    methods: list[str]
+    metrics: list[str]
+    n_samples: int
+    seed: int = 0
+    chunk_size: int = 100
+    roar_methods: list[str] | None = None  # default: all ``methods``
+    roar_fractions: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
+    roar_repeats: int = 3
+    roar_epochs: int = 1
+    roar_data_fraction: float = 1.0
+    roar_n_test: int = 0  # 0 = the whole test set
+    roar_replacement: str = "mean"
+    cpu: float = 1.0
+    gpu: float = 0.0
+    max_in_flight: int = 0  # 0 = twice the cluster's CPUs / cpu
+    max_retries: int = 3
+    data_root: str = ""
+
+
+def settings_from_config(cfg) -> StageSettings:
+    """Stage settings from a ``study.config.StudyConfig``."""
+    ev = cfg.evaluation
+    r = ev.roar
+    return StageSettings(
+        study=cfg.name, methods=list(ev.methods), metrics=[m for m in ev.metrics if m != "roar"],
+        n_samples=ev.n_samples, seed=ev.seed, chunk_size=getattr(ev, "chunk_size", 100),
+        roar_methods=(list(getattr(r, "methods", None) or ev.methods) if "roar" in ev.metrics else []),
+        roar_fractions=list(r.fractions), roar_repeats=r.repeats, roar_epochs=r.epochs,
+        roar_data_fraction=r.data_fraction, roar_n_test=getattr(r, "n_test", 0), roar_replacement=r.replacement,
+        cpu=cfg.resources.cpu, gpu=cfg.resources.gpu, data_root=str(cfg.data_path),
+    )
+
+
+def model_id(row) -> str:
+    return f"{row['penalty']}-{row['trial_id']}"
+
+
+def sample_indices(n_test: int, n_samples: int, seed: int) -> torch.Tensor:
+    """The evaluated test images: a seeded subset, the same for every model (paired comparisons)."""
+    n = min(n_samples, n_test)
+    return torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+
+
+def plan(selected: pd.DataFrame, s: StageSettings, n_test: int = 10_000) -> list[Task]:
+    """Every task of the stage for ``selected``, in a deterministic order."""
+    tasks: list[Task] = []
+    n_chunks = math.ceil(min(s.n_samples, n_test) / s.chunk_size)
+    roar_methods = s.methods if s.roar_methods is None else s.roar_methods
+    for _, row in selected.sort_values(["dataset", "penalty"]).iterrows():
+        mid = model_id(row)
+        if s.metrics:
+            for c in range(n_chunks):
+                tasks.append(Task("metrics", row["dataset"], row["penalty"], mid, "all", chunk=c))
+        methods = list(roar_methods)
+        if methods and row["penalty"] == _control_penalty(selected, row["dataset"]):
+            methods.append("random")
+        for method in methods:
+            for t in s.roar_fractions:
+                for r in range(s.roar_repeats):
+                    tasks.append(Task("roar", row["dataset"], row["penalty"], mid, method, fraction=float(t), repeat=r))
+    return tasks
+
+
+def _control_penalty(selected: pd.DataFrame, dataset: str) -> str:
+    """The model the dataset's random control is filed under: ``none`` if selected, else the first."""
+    pens = sorted(selected.loc[selected["dataset"] == dataset, "penalty"])
+    return "none" if "none" in pens else pens[0]
+
+
+def missing(tasks: list[Task], out: Path) -> list[Task]:
+    return [t for t in tasks if not t.path(out).exists()]
+
+
+# --------------------------------------------------------------------------- task bodies
+def _node() -> tuple[str, int]:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id(), os.getpid()
+    except Exception:
+        return "", os.getpid()
+
+
+def _marker(out: Path, task: Task) -> None:
+    """Record which process runs ``task`` (``.tasks/<key>.json``): for operators and fault tests."""
+    node, pid = _node()
+    d = Path(out) / ".tasks"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{task.table}__{task.key}.json").write_text(json.dumps({"pid": pid, "node_id": node, "time": time.time()}))
+
+
+def _threads(cpu: float) -> None:
+    torch.set_num_threads(max(1, int(cpu)))
+
+
+def load_selected_model(row) -> torch.nn.Module:
+    from trainables.models import build_model
+
+    model = build_model(row["model"])
+    model.load_state_dict(torch.load(row["weights_path"], map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def metrics_task(task: Task, row: dict, splits, s: StageSettings, out: str) -> dict:
+    """Per-image metrics of one (model, chunk), every method -> one ``evaluation`` file."""
+    from evaluation.evaluate import evaluate_model
+    from study.data import to_float
+
+    _threads(s.cpu)
+    _marker(Path(out), task)
+    t0 = time.perf_counter()
+    model = load_selected_model(row)
+    dev = torch.device("cuda" if torch.cuda.is_available() and s.gpu > 0 else "cpu")
+    model.to(dev)
+    idx = sample_indices(len(splits.test_y), s.n_samples, s.seed)[task.chunk * s.chunk_size : (task.chunk + 1) * s.chunk_size]
+    x = to_float(splits.test_x[idx]).to(dev)
+    y = splits.test_y[idx].to(dev)
+    df = evaluate_model(model, x, y, methods=s.methods, metrics=s.metrics, n_samples=len(idx),
+                        seed=s.seed, dataset=task.dataset, penalty=task.penalty, model_id=task.model_id)
+    df = df[df["sample"] >= 0].copy()  # per-sample rows; aggregates are for analysis, over all chunks
+    df["sample"] = idx[df["sample"].to_numpy()].numpy()  # chunk position -> test-set index
+    node, _ = _node()
+    df["study"], df["chunk"], df["node_id"] = s.study, task.chunk, node
+    results.write_table(df, out, "evaluation", PARTS, task.key, schema=EVALUATION)
+    return {"key": task.key, "seconds": time.perf_counter() - t0, "rows": len(df), "node_id": node}
+
+
+def ranks_task(row: dict | None, splits, method: str, s: StageSettings):
+    """Pixel ranks of one (model, method) for every ROAR retrain (kept in the object store)."""
+    from evaluation.roar import pixel_ranks
+
+    _threads(s.cpu)
+    model = load_selected_model(row) if method != "random" else None
+    return pixel_ranks(model, splits, method, data_fraction=s.roar_data_fraction, n_test=s.roar_n_test, seed=s.seed)
+
+
+def roar_task(task: Task, row: dict, splits, ranked, s: StageSettings, out: str) -> dict:
+    """One ROAR retrain -> one ``roar`` file."""
+    from dataclasses import replace
+
+    from evaluation.roar import retrain
+    from trainables.train import TrainConfig
+
+    _threads(s.cpu)
+    _marker(Path(out), task)
+    base = json.loads(Path(row["config_path"]).read_text())["train_config"]  # the study's training settings
+    cfg = replace(TrainConfig(**base), epochs=s.roar_epochs, seed=s.seed, data_root=s.data_root or base["data_root"],
+                  device="cuda" if (s.gpu > 0 and torch.cuda.is_available()) else "cpu")
+    res = retrain(splits, ranked, task.fraction, cfg, repeat=task.repeat, replacement=s.roar_replacement)
+    node, pid = _node()
+    df = pd.DataFrame([{
+        "study": s.study, "dataset": task.dataset, "penalty": task.penalty, "model_id": task.model_id,
+        "method": task.method, "fraction": task.fraction, "repeat": task.repeat, "accuracy": res["accuracy"],
+        "seconds": res["seconds"], "ranks_seconds": ranked.seconds, "n_train": res["n_train"], "n_test": res["n_test"],
+        "replacement": s.roar_replacement, "seed": s.seed + task.repeat, "node_id": node, "pid": pid,
+    }])
+    results.write_table(df, out, "roar", PARTS, task.key, schema=ROAR)
+    return {"key": task.key, "seconds": res["seconds"], "rows": 1, "node_id": node}
+
+
+# --------------------------------------------------------------------------- the driver
+def _progress(log: Callable[[str], None], done: int, total: int, t0: float, every: float, last: list[float]) -> None:
+    now = time.perf_counter()
+    if done < total and now - last[0] < every:
+        return
+    last[0] = now
+    el = now - t0
+    eta = el / done * (total - done) if done else float("nan")
+    log(f"[evaluate] {done}/{total} tasks done, {el:.0f} s elapsed, ETA {eta:.0f} s")
+
+
+def run_stage(selected: pd.DataFrame, s: StageSettings, out: str | Path, log: Callable[[str], None] = print,
+              progress_every: float = 10.0) -> dict:
+    """Run every missing task of the stage on the connected Ray cluster; return counts and timings."""
+    import ray
+
+    from study import data as data_mod
+
+    out = Path(out).absolute()
+    if selected.empty:
+        log("[evaluate] no selected models: nothing to evaluate")
+        return {"total": 0, "submitted": 0}
+    rows = {model_id(r): r.to_dict() for _, r in selected.iterrows()}
+    splits_refs = {ds: ray.put(data_mod.load(ds, s.data_root or None)) for ds in sorted(selected["dataset"].unique())}
+    n_test = {ds: len(data_mod.load(ds, s.data_root or None).test_y) for ds in splits_refs}
+    all_tasks = [t for ds in splits_refs for t in plan(selected[selected["dataset"] == ds], s, n_test[ds])]
+    todo = missing(all_tasks, out)
+    log(f"[evaluate] {len(all_tasks)} tasks, {len(all_tasks) - len(todo)} already done, {len(todo)} to run")
+    opts = dict(num_cpus=s.cpu, num_gpus=s.gpu, max_retries=s.max_retries)
+    metrics_remote = ray.remote(metrics_task).options(**opts)
+    roar_remote = ray.remote(roar_task).options(**opts)
+    ranks_remote = ray.remote(ranks_task).options(**opts)
+    max_in_flight = s.max_in_flight or max(1, int(2 * ray.cluster_resources().get("CPU", 1) / max(s.cpu, 1e-3)))
+    ranks_refs: dict[tuple[str, str], object] = {}
+    pending: dict = {}
+    stats = {"total": len(all_tasks), "submitted": len(todo), "task_seconds": 0.0, "nodes": {}}
+    t0, last, done = time.perf_counter(), [0.0], 0
+    queue = list(todo)
+    while queue or pending:
+        while queue and len(pending) < max_in_flight:
+            task = queue.pop(0)
+            row, ref_splits = rows[task.model_id], splits_refs[task.dataset]
+            if task.kind == "metrics":
+                ref = metrics_remote.remote(task, row, ref_splits, s, str(out))
+            else:
+                rk = (task.model_id if task.method != "random" else task.dataset, task.method)
+                if rk not in ranks_refs:
+                    ranks_refs[rk] = ranks_remote.remote(row, ref_splits, task.method, s)
+                ref = roar_remote.remote(task, row, ref_splits, ranks_refs[rk], s, str(out))
+            pending[ref] = task
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            pending.pop(ref)
+            info = ray.get(ref)
+            done += 1
+            stats["task_seconds"] += info["seconds"]
+            stats["nodes"][info["node_id"]] = stats["nodes"].get(info["node_id"], 0) + 1
+        _progress(log, done, len(todo), t0, progress_every, last)
+    stats["wall_seconds"] = time.perf_counter() - t0
+    write_curves(out, s.study)
+    return stats
+
+
+def write_curves(out: str | Path, study: str) -> pd.DataFrame:
+    """Derive the ``curves`` table (mean y and its std over samples/repeats at each x)."""
+    frames = []
+    ev = read(out, "evaluation")
+    if not ev.empty:
+        ev = ev[ev["level"].notna() & (ev["sample"] >= 0)]
+        g = ev.groupby(["dataset", "penalty", "model_id", "method", "metric", "level"])["value"]
+        c = g.agg(["mean", "std", "count"]).reset_index()
+        frames.append(pd.DataFrame({"dataset": c["dataset"], "penalty": c["penalty"], "model_id": c["model_id"],
+                                    "method": c["method"], "curve": c["metric"], "x": c["level"], "y": c["mean"],
+                                    "y_std": c["std"], "n": c["count"]}))
+    ro = read(out, "roar")
+    if not ro.empty:
+        c = ro.groupby(["dataset", "penalty", "model_id", "method", "fraction"])["accuracy"].agg(["mean", "std", "count"]).reset_index()
+        frames.append(pd.DataFrame({"dataset": c["dataset"], "penalty": c["penalty"], "model_id": c["model_id"],
+                                    "method": c["method"], "curve": "roar", "x": c["fraction"], "y": c["mean"],
+                                    "y_std": c["std"], "n": c["count"]}))
+    if not frames:
+        return pd.DataFrame(columns=CURVES.names)
+    curves = pd.concat(frames, ignore_index=True)
+    curves.insert(0, "study", study)
+    for (ds, pen), g in curves.groupby(["dataset", "penalty"]):
+        results.write_table(g, out, "curves", PARTS, "curves", schema=CURVES)
+    return curves
+
+
+def read(out: str | Path, table: str) -> pd.DataFrame:
+    """Read a stage table (empty frame with the schema's columns if nothing was written yet)."""
+    if not (Path(out) / table).exists():
+        return pd.DataFrame(columns=TABLES[table].names)
+    return results.dataset(out, table, TABLES[table], PARTS).to_table().to_pandas()
+
+
+def run(cfg, selected: pd.DataFrame, log: Callable[[str], None] = print) -> dict:
+    """Entry point from ``study.launch``: the stage on the study's selected models."""
+    s = settings_from_config(cfg)
+    stats = run_stage(selected, s, cfg.output_dir, log=log)
+    if stats.get("submitted"):
+        eff = stats["task_seconds"] / max(stats["wall_seconds"], 1e-9)
+        log(f"[evaluate] {stats['submitted']} tasks in {stats['wall_seconds']:.0f} s "
+            f"(task time {stats['task_seconds']:.0f} s, {eff:.2f} task-seconds per second) on {len(stats['nodes'])} node(s)")
+    return stats

@@ -1,0 +1,120 @@
+"""The evaluation stage on a real local Ray: tables, schemas, rerun, one-key recompute, worker kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from evaluation import stage
+from evaluation.evaluate import evaluate_model
+from tests.evaluation.stage_fixtures import make_selected, small_settings
+from tests.ray_utils import start_local_ray
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    start_local_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, mnist, ray_local):
+    out = tmp_path_factory.mktemp("study")
+    selected = make_selected(out, mnist)
+    s = small_settings()
+    logs: list[str] = []
+    stats = stage.run_stage(selected, s, out, log=logs.append, progress_every=0)
+    return out, selected, s, stats, logs
+
+
+def _files(out, table):
+    return sorted((out / table).rglob("*.parquet"))
+
+
+def test_writes_all_tables_with_schema_and_computed_row_counts(study, mnist, trained_cnn3b):
+    out, selected, s, stats, logs = study
+    tasks = stage.plan(selected, s)
+    n_metric = sum(t.kind == "metrics" for t in tasks)
+    n_roar = sum(t.kind == "roar" for t in tasks)
+    assert stats["submitted"] == len(tasks) == n_metric + n_roar
+    # metric rows per image: counted from the library itself on two images
+    from study.data import to_float
+
+    probe = evaluate_model(trained_cnn3b, to_float(mnist.test_x[:2]), mnist.test_y[:2], methods=s.methods,
+                           metrics=s.metrics, n_samples=2, seed=s.seed)
+    per_image = (probe["sample"] >= 0).sum() / 2
+    ev = pd.read_parquet(out / "evaluation")
+    assert len(ev) == per_image * s.n_samples * len(selected)
+    assert set(ev["penalty"].astype(str)) == set(selected["penalty"])
+    ro = pd.read_parquet(out / "roar")
+    assert len(ro) == n_roar == len(selected) * len(s.roar_fractions) + len(s.roar_fractions)  # + random control
+    assert set(ro["method"]) == {"saliency", "random"}
+    assert ro["accuracy"].between(0, 1).all()
+    for table, schema in stage.TABLES.items():
+        for f in _files(out, table):
+            file_schema = pq.read_schema(f)
+            assert [n for n in schema.names if n not in stage.PARTS] == file_schema.names[: len(file_schema.names)]
+    cv = pd.read_parquet(out / "curves")
+    expected = (ev[ev["level"].notna()].groupby(["model_id", "method", "metric", "level"]).ngroups
+                + ro.groupby(["model_id", "method", "fraction"]).ngroups)
+    assert len(cv) == expected
+    assert any("tasks done" in line for line in logs)  # progress with ETA
+    # the same test images for every model (paired comparisons)
+    samples = ev.groupby("model_id")["sample"].apply(lambda v: tuple(sorted(set(v))))
+    assert samples.nunique() == 1
+
+
+def test_rerun_submits_nothing_and_duplicates_nothing(study):
+    out, selected, s, _, _ = study
+    before = {t: len(pd.read_parquet(out / t)) for t in stage.TABLES}
+    stats = stage.run_stage(selected, s, out, log=lambda _: None)
+    assert stats["submitted"] == 0
+    assert {t: len(pd.read_parquet(out / t)) for t in stage.TABLES} == before
+
+
+def test_deleting_one_file_recomputes_exactly_that_key(study):
+    out, selected, s, _, _ = study
+    victim = _files(out, "roar")[0]
+    mtimes = {f: f.stat().st_mtime_ns for f in _files(out, "roar") + _files(out, "evaluation") if f != victim}
+    victim.unlink()
+    stats = stage.run_stage(selected, s, out, log=lambda _: None)
+    assert stats["submitted"] == 1 and victim.exists()
+    assert all(f.stat().st_mtime_ns == m for f, m in mtimes.items())
+
+
+def test_killed_worker_is_retried(study):
+    out, selected, s, _, _ = study
+    for f in _files(out, "roar"):
+        f.unlink()
+    markers = out / ".tasks"
+    for m in markers.glob("roar__*.json"):
+        m.unlink()
+    result: dict = {}
+    th = threading.Thread(target=lambda: result.update(stage.run_stage(selected, s, out, log=lambda _: None)))
+    th.start()
+    killed = None
+    deadline = time.time() + 120
+    while killed is None and time.time() < deadline:
+        found = sorted(markers.glob("roar__*.json"))
+        if found:
+            info = json.loads(found[0].read_text())
+            os.kill(info["pid"], signal.SIGKILL)
+            killed = (found[0].name, info["pid"])
+        time.sleep(0.02)
+    th.join(timeout=600)
+    assert killed is not None and not th.is_alive()
+    ro = pd.read_parquet(out / "roar")
+    assert len(ro) == sum(t.kind == "roar" for t in stage.plan(selected, s))
+    key = killed[0][len("roar__"):-len(".json")]
+    row_pid = ro.loc[ro.apply(lambda r: f"{r['model_id']}__{r['method']}__t{r['fraction']:.2f}__r{r['repeat']}", axis=1) == key, "pid"]
+    assert len(row_pid) == 1 and int(row_pid.iloc[0]) != killed[1]  # redone by another worker
