@@ -21,6 +21,7 @@ derived from the other two at the end of every run (cheap, rewritten whole).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -33,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from study import results
+from study import results, storage
 
 EVALUATION = pa.schema([
     ("study", pa.string()), ("dataset", pa.string()), ("penalty", pa.string()), ("model_id", pa.string()),
@@ -78,8 +79,10 @@ class Task:
             return f"{self.model_id}__c{self.chunk:03d}"
         return f"{self.model_id}__{self.method}__t{self.fraction:.2f}__r{self.repeat}"
 
-    def path(self, out: Path) -> Path:
-        return Path(out) / self.table / f"dataset={self.dataset}" / f"penalty={self.penalty}" / f"{self.key}.parquet"
+    def path(self, out: Path | str) -> Path | str:
+        """The task's file: a Path under a local ``out``, a URI under a remote one (s3://…)."""
+        p = storage.join(out, self.table, f"dataset={self.dataset}", f"penalty={self.penalty}", f"{self.key}.parquet")
+        return p if storage.is_remote(p) else Path(p)
 
 
 @dataclass
@@ -104,6 +107,8 @@ class StageSettings:
     max_in_flight: int = 0  # 0 = twice the cluster's CPUs / cpu
     max_retries: int = 3
     data_root: str = ""
+    method_params: dict = field(default_factory=dict)  # e.g. {"integrated_gradients": {"n_steps": 16}}
+    metric_params: dict = field(default_factory=dict)  # e.g. {"gaussian": {"n_draws": 2}}
 
 
 def settings_from_config(cfg) -> StageSettings:
@@ -117,6 +122,8 @@ def settings_from_config(cfg) -> StageSettings:
         roar_fractions=list(r.fractions), roar_repeats=r.repeats, roar_epochs=r.epochs,
         roar_data_fraction=r.data_fraction, roar_n_test=getattr(r, "n_test", 0), roar_replacement=r.replacement,
         cpu=cfg.resources.cpu, gpu=cfg.resources.gpu, data_root=str(cfg.data_path),
+        method_params=dict(getattr(ev, "method_params", None) or {}),
+        metric_params=dict(getattr(ev, "metric_params", None) or {}),
     )
 
 
@@ -156,26 +163,27 @@ def _control_penalty(selected: pd.DataFrame, dataset: str) -> str:
     return "none" if "none" in pens else pens[0]
 
 
-def missing(tasks: list[Task], out: Path) -> list[Task]:
-    return [t for t in tasks if not t.path(out).exists()]
+def missing(tasks: list[Task], out: Path | str) -> list[Task]:
+    """The tasks whose file does not exist yet (one listing per table, not one request per task)."""
+    have = {str(storage.join(out, table, rel)) for table in {t.table for t in tasks}
+            for rel in storage.list_files(storage.join(out, table), ".parquet")}
+    return [t for t in tasks if str(t.path(out)) not in have]
 
 
 # --------------------------------------------------------------------------- task bodies
 def _node() -> tuple[str, int]:
-    try:
-        import ray
+    import ray
 
-        return ray.get_runtime_context().get_node_id(), os.getpid()
-    except Exception:
+    if not ray.is_initialized():  # called outside Ray (tests, debugging): do not start one
         return "", os.getpid()
+    return ray.get_runtime_context().get_node_id(), os.getpid()
 
 
-def _marker(out: Path, task: Task) -> None:
+def _marker(out: Path | str, task: Task) -> None:
     """Record which process runs ``task`` (``.tasks/<key>.json``): for operators and fault tests."""
     node, pid = _node()
-    d = Path(out) / ".tasks"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / f"{task.table}__{task.key}.json").write_text(json.dumps({"pid": pid, "node_id": node, "time": time.time()}))
+    storage.write_text(storage.join(out, ".tasks", f"{task.table}__{task.key}.json"),
+                       json.dumps({"pid": pid, "node_id": node, "time": time.time()}))
 
 
 def _threads(cpu: float) -> None:
@@ -186,7 +194,8 @@ def load_selected_model(row) -> torch.nn.Module:
     from trainables.models import build_model
 
     model = build_model(row["model"])
-    model.load_state_dict(torch.load(row["weights_path"], map_location="cpu", weights_only=True))
+    data = storage.read_bytes(row["weights_path"])  # a local path or a URI (s3://…)
+    model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
     return model.eval()
 
 
@@ -196,7 +205,7 @@ def metrics_task(task: Task, row: dict, splits, s: StageSettings, out: str) -> d
     from study.data import to_float
 
     _threads(s.cpu)
-    _marker(Path(out), task)
+    _marker(out, task)
     t0 = time.perf_counter()
     model = load_selected_model(row)
     dev = torch.device("cuda" if torch.cuda.is_available() and s.gpu > 0 else "cpu")
@@ -204,10 +213,18 @@ def metrics_task(task: Task, row: dict, splits, s: StageSettings, out: str) -> d
     idx = sample_indices(len(splits.test_y), s.n_samples, s.seed)[task.chunk * s.chunk_size : (task.chunk + 1) * s.chunk_size]
     x = to_float(splits.test_x[idx]).to(dev)
     y = splits.test_y[idx].to(dev)
+    # per-chunk seed: independent draws across chunks, identical across models (paired comparisons)
     df = evaluate_model(model, x, y, methods=s.methods, metrics=s.metrics, n_samples=len(idx),
-                        seed=s.seed, dataset=task.dataset, penalty=task.penalty, model_id=task.model_id)
+                        seed=s.seed * 1_000_003 + task.chunk, dataset=task.dataset, penalty=task.penalty,
+                        model_id=task.model_id, method_params=s.method_params, metric_params=s.metric_params)
     df = df[df["sample"] >= 0].copy()  # per-sample rows; aggregates are for analysis, over all chunks
-    df["sample"] = idx[df["sample"].to_numpy()].numpy()  # chunk position -> test-set index
+    with torch.no_grad():  # clean test accuracy, per image (0/1), a model-level row like gaussian_accuracy
+        correct = (model(x).argmax(1) == y).double().cpu().numpy()
+    acc = pd.DataFrame({"dataset": task.dataset, "penalty": task.penalty, "model_id": task.model_id, "method": "",
+                        "metric": "accuracy", "level": float("nan"), "sample": range(len(idx)), "value": correct,
+                        "seed": s.seed * 1_000_003 + task.chunk})
+    df = pd.concat([acc, df], ignore_index=True)
+    df["sample"] = idx.numpy()[df["sample"].to_numpy()]  # chunk position -> test-set index
     node, _ = _node()
     df["study"], df["chunk"], df["node_id"] = s.study, task.chunk, node
     results.write_table(df, out, "evaluation", PARTS, task.key, schema=EVALUATION)
@@ -231,8 +248,8 @@ def roar_task(task: Task, row: dict, splits, ranked, s: StageSettings, out: str)
     from trainables.train import TrainConfig
 
     _threads(s.cpu)
-    _marker(Path(out), task)
-    base = json.loads(Path(row["config_path"]).read_text())["train_config"]  # the study's training settings
+    _marker(out, task)
+    base = json.loads(storage.read_text(row["config_path"]))["train_config"]  # the study's training settings
     cfg = replace(TrainConfig(**base), epochs=s.roar_epochs, seed=s.seed, data_root=s.data_root or base["data_root"],
                   device="cuda" if (s.gpu > 0 and torch.cuda.is_available()) else "cpu")
     res = retrain(splits, ranked, task.fraction, cfg, repeat=task.repeat, replacement=s.roar_replacement)
@@ -265,7 +282,7 @@ def run_stage(selected: pd.DataFrame, s: StageSettings, out: str | Path, log: Ca
 
     from study import data as data_mod
 
-    out = Path(out).absolute()
+    out = storage.normalize(out)  # an absolute path, or a URI
     if selected.empty:
         log("[evaluate] no selected models: nothing to evaluate")
         return {"total": 0, "submitted": 0}
@@ -338,7 +355,7 @@ def write_curves(out: str | Path, study: str) -> pd.DataFrame:
 
 def read(out: str | Path, table: str) -> pd.DataFrame:
     """Read a stage table (empty frame with the schema's columns if nothing was written yet)."""
-    if not (Path(out) / table).exists():
+    if not storage.exists(storage.join(storage.normalize(out), table)):
         return pd.DataFrame(columns=TABLES[table].names)
     return results.dataset(out, table, TABLES[table], PARTS).to_table().to_pandas()
 
@@ -346,7 +363,7 @@ def read(out: str | Path, table: str) -> pd.DataFrame:
 def run(cfg, selected: pd.DataFrame, log: Callable[[str], None] = print) -> dict:
     """Entry point from ``study.launch``: the stage on the study's selected models."""
     s = settings_from_config(cfg)
-    stats = run_stage(selected, s, cfg.output_dir, log=log)
+    stats = run_stage(selected, s, getattr(cfg, "location", None) or cfg.output_dir, log=log)  # a path or a URI
     if stats.get("submitted"):
         eff = stats["task_seconds"] / max(stats["wall_seconds"], 1e-9)
         log(f"[evaluate] {stats['submitted']} tasks in {stats['wall_seconds']:.0f} s "

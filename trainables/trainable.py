@@ -128,8 +128,8 @@ def train_trial(config: dict, splits: Splits) -> None:
             raise NonFiniteLossError(state["diverged"])
         run.load_state_dict(state["run"])
         start_time, history = state["start_time"], state["history"]
-        if run.epoch >= cfg.epochs and history:  # finished before the driver stopped: re-report
-            _report({**history[-1], **info, "end_time": time.time()}, None)
+        if run.epoch >= cfg.epochs and history:  # finished before the driver stopped: report it again
+            _report(history[-1], None)  # as recorded (same times), so nothing looks retrained
             return
 
     while run.epoch < cfg.epochs:

@@ -52,9 +52,12 @@ def test_writes_all_tables_with_schema_and_computed_row_counts(study, mnist, tra
 
     probe = evaluate_model(trained_cnn3b, to_float(mnist.test_x[:2]), mnist.test_y[:2], methods=s.methods,
                            metrics=s.metrics, n_samples=2, seed=s.seed)
-    per_image = (probe["sample"] >= 0).sum() / 2
+    per_image = (probe["sample"] >= 0).sum() / 2 + 1  # + the clean-accuracy row
     ev = pd.read_parquet(out / "evaluation")
     assert len(ev) == per_image * s.n_samples * len(selected)
+    acc = ev[ev["metric"] == "accuracy"]
+    assert len(acc) == s.n_samples * len(selected) and set(acc["value"]) <= {0.0, 1.0}
+    assert (acc["method"] == "").all()
     assert set(ev["penalty"].astype(str)) == set(selected["penalty"])
     ro = pd.read_parquet(out / "roar")
     assert len(ro) == n_roar == len(selected) * len(s.roar_fractions) + len(s.roar_fractions)  # + random control

@@ -1,0 +1,54 @@
+"""Complexity: entropy of the normalised absolute attribution (SPEC §5).
+
+Definition. For each image, P_i = |a_i| / Σ_j |a_j| over its d pixels and
+
+    complexity = −Σ_i P_i ln(P_i + 1e-12)
+
+(in nats; 0 for a one-hot map, ln d for a uniform one, ln 784 ≈ 6.66 on MNIST). Lower = simpler
+(more concentrated) explanation. Computed per image over the whole evaluation set; the seed's
++0.01 inside the log and its single image are not copied. A map that is zero everywhere has no
+distribution: it is a ValueError naming the samples, never a NaN.
+
+References
+----------
+Bhatt, Weller, Moura (2020). Evaluating and aggregating feature-based model explanations.
+IJCAI 2020, 3016–3022. (Implemented identically as ``quantus.Complexity``.)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from evaluation.metrics._common import check_batch
+
+NAME = "complexity"
+HIGHER_IS_BETTER = False
+OUTPUTS = {"complexity": False}
+REFERENCE = "Bhatt, Weller, Moura 2020, IJCAI, doi:10.24963/ijcai.2020/417"
+EPS = 1e-12
+
+
+def entropy(attributions: Tensor) -> Tensor:
+    """−Σ P ln(P + 1e-12) per sample (float64, (B,)); ValueError for an all-zero map."""
+    a = attributions.flatten(1).double().abs()
+    total = a.sum(1, keepdim=True)
+    if (total == 0).any():
+        bad = (total[:, 0] == 0).nonzero().flatten().tolist()
+        raise ValueError(f"complexity is undefined for an all-zero attribution map (samples {bad[:10]})")
+    p = a / total
+    return -(p * torch.log(p + EPS)).sum(1)
+
+
+def complexity(
+    model: nn.Module | None, x: Tensor, y: Tensor, attributions: Tensor, *, seed: int = 0
+) -> Tensor:
+    """Entropy of each attribution map (B,) as float64 on the attributions' device.
+
+    Args:
+        model, seed: unused (kept for the common metric signature).
+        x, y: the images and targets, only checked against ``attributions``.
+        attributions: maps shaped like ``x``; finite.
+    """
+    check_batch(x, y, attributions)
+    return entropy(attributions)

@@ -1,0 +1,900 @@
+"""Analysis of a study folder: typed tables and the statistics of the report (pandas API).
+
+::
+
+    from study import analysis
+
+    s = analysis.load("outputs/quick")          # a folder, or a URI pyarrow understands
+    s.missing                                    # tables not written (yet): e.g. ['evaluation', 'roar', 'curves']
+    s.trials, s.epochs, s.selected               # search stage (study.results schemas)
+    s.evaluation, s.roar, s.curves               # evaluation stage
+    s.summary()                                  # mean and 95% bootstrap CI per dataset × penalty × method × metric
+    s.compare(baseline="none")                   # paired Wilcoxon vs the baseline, Holm-corrected, effect sizes
+    s.pareto()                                   # accuracy–explanation fronts over all trials
+    s.lambda_sweep()                             # validation metrics versus λ
+
+Each function is also a module-level function taking the :class:`Study` (``analysis.summary(s)``).
+
+Tables are read file by file (Hive partition folders ``key=value`` become columns) and checked
+against their schema: a required column missing, or a column of an incompatible type, is a
+:class:`SchemaError` naming the file and the column. A folder holding none of the study's tables
+(and no ``config.yaml``) is a :class:`NotAStudyError`. Tables not written yet are empty
+DataFrames with the right columns and are listed in ``Study.missing`` (a study still running, or
+a search without evaluation, can be analysed).
+
+Statistics (SPEC §5: aggregates are computed here, from the per-sample rows):
+
+- **Confidence intervals**: ``scipy.stats.bootstrap`` of the mean (percentile method, 2000
+  resamples by default), seeded per group from ``seed`` and the group's name, so results do not
+  depend on the order of groups. Over samples for per-sample metrics; over repeats for ROAR
+  (whose score is the area under retrained accuracy versus the fraction removed, per repeat).
+- **Paired tests**: per (dataset, method, metric), each penalty's values are paired with the
+  baseline's by sample index (ROAR: by repeat); ``scipy.stats.wilcoxon`` (two-sided, zero
+  differences dropped), p-values corrected across all comparisons of the call (Holm by
+  default, Benjamini–Hochberg selectable); effect sizes: matched-pairs rank-biserial
+  correlation and Cohen's d_z (mean difference / SD of the differences).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import sys
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+# --------------------------------------------------------------------------- schemas
+SEARCH_TABLES = ("trials", "epochs", "selected")
+EVALUATION_TABLES = ("evaluation", "roar", "curves")
+TABLES = SEARCH_TABLES + EVALUATION_TABLES
+
+# The evaluation stage's tables (used unless ``study.results`` defines them).
+EVALUATION = pa.schema(
+    [
+        ("study", pa.string()),
+        ("dataset", pa.string()),
+        ("penalty", pa.string()),
+        ("model_id", pa.string()),
+        ("method", pa.string()),
+        ("metric", pa.string()),
+        ("level", pa.float64()),  # NaN for scalar metrics
+        ("sample", pa.int64()),  # -1 for aggregate rows
+        ("value", pa.float64()),
+        ("seed", pa.int64()),
+    ]
+)
+ROAR = pa.schema(
+    [
+        ("study", pa.string()),
+        ("dataset", pa.string()),
+        ("penalty", pa.string()),
+        ("model_id", pa.string()),
+        ("method", pa.string()),  # attribution method or "random"
+        ("fraction", pa.float64()),
+        ("repeat", pa.int64()),
+        ("accuracy", pa.float64()),
+        ("seconds", pa.float64()),
+        ("node_id", pa.string()),
+    ]
+)
+CURVES = pa.schema(
+    [
+        ("study", pa.string()),
+        ("dataset", pa.string()),
+        ("penalty", pa.string()),
+        ("model_id", pa.string()),
+        ("method", pa.string()),
+        ("curve", pa.string()),  # morf | roar | gaussian | square_block | ...
+        ("x", pa.float64()),
+        ("y", pa.float64()),
+    ]
+)
+_FALLBACK_SCHEMAS = {"evaluation": EVALUATION, "roar": ROAR, "curves": CURVES}
+EVALUATION_PARTITIONS = ["dataset", "penalty"]
+
+# Metric directions when a metric module cannot be imported (True = higher is better).
+FALLBACK_DIRECTIONS: dict[str, bool | None] = {
+    "accuracy": True,
+    "test_accuracy": True,
+    "test_acc": True,
+    "val_acc": True,
+    "val_morf": True,
+    "morf": True,
+    "morf_curve": None,  # a curve point: no direction on its own
+    "faithfulness": True,
+    "faithfulness_nested": True,
+    "faithfulness_correlation": True,
+    "complexity": False,
+    "gaussian": True,
+    "gaussian_accuracy": True,
+    "gaussian_auc": True,
+    "max_sensitivity": False,
+    "avg_sensitivity": False,
+    "square_block": True,
+    "block_accuracy": True,
+    "block_auc": True,
+    "block_infidelity": False,
+    "roar": False,
+}
+METRIC_MODULES = ("morf", "faithfulness", "complexity", "gaussian", "square_block")
+# Metrics of the model itself (not of an attribution method): shown as "test accuracy".
+ACCURACY_METRICS = ("accuracy", "test_accuracy", "test_acc")
+RANDOM_METHOD = "random"
+# SPEC §4's order (tables and legends); the study's own order (config.yaml) comes first
+PENALTY_ORDER = ("none", "gradient", "consistency", "smoothness", "locality", "fidelity", "symmetry")
+
+
+class StudyError(ValueError):
+    """A study folder or one of its tables cannot be read; the message names the path."""
+
+
+class NotAStudyError(StudyError):
+    """The folder holds none of a study's tables (nor its ``config.yaml``)."""
+
+
+class SchemaError(StudyError):
+    """A table's file lacks a required column or holds one of an incompatible type."""
+
+
+def table_schema(table: str) -> pa.Schema:
+    """The schema of ``table``: ``study.results`` defines the search tables (and may define the
+    evaluation ones); otherwise the evaluation stage's documented columns above."""
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; valid: {', '.join(TABLES)}")
+    try:
+        from study import results as R
+
+        schemas = getattr(R, "SCHEMAS", {})
+        if table in schemas:
+            return schemas[table]
+        named = getattr(R, table.upper(), None)
+        if isinstance(named, pa.Schema):
+            return named
+    except ImportError:
+        if table in SEARCH_TABLES:
+            raise
+    return _FALLBACK_SCHEMAS[table]
+
+
+# --------------------------------------------------------------------------- directions
+def _constants(modname: str, names: Sequence[str]) -> dict:
+    """Top-level literal constants of a module: live values if it is imported, else read from
+    its source with ``ast`` (no import: the metric modules pull in torch and Captum)."""
+    mod = sys.modules.get(modname)
+    if mod is not None:
+        return {n: getattr(mod, n) for n in names if hasattr(mod, n)}
+    try:
+        spec = importlib.util.find_spec(modname)
+        source = Path(spec.origin).read_text(encoding="utf-8") if spec and spec.origin else None
+    except (ImportError, OSError, ValueError):
+        source = None
+    if source is None:
+        return {}
+    out = {}
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for t in targets:
+            if isinstance(t, ast.Name) and t.id in names and node.value is not None:
+                try:
+                    out[t.id] = ast.literal_eval(node.value)
+                except ValueError:
+                    pass
+    return out
+
+
+def directions() -> dict[str, bool | None]:
+    """Metric name -> higher is better (None: no direction, e.g. a curve point), from
+    ``evaluation.evaluate.HIGHER_IS_BETTER`` and the metric modules' ``NAME``/``HIGHER_IS_BETTER``
+    (and ``OUTPUTS`` where a module reports several values), over :data:`FALLBACK_DIRECTIONS`."""
+    out = dict(FALLBACK_DIRECTIONS)
+    names = _constants("evaluation.metrics", ["METRICS"]).get("METRICS") or METRIC_MODULES
+    for name in (*names, "roar"):
+        modname = "evaluation.roar" if name == "roar" else f"evaluation.metrics.{name}"
+        c = _constants(modname, ["NAME", "HIGHER_IS_BETTER", "OUTPUTS"])
+        if "HIGHER_IS_BETTER" in c:
+            out[c.get("NAME", name)] = bool(c["HIGHER_IS_BETTER"])
+        for k, v in dict(c.get("OUTPUTS") or {}).items():
+            out[k] = bool(v)
+    table = _constants("evaluation.evaluate", ["HIGHER_IS_BETTER"]).get("HIGHER_IS_BETTER")
+    if isinstance(table, dict):  # the evaluation library's reported metrics, the most specific
+        out.update({k: (None if v is None else bool(v)) for k, v in table.items()})
+    return out
+
+
+_DIRECTIONS: dict[str, bool | None] | None = None
+
+
+def higher_is_better(metric: str) -> bool | None:
+    """Direction of ``metric``: exact name, else the longest known prefix (``faithfulness_x`` ->
+    ``faithfulness``); None when unknown."""
+    global _DIRECTIONS
+    if _DIRECTIONS is None:
+        _DIRECTIONS = directions()
+    if metric in _DIRECTIONS:
+        return _DIRECTIONS[metric]
+    best = None
+    for k in _DIRECTIONS:
+        if metric.startswith(k + "_") and (best is None or len(k) > len(best)):
+            best = k
+    return None if best is None else _DIRECTIONS[best]
+
+
+# --------------------------------------------------------------------------- reading
+def _filesystem(path_or_uri) -> tuple[pafs.FileSystem, str, str]:
+    """(filesystem, path inside it, display name) of a local path or a URI (``file://``, ``s3://``...)."""
+    s = str(path_or_uri)
+    if "://" in s:
+        try:
+            fs, path = pafs.FileSystem.from_uri(s)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            raise StudyError(f"{s}: cannot open this URI ({exc})") from None
+        return fs, path.rstrip("/") or "/", s
+    p = Path(s).expanduser().absolute()
+    return pafs.LocalFileSystem(), str(p), str(p)
+
+
+def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
+    if actual == expected or pa.types.is_null(actual):
+        return True
+    if pa.types.is_dictionary(actual):
+        actual = actual.value_type
+    if pa.types.is_string(expected) or pa.types.is_large_string(expected):
+        return pa.types.is_string(actual) or pa.types.is_large_string(actual)
+    if pa.types.is_floating(expected):
+        return pa.types.is_floating(actual) or pa.types.is_integer(actual)
+    if pa.types.is_integer(expected):
+        return pa.types.is_integer(actual)
+    if pa.types.is_boolean(expected):
+        return pa.types.is_boolean(actual)
+    if pa.types.is_timestamp(expected):
+        return pa.types.is_timestamp(actual)
+    return False
+
+
+def _hive_values(rel: str) -> dict[str, str]:
+    out = {}
+    for part in rel.split("/")[:-1]:
+        if "=" in part:
+            k, v = part.split("=", 1)
+            out[k] = v
+    return out
+
+
+def _conform(t: pa.Table, schema: pa.Schema, where: str, partition: dict[str, str]) -> pa.Table:
+    """``t`` with the partition columns added, checked and cast to ``schema`` (extra columns kept)."""
+    for k, v in partition.items():
+        if k in t.column_names:
+            continue
+        t = t.append_column(k, pa.array([v] * t.num_rows, pa.string()))
+    missing = [n for n in schema.names if n not in t.column_names]
+    if missing:
+        raise SchemaError(f"{where}: missing required column(s) {missing}; expected the columns {schema.names}")
+    cols, names = [], []
+    for f in schema:
+        col = t.column(f.name)
+        if f.name in partition and pa.types.is_string(col.type) and not pa.types.is_string(f.type):
+            try:
+                col = pc.cast(col, f.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise SchemaError(f"{where}: partition value {f.name}={partition[f.name]!r} is not a valid {f.type}") from None
+        elif not _compatible(col.type, f.type):
+            raise SchemaError(f"{where}: column {f.name!r} has type {col.type}, expected {f.type}")
+        if col.type != f.type:
+            col = pc.cast(col, f.type, safe=False) if pa.types.is_timestamp(f.type) else pc.cast(col, f.type)
+        cols.append(col)
+        names.append(f.name)
+    for extra in t.column_names:
+        if extra not in names:
+            cols.append(t.column(extra))
+            names.append(extra)
+    return pa.Table.from_arrays(cols, names=names)
+
+
+def read_table(path_or_uri, table: str) -> tuple[pd.DataFrame, bool]:
+    """(rows of ``<study>/<table>``, present). Files whose name starts with ``.`` or ``_``
+    (temporary files of a writer) are skipped. Raises :class:`SchemaError` naming the file."""
+    schema = table_schema(table)
+    fs, root, shown = _filesystem(path_or_uri)
+    folder = f"{root.rstrip('/')}/{table}"
+    info = fs.get_file_info(folder)
+    if info.type == pafs.FileType.NotFound:
+        return schema.empty_table().to_pandas(), False
+    if info.type != pafs.FileType.Directory:
+        raise SchemaError(f"{shown}/{table}: expected a folder of Parquet files, found a file")
+    files = [
+        f for f in fs.get_file_info(pafs.FileSelector(folder, recursive=True))
+        if f.type == pafs.FileType.File and f.path.endswith(".parquet")
+        and not any(p.startswith((".", "_")) for p in f.path[len(folder) + 1:].split("/"))
+    ]
+    parts = []
+    for f in sorted(files, key=lambda f: f.path):
+        rel = f.path[len(folder) + 1:]
+        where = f"{shown}/{table}/{rel}"
+        try:
+            t = pq.read_table(f.path, filesystem=fs)
+        except (pa.ArrowException, OSError) as exc:
+            raise SchemaError(f"{where}: not a readable Parquet file ({exc})") from None
+        parts.append(_conform(t, schema, where, _hive_values(rel)))
+    if not parts:
+        return schema.empty_table().to_pandas(), False
+    try:
+        t = pa.concat_tables(parts, promote_options="permissive")
+    except pa.ArrowException as exc:
+        raise SchemaError(f"{shown}/{table}: files disagree on extra columns ({exc})") from None
+    return t.to_pandas(), t.num_rows > 0
+
+
+@dataclass
+class Study:
+    """The tables of one study folder (empty DataFrames for those not written yet)."""
+
+    path: str
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    selected: pd.DataFrame
+    evaluation: pd.DataFrame
+    roar: pd.DataFrame
+    curves: pd.DataFrame
+    missing: list[str] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    config_text: str = ""
+
+    @classmethod
+    def from_frames(cls, path: str = "<memory>", config: dict | None = None, **frames: pd.DataFrame) -> "Study":
+        """A study from DataFrames (tables not given are empty); columns are checked."""
+        tables, missing = {}, []
+        for name in TABLES:
+            schema = table_schema(name)
+            df = frames.pop(name, None)
+            if df is None or len(df) == 0:
+                missing.append(name)
+                df = schema.empty_table().to_pandas() if df is None else df
+            t = pa.Table.from_pandas(df, preserve_index=False)
+            tables[name] = _conform(t, schema, f"{path}/{name}", {}).to_pandas()
+        if frames:
+            raise ValueError(f"unknown table(s) {sorted(frames)}; valid: {', '.join(TABLES)}")
+        return cls(path=path, missing=missing, config=dict(config or {}), **tables)
+
+    @property
+    def name(self) -> str:
+        for t in (self.trials, self.selected, self.evaluation, self.roar, self.curves):
+            if len(t):
+                return str(t["study"].iloc[0])
+        return str(self.config.get("name", "") or Path(self.path).name)
+
+    @property
+    def datasets(self) -> list[str]:
+        seen = set()
+        for t in (self.trials, self.selected, self.evaluation, self.roar, self.curves):
+            seen.update(t["dataset"].dropna().astype(str))
+        order = list(self.config.get("datasets") or [])
+        return [d for d in order if d in seen] + sorted(seen - set(order))
+
+    @property
+    def penalties(self) -> list[str]:
+        """Penalties present, ``none`` first, then the config's order, then alphabetical."""
+        seen = set()
+        for t in (self.trials, self.selected, self.evaluation, self.roar, self.curves):
+            seen.update(t["penalty"].dropna().astype(str))
+        return order_penalties(seen, self.config.get("penalties"))
+
+    def notes(self) -> list[str]:
+        """What is missing, in words."""
+        out = []
+        what = {
+            "trials": "the search has not written any trial yet: no Pareto fronts or λ sweeps",
+            "epochs": "no per-epoch records of the search",
+            "selected": "no model selected yet (the search has not finished): no saliency gallery",
+            "evaluation": "the evaluation stage has not written per-sample metrics: no summary table, "
+                          "comparisons, or Gaussian/square-block curves from per-sample rows",
+            "roar": "no ROAR (remove-and-retrain) results",
+            "curves": "no curves table: no MoRF curves (Gaussian/square-block curves fall back to the evaluation table)",
+        }
+        for t in self.missing:
+            out.append(f"`{t}` is missing: {what[t]}.")
+        return out
+
+    # the analysis functions as methods
+    def summary(self, **kw) -> pd.DataFrame:
+        return summary(self, **kw)
+
+    def compare(self, baseline: str = "none", **kw) -> pd.DataFrame:
+        return compare(self, baseline, **kw)
+
+    def pareto(self, **kw) -> pd.DataFrame:
+        return pareto(self, **kw)
+
+    def lambda_sweep(self, **kw) -> pd.DataFrame:
+        return lambda_sweep(self, **kw)
+
+    def per_sample(self, **kw) -> pd.DataFrame:
+        return per_sample(self, **kw)
+
+    def curve(self, kind: str) -> pd.DataFrame:
+        return curve(self, kind)
+
+
+def order_penalties(names: Iterable[str], config_order: Iterable[str] | None = None) -> list[str]:
+    names = set(names)
+    order = ["none"] + [p for p in list(config_order or []) + list(PENALTY_ORDER) if p != "none"]
+    out = []
+    for p in order:
+        if p in names and p not in out:
+            out.append(p)
+    return out + sorted(names - set(out))
+
+
+def load(path_or_uri) -> Study:
+    """Read every table of a study folder (a local path or a URI pyarrow understands).
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+        NotAStudyError: it exists but holds no study table and no ``config.yaml``.
+        SchemaError: a table's file lacks a column or holds one of the wrong type (names the file).
+    """
+    fs, root, shown = _filesystem(path_or_uri)
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{shown}: no such study folder")
+    if info.type != pafs.FileType.Directory:
+        raise NotAStudyError(f"{shown}: not a study folder (it is a file); pass the folder the study writes its tables to")
+    present = {t for t in TABLES if fs.get_file_info(f"{root.rstrip('/')}/{t}").type == pafs.FileType.Directory}
+    cfg_path = f"{root.rstrip('/')}/config.yaml"
+    has_cfg = fs.get_file_info(cfg_path).type == pafs.FileType.File
+    if not present and not has_cfg:
+        raise NotAStudyError(
+            f"{shown}: not a study folder: none of the tables {', '.join(t + '/' for t in TABLES)} "
+            "nor config.yaml is there (point to the study's output folder, e.g. outputs/quick)"
+        )
+    frames, missing = {}, []
+    for t in TABLES:
+        df, ok = read_table(path_or_uri, t)
+        frames[t] = df
+        if not ok:
+            missing.append(t)
+    config, text = {}, ""
+    if has_cfg:
+        import yaml
+
+        with fs.open_input_stream(cfg_path) as f:
+            text = f.read().decode("utf-8", "replace")
+        try:
+            config = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise StudyError(f"{shown}/config.yaml: invalid YAML ({' '.join(str(exc).split())})") from None
+        if not isinstance(config, dict):
+            raise StudyError(f"{shown}/config.yaml: expected a mapping at the top level")
+    return Study(path=shown, missing=missing, config=config, config_text=text, **frames)
+
+
+def _as_study(s) -> Study:
+    return s if isinstance(s, Study) else load(s)
+
+
+# --------------------------------------------------------------------------- statistics
+def group_seed(seed: int, *key) -> int:
+    """A seed per group, stable across processes and independent of the order of groups."""
+    return (int(seed) * 1_000_003 + zlib.crc32("/".join(map(str, key)).encode())) % (2**32)
+
+
+def bootstrap_ci(values, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
+                 method: str = "percentile") -> tuple[float, float]:
+    """Bootstrap confidence interval of the mean of the finite ``values`` (``scipy.stats.bootstrap``).
+
+    NaN for fewer than 2 values; (v, v) when all values are equal (no spread to resample).
+    """
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return float("nan"), float("nan")
+    if np.all(v == v[0]):
+        return float(v[0]), float(v[0])
+    res = stats.bootstrap((v,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
+                          method=method, vectorized=True, rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def roar_scores(s: Study) -> pd.DataFrame:
+    """ROAR score per (dataset, penalty, model_id, method, repeat): trapezoid area under
+    retrained accuracy versus the fraction removed (lower = the attribution found the information)."""
+    cols = ["dataset", "penalty", "model_id", "method", "repeat", "value", "n_fractions"]
+    r = s.roar.dropna(subset=["fraction", "accuracy"])
+    if r.empty:
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else "object") for c in cols})
+    rows = []
+    for key, g in r.groupby(["dataset", "penalty", "model_id", "method", "repeat"], sort=True):
+        g = g.groupby("fraction")["accuracy"].mean().sort_index()
+        area = float(np.trapezoid(g.to_numpy(), g.index.to_numpy())) if len(g) > 1 else float("nan")
+        rows.append((*key, area, len(g)))
+    return pd.DataFrame(rows, columns=cols)
+
+
+PER_SAMPLE_COLUMNS = ["dataset", "penalty", "model_id", "method", "metric", "level", "sample", "value", "source"]
+
+
+def per_sample(s: Study, levels: bool = True) -> pd.DataFrame:
+    """Long-form values: the evaluation rows plus one ROAR score per repeat (metric ``roar``,
+    ``sample`` = repeat, unless the evaluation table already holds ``roar`` rows).
+
+    ``source`` says where a row comes from (``evaluation`` or ``roar``). Aggregate rows
+    (``sample`` = -1) are kept; ``levels=False`` keeps scalar metrics only (``level`` NaN).
+    """
+    e = s.evaluation
+    ev = pd.DataFrame({
+        "dataset": e["dataset"].astype(str), "penalty": e["penalty"].astype(str),
+        "model_id": e["model_id"].astype(str), "method": e["method"].fillna("").astype(str),
+        "metric": e["metric"].astype(str), "level": e["level"].astype(float),
+        "sample": e["sample"].astype("int64"), "value": e["value"].astype(float), "source": "evaluation",
+    })
+    parts = [ev]
+    if not (ev["metric"] == "roar").any():
+        r = roar_scores(s)
+        if len(r):
+            parts.append(pd.DataFrame({
+                "dataset": r["dataset"].astype(str), "penalty": r["penalty"].astype(str),
+                "model_id": r["model_id"].astype(str), "method": r["method"].astype(str), "metric": "roar",
+                "level": np.nan, "sample": r["repeat"].astype("int64"), "value": r["value"].astype(float),
+                "source": "roar",
+            }))
+    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else ev
+    if not levels:
+        out = out[out["level"].isna()]
+    return out.reset_index(drop=True)[PER_SAMPLE_COLUMNS]
+
+
+SUMMARY_COLUMNS = [
+    "dataset", "penalty", "model_id", "method", "metric", "level", "higher_is_better",
+    "n", "mean", "ci_low", "ci_high", "ci_over",
+    "test_acc", "test_acc_ci_low", "test_acc_ci_high", "lam", "val_acc", "val_morf",
+]
+GROUP = ["dataset", "penalty", "model_id", "method", "metric", "level"]
+
+
+def _group_values(g: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """Per-sample values of one group (aggregate rows only when there are no others)."""
+    per = g[g["sample"] >= 0]
+    if len(per):
+        per = per.drop_duplicates("sample", keep="last")
+        return per["value"].to_numpy(float), ("repeats" if (per["source"] == "roar").all() else "samples")
+    return g["value"].to_numpy(float), "none"
+
+
+def _selected_info(s: Study) -> pd.DataFrame:
+    sel = s.selected
+    cols = ["dataset", "penalty", "lam", "val_acc", "val_morf"]
+    if sel.empty:
+        return pd.DataFrame({c: pd.Series(dtype=float if c in ("lam", "val_acc", "val_morf") else object) for c in cols})
+    return sel.drop_duplicates(["dataset", "penalty"], keep="last")[cols].astype({"dataset": str, "penalty": str})
+
+
+def summary(s, *, levels: bool = False, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
+            ci_method: str = "percentile") -> pd.DataFrame:
+    """Mean and bootstrap CI per dataset × penalty × model × attribution method × metric.
+
+    One row per group of :func:`per_sample` (``levels=False``: scalar metrics only; ``True``
+    adds one row per level of the levelled metrics, e.g. accuracy at each σ), excluding the
+    model's test accuracy, which becomes the ``test_acc*`` columns of every row of the model
+    (NaN when the evaluation did not record it). ``ci_over`` says what the interval
+    resamples: ``samples``, ``repeats`` (ROAR) or ``none`` (aggregate rows only, no interval).
+    ``lam``, ``val_acc``, ``val_morf`` come from the ``selected`` table.
+    """
+    s = _as_study(s)
+    data = per_sample(s, levels=levels)
+    acc = data[data["metric"].isin(ACCURACY_METRICS) & data["level"].isna()]
+    data = data[~data["metric"].isin(ACCURACY_METRICS)]
+    rows = []
+    for key, g in data.groupby(GROUP, sort=True, dropna=False):
+        v, over = _group_values(g)
+        lo, hi = (bootstrap_ci(v, confidence, n_resamples, group_seed(seed, *key), ci_method)
+                  if over != "none" else (float("nan"), float("nan")))
+        rows.append((*key, higher_is_better(key[4]), int(np.isfinite(v).sum()) if over != "none" else 0,
+                     float(np.nanmean(v)) if np.isfinite(v).any() else float("nan"), lo, hi, over))
+    out = pd.DataFrame(rows, columns=GROUP + ["higher_is_better", "n", "mean", "ci_low", "ci_high", "ci_over"])
+    # test accuracy per model (method-independent: one value per sample)
+    arows = []
+    for key, g in acc.groupby(["dataset", "penalty", "model_id"], sort=True):
+        per = g[g["sample"] >= 0].drop_duplicates("sample", keep="last")
+        v = per["value"].to_numpy(float) if len(per) else g["value"].to_numpy(float)
+        lo, hi = bootstrap_ci(v, confidence, n_resamples, group_seed(seed, *key, "accuracy"), ci_method) if len(per) else (np.nan, np.nan)
+        arows.append((*key, float(np.nanmean(v)), lo, hi))
+    accdf = pd.DataFrame(arows, columns=["dataset", "penalty", "model_id", "test_acc", "test_acc_ci_low", "test_acc_ci_high"])
+    out = out.merge(accdf, on=["dataset", "penalty", "model_id"], how="left")
+    out = out.merge(_selected_info(s), on=["dataset", "penalty"], how="left")
+    out["n"] = out["n"].astype("int64")
+    out["higher_is_better"] = out["higher_is_better"].astype(object)
+    return _sort(out, s)[SUMMARY_COLUMNS]
+
+
+def _sort(df: pd.DataFrame, s: Study) -> pd.DataFrame:
+    if df.empty:
+        return df.reset_index(drop=True)
+    rank = {p: i for i, p in enumerate(s.penalties)}
+    keys = [c for c in ("dataset", "penalty", "model_id", "method", "metric", "level") if c in df.columns]
+    df = df.assign(_p=df["penalty"].map(rank).fillna(len(rank)))
+    keys = ["dataset", "_p"] + [k for k in keys if k not in ("dataset", "penalty")]
+    return df.sort_values(keys, kind="stable").drop(columns="_p").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- paired comparison
+def holm(p) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaN stays NaN."""
+    p = np.asarray(p, float)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out[order] = np.minimum(adj, 1.0)
+    return out
+
+
+def adjust(p, method: str = "holm") -> np.ndarray:
+    """Multiple-comparison correction: ``holm`` or ``bh`` (``scipy.stats.false_discovery_control``)."""
+    from scipy import stats
+
+    p = np.asarray(p, float)
+    if method == "holm":
+        return holm(p)
+    if method in ("bh", "by"):
+        out = np.full_like(p, np.nan)
+        ok = np.isfinite(p)
+        if ok.any():
+            out[ok] = stats.false_discovery_control(p[ok], method=method)
+        return out
+    if method == "none":
+        return p.copy()
+    raise ValueError(f"unknown correction {method!r}; valid: holm, bh, by, none")
+
+
+def paired_test(a, b) -> dict:
+    """Wilcoxon signed-rank test of a − b (two-sided, zeros dropped) and effect sizes.
+
+    Returns n, mean_diff, statistic, p_value, rank_biserial (matched pairs: (T+ − T−)/(T+ + T−)
+    over the non-zero differences, in [−1, 1], positive when a > b) and cohens_d (d_z = mean /
+    SD of the differences). Identical inputs give p = 1 and zero effects.
+    """
+    from scipy import stats
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    d = a[ok] - b[ok]
+    n = len(d)
+    out = {"n": n, "mean_diff": float(d.mean()) if n else np.nan, "statistic": np.nan, "p_value": np.nan,
+           "rank_biserial": np.nan, "cohens_d": np.nan}
+    if n == 0:
+        return out
+    nz = d[d != 0]
+    if len(nz) == 0:
+        return {**out, "statistic": 0.0, "p_value": 1.0, "rank_biserial": 0.0, "cohens_d": 0.0}
+    r = stats.rankdata(np.abs(nz))
+    tp, tm = r[nz > 0].sum(), r[nz < 0].sum()
+    out["rank_biserial"] = float((tp - tm) / (tp + tm))
+    sd = d.std(ddof=1) if n > 1 else np.nan
+    out["cohens_d"] = float(d.mean() / sd) if n > 1 and sd > 0 else np.nan
+    try:
+        res = stats.wilcoxon(nz, zero_method="wilcox", alternative="two-sided")
+        out["statistic"], out["p_value"] = float(res.statistic), float(res.pvalue)
+    except ValueError:
+        pass
+    return out
+
+
+COMPARE_COLUMNS = [
+    "dataset", "method", "metric", "level", "penalty", "model_id", "baseline", "baseline_model_id",
+    "higher_is_better", "n", "mean", "baseline_mean", "mean_diff", "diff_ci_low", "diff_ci_high",
+    "statistic", "p_value", "p_adjusted", "correction", "significant", "rank_biserial", "cohens_d", "improved",
+]
+
+
+def _baseline_model(s: Study, dataset: str, baseline: str, models: list[str]) -> str:
+    sel = s.selected
+    chosen = sel[(sel["dataset"] == dataset) & (sel["penalty"] == baseline)]["trial_id"].astype(str).tolist()
+    for m in chosen:  # the evaluation stage names a model "<penalty>-<trial_id>"
+        for name in (m, f"{baseline}-{m}"):
+            if name in models:
+                return name
+    return sorted(models)[0]
+
+
+def compare(s, baseline: str = "none", *, correction: str = "holm", alpha: float = 0.05, levels: bool = False,
+            confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Each penalty against ``baseline`` on per-sample values paired by sample index.
+
+    One row per (dataset, method, metric[, level], penalty ≠ baseline, model) whose baseline
+    counterpart exists (same dataset, method, metric, level). The baseline model of a dataset is
+    its selected model (or the first by id). ``mean_diff`` = penalty − baseline, with a bootstrap
+    CI of the mean paired difference; ``p_adjusted`` corrects the Wilcoxon p-values across all
+    rows of the result (``correction``: holm, bh, by, none); ``significant`` = p_adjusted < alpha;
+    ``improved`` = the difference goes in the metric's better direction (None when the
+    direction is unknown or the difference is 0). Aggregate rows (sample −1) are not compared.
+    """
+    s = _as_study(s)
+    data = per_sample(s, levels=levels)
+    data = data[data["sample"] >= 0].drop_duplicates(GROUP + ["sample"], keep="last")
+    rows = []
+    keys = ["dataset", "method", "metric", "level"]
+    for key, g in data.groupby(keys, sort=True, dropna=False):
+        base = g[g["penalty"] == baseline]
+        if base.empty:
+            continue
+        bm = _baseline_model(s, key[0], baseline, base["model_id"].unique().tolist())
+        base = base[base["model_id"] == bm][["sample", "value"]]
+        hib = higher_is_better(key[2])
+        for (penalty, model_id), p in g[g["penalty"] != baseline].groupby(["penalty", "model_id"], sort=True):
+            m = p[["sample", "value"]].merge(base, on="sample", suffixes=("", "_base"))
+            t = paired_test(m["value"], m["value_base"])
+            d = (m["value"] - m["value_base"]).to_numpy(float)
+            lo, hi = bootstrap_ci(d, confidence, n_resamples, group_seed(seed, *key, penalty, model_id, "diff"))
+            md = t["mean_diff"]
+            improved = None if hib is None or not np.isfinite(md) or md == 0 else bool((md > 0) == hib)
+            rows.append({
+                "dataset": key[0], "method": key[1], "metric": key[2], "level": key[3], "penalty": penalty,
+                "model_id": model_id, "baseline": baseline, "baseline_model_id": bm, "higher_is_better": hib,
+                "n": t["n"], "mean": float(m["value"].mean()) if len(m) else np.nan,
+                "baseline_mean": float(m["value_base"].mean()) if len(m) else np.nan,
+                "mean_diff": md, "diff_ci_low": lo, "diff_ci_high": hi, "statistic": t["statistic"],
+                "p_value": t["p_value"], "rank_biserial": t["rank_biserial"], "cohens_d": t["cohens_d"],
+                "improved": improved,
+            })
+    out = pd.DataFrame(rows, columns=[c for c in COMPARE_COLUMNS if c not in ("p_adjusted", "correction", "significant")])
+    out["p_adjusted"] = adjust(out["p_value"].to_numpy(float), correction) if len(out) else pd.Series(dtype=float)
+    out["correction"] = correction
+    out["significant"] = (out["p_adjusted"] < alpha) if len(out) else pd.Series(dtype=bool)
+    out["n"] = out["n"].astype("int64")
+    out["significant"] = out["significant"].astype(bool)
+    return _sort(out, s)[COMPARE_COLUMNS]
+
+
+# --------------------------------------------------------------------------- search views
+def front_mask(acc, score) -> np.ndarray:
+    """True where no other point is >= in both and > in one (maximising both); NaN never on it."""
+    a, b = np.asarray(acc, float), np.asarray(score, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    out = np.zeros(len(a), bool)
+    for i in np.flatnonzero(ok):
+        dom = ok & (a >= a[i]) & (b >= b[i]) & ((a > a[i]) | (b > b[i]))
+        out[i] = not dom.any()
+    return out
+
+
+PARETO_COLUMNS = ["dataset", "penalty", "trial_id", "lam", "lr", "seed", "accuracy", "score", "accuracy_metric",
+                  "score_metric", "on_dataset_front", "on_penalty_front", "selected"]
+
+
+def _finished_trials(s: Study) -> pd.DataFrame:
+    t = s.trials
+    return t[t["status"].astype(str) != "error"]
+
+
+def pareto(s, *, accuracy: str = "val_acc", score: str = "val_morf") -> pd.DataFrame:
+    """Every finished trial (status not ``error``, both objectives finite) with its membership of
+    the accuracy–explanation Pareto front of its dataset (all penalties) and of its own
+    (dataset, penalty) search; both objectives are maximised. ``selected``: the trial is the
+    selected model of its (dataset, penalty)."""
+    s = _as_study(s)
+    t = _finished_trials(s)
+    t = t[np.isfinite(t[accuracy].astype(float)) & np.isfinite(t[score].astype(float))].copy()
+    if t.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in PARETO_COLUMNS})
+    t["accuracy"], t["score"] = t[accuracy].astype(float), t[score].astype(float)
+    t["accuracy_metric"], t["score_metric"] = accuracy, score
+    t["on_dataset_front"] = False
+    t["on_penalty_front"] = False
+    for _, g in t.groupby("dataset"):
+        t.loc[g.index, "on_dataset_front"] = front_mask(g["accuracy"], g["score"])
+    for _, g in t.groupby(["dataset", "penalty"]):
+        t.loc[g.index, "on_penalty_front"] = front_mask(g["accuracy"], g["score"])
+    sel = set(zip(s.selected["dataset"].astype(str), s.selected["penalty"].astype(str), s.selected["trial_id"].astype(str)))
+    t["selected"] = [(d, p, i) in sel for d, p, i in zip(t["dataset"], t["penalty"], t["trial_id"])]
+    out = t[PARETO_COLUMNS].astype({"on_dataset_front": bool, "on_penalty_front": bool, "selected": bool})
+    out = out.sort_values(["dataset", "accuracy", "score"], ascending=[True, False, False], kind="stable")
+    return out.reset_index(drop=True)
+
+
+SWEEP_COLUMNS = ["dataset", "penalty", "trial_id", "lam", "lr", "seed", "metric", "value", "higher_is_better", "selected"]
+
+
+def lambda_sweep(s, *, metrics: Iterable[str] = ("val_acc", "val_morf"), baseline: str = "none") -> pd.DataFrame:
+    """Long form: one row per finished trial of each penalty other than ``baseline`` (whose λ is
+    meaningless) and per metric in ``metrics`` (trial columns) with a finite value; sorted by λ."""
+    s = _as_study(s)
+    metrics = list(metrics)
+    bad = [m for m in metrics if m not in s.trials.columns]
+    if bad:
+        raise ValueError(f"unknown trial metric(s) {bad}; numeric trial columns: "
+                         f"{[c for c in s.trials.columns if pd.api.types.is_float_dtype(s.trials[c])]}")
+    t = _finished_trials(s)
+    t = t[t["penalty"].astype(str) != baseline]
+    sel = set(zip(s.selected["dataset"].astype(str), s.selected["penalty"].astype(str), s.selected["trial_id"].astype(str)))
+    base_cols = ["dataset", "penalty", "trial_id", "lam", "lr", "seed"]
+    long = t[base_cols + metrics].melt(id_vars=base_cols, value_vars=metrics, var_name="metric", value_name="value")
+    long = long[np.isfinite(long["value"].astype(float))].copy()
+    long["value"] = long["value"].astype(float)
+    long["higher_is_better"] = [higher_is_better(m) for m in long["metric"]]
+    long["selected"] = [(d, p, i) in sel for d, p, i in zip(long["dataset"], long["penalty"], long["trial_id"])]
+    long = long.sort_values(["dataset", "penalty", "metric", "lam", "trial_id"], kind="stable").reset_index(drop=True)
+    return long[SWEEP_COLUMNS]
+
+
+# --------------------------------------------------------------------------- curves
+CURVE_COLUMNS = ["dataset", "penalty", "model_id", "method", "curve", "x", "y", "y_low", "y_high", "n", "source"]
+# curve kind -> (names it may have in the curves table, per-level metric of the evaluation table)
+CURVE_KINDS = {
+    "morf": (("morf", "morf_curve"), "morf_curve"),
+    "gaussian": (("gaussian", "gaussian_accuracy"), "gaussian_accuracy"),
+    "square_block": (("square_block", "block_accuracy"), "block_accuracy"),
+    "max_sensitivity": (("max_sensitivity",), "max_sensitivity"),
+    "avg_sensitivity": (("avg_sensitivity",), "avg_sensitivity"),
+    "block_infidelity": (("block_infidelity",), "block_infidelity"),
+}
+
+
+def curve(s, kind: str) -> pd.DataFrame:
+    """Mean curve ``y(x)`` per (dataset, penalty, model, method) for ``kind``.
+
+    ``roar``: from the ``roar`` table (x = fraction removed, y = mean accuracy over repeats,
+    ``y_low``/``y_high`` = min/max over repeats; ``method`` includes the ``random`` control).
+    Others (:data:`CURVE_KINDS`: ``morf``, ``gaussian``, ``square_block``, ``max_sensitivity``,
+    ``avg_sensitivity``, ``block_infidelity``): the per-level per-sample rows of the evaluation
+    table (y = mean over samples, low/high = 2.5 and 97.5 percentiles of the samples), else the
+    ``curves`` table (under either of its names, e.g. ``morf`` or ``morf_curve``).
+    Model-level curves (accuracy under noise) have ``method`` "".
+    """
+    s = _as_study(s)
+    empty = pd.DataFrame({c: pd.Series(dtype=float if c in ("x", "y", "y_low", "y_high") else object) for c in CURVE_COLUMNS})
+    keys = ["dataset", "penalty", "model_id", "method"]
+    if kind == "roar":
+        src = s.roar.rename(columns={"fraction": "x", "accuracy": "y"})
+        source, lo, hi = "roar", "min", "max"
+    elif kind in CURVE_KINDS:
+        names, metric = CURVE_KINDS[kind]
+        e = s.evaluation
+        src = e[(e["metric"] == metric) & e["level"].notna() & (e["sample"] >= 0)].rename(columns={"level": "x", "value": "y"})
+        source, lo, hi = "evaluation", (lambda v: v.quantile(0.025)), (lambda v: v.quantile(0.975))
+        if src.empty:
+            src = s.curves[s.curves["curve"].astype(str).isin(names)]
+            source, lo, hi = "curves", "min", "max"
+    else:
+        raise ValueError(f"unknown curve {kind!r}; valid: roar, {', '.join(CURVE_KINDS)}")
+    src = src.dropna(subset=["x", "y"])
+    if src.empty:
+        return empty
+    src = src.assign(method=src["method"].fillna("").astype(str))
+    g = src.groupby(keys + ["x"], sort=True)["y"]
+    out = g.agg(y="mean", y_low=lo, y_high=hi, n="size").reset_index()
+    out["curve"], out["source"] = kind, source
+    return _sort(out, s)[CURVE_COLUMNS]
+
+
+# --------------------------------------------------------------------------- provenance
+def provenance(s: Study) -> dict:
+    """Git commit(s) and package versions recorded by the stages (from ``trials``/``selected``)."""
+    commits = sorted((set(s.trials["git_commit"].dropna().astype(str)) | set(s.selected["git_commit"].dropna().astype(str))) - {""})
+    versions = {}
+    for v in s.trials["versions"].dropna().astype(str).unique():
+        try:
+            versions.update(json.loads(v))
+        except json.JSONDecodeError:
+            pass
+    return {"git_commits": commits, "versions": versions}
+
+
+__all__ = [
+    "Study", "StudyError", "NotAStudyError", "SchemaError", "TABLES", "load", "read_table", "table_schema",
+    "summary", "compare", "pareto", "lambda_sweep", "per_sample", "curve", "roar_scores", "bootstrap_ci",
+    "paired_test", "adjust", "holm", "higher_is_better", "directions", "front_mask", "provenance",
+]

@@ -1,0 +1,548 @@
+"""The study configuration: one typed, validated dataclass loaded from YAML plus ``--set`` overrides.
+
+::
+
+    cfg = load_config("configs/quick.yaml", ["trials=20", "datasets=[mnist]", "space.gradient.lam=[0.01, 1]"])
+
+Every key is checked up front: unknown keys, wrong types and impossible values raise
+:class:`ConfigError` with the dotted key and the valid choices, before anything expensive runs.
+Presets live in ``configs/`` (``quick`` is the default, ``paper`` the seed's set-up, ``full``
+cluster-sized); ``--config quick`` is short for ``--config configs/quick.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from study.data import DATASETS
+from trainables.models import MODELS
+from trainables.penalties import PENALTIES, resolve_params
+from trainables.train import OPTIMIZERS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+PRESETS = ("quick", "paper", "full")
+OBJECTIVES = ("multi", "val_acc", "val_morf")  # multi = maximise (val_acc, val_morf) jointly
+SAMPLERS = ("tpe", "nsga2", "random")
+SCHEDULERS = ("asha", "fifo")
+ROAR_REPLACEMENTS = ("mean", "zero")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the dotted key and the valid choices."""
+
+
+# --------------------------------------------------------------------------- sections
+@dataclass
+class Space:
+    """Search space of one penalty; ranges are ``[low, high]``, sampled log-uniformly.
+
+    Args:
+        lam: range of the penalty weight λ (ignored for ``none``).
+        lr: range of the learning rate; ``null`` keeps the study's fixed ``lr``.
+    """
+
+    lam: list[float] = field(default_factory=lambda: [0.01, 1.0])
+    lr: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("lam", "lr"):
+            r = getattr(self, key)
+            if r is None:
+                continue
+            if len(r) != 2:
+                raise ConfigError(f"{key}: expected [low, high], got {r!r}")
+            lo, hi = r
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo > 0):
+                raise ConfigError(f"{key}: low and high must be finite and > 0 (log scale), got {r!r}")
+            if lo >= hi:
+                raise ConfigError(f"{key}: low must be < high, got low={lo} >= high={hi}")
+
+
+@dataclass
+class Resources:
+    """Resources of one trial: CPUs (torch threads follow them) and a GPU share (0 = CPU only)."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.cpu <= 0:
+            raise ConfigError(f"cpu: must be > 0, got {self.cpu}")
+        if self.gpu < 0:
+            raise ConfigError(f"gpu: must be >= 0 (a fraction such as 0.25 shares a GPU), got {self.gpu}")
+        if self.gpu > 1 and self.gpu != int(self.gpu):
+            raise ConfigError(f"gpu: above 1 it must be a whole number of GPUs, got {self.gpu}")
+
+
+@dataclass
+class DatasetOverrides:
+    """Per-dataset values that replace the study-wide ones (``null`` = use the study's)."""
+
+    data_fraction: float | None = None
+    val_limit: int | None = None
+    explain_n: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    model: str | None = None
+
+
+@dataclass
+class Roar:
+    """ROAR settings (SPEC §5), used by the evaluation stage.
+
+    Args:
+        fractions: fractions t of pixels replaced; repeats: retraining seeds per fraction.
+        epochs, data_fraction: training of each retrained model.
+        replacement: ``mean`` (per-dataset mean pixel) or ``zero``.
+        methods: attribution methods ranked for ROAR (null = the evaluation's ``methods``).
+        n_test: modified test images scored (0 = the whole test set).
+    """
+
+    fractions: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
+    repeats: int = 3
+    epochs: int = 1
+    data_fraction: float = 1.0
+    replacement: str = "mean"
+    methods: list[str] | None = None
+    n_test: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.fractions:
+            raise ConfigError("fractions: must not be empty")
+        for t in self.fractions:
+            if not 0 < t < 1:
+                raise ConfigError(f"fractions: each must be in (0, 1), got {t}")
+        _check_int_ge("repeats", self.repeats, 1)
+        _check_int_ge("epochs", self.epochs, 1)
+        _check_fraction("data_fraction", self.data_fraction)
+        _check_choice("replacement", self.replacement, ROAR_REPLACEMENTS)
+        if self.methods is not None:
+            from evaluation.attributions import METHODS
+
+            _check_list("methods", self.methods, METHODS)
+        _check_int_ge("n_test", self.n_test, 0)
+
+
+@dataclass
+class Evaluation:
+    """The post-hoc evaluation stage's settings (validated and stored here, used later).
+
+    Args:
+        methods: attribution methods (``evaluation.attributions.METHODS``).
+        metrics: metrics to compute (``evaluation.metrics.METRICS``).
+        n_samples: test images per model for the per-image metrics.
+        chunk_size: images per evaluation task.
+        roar: remove-and-retrain settings.
+        seed: seeds every random choice of the evaluation.
+        method_params: per attribution method, e.g. ``{integrated_gradients: {n_steps: 16}}``.
+        metric_params: per metric group, e.g. ``{gaussian: {n_draws: 2}}``.
+    """
+
+    methods: list[str] = field(default_factory=lambda: ["saliency", "integrated_gradients", "input_x_gradient", "smoothgrad"])
+    metrics: list[str] = field(default_factory=lambda: ["morf", "faithfulness", "complexity", "gaussian", "square_block", "roar"])
+    n_samples: int = 1000
+    chunk_size: int = 100
+    roar: Roar = field(default_factory=Roar)
+    seed: int = 0
+    method_params: dict[str, dict] = field(default_factory=dict)
+    metric_params: dict[str, dict] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from evaluation.attributions import METHODS, resolve_params
+        from evaluation.evaluate import METRIC_PARAMS
+        from evaluation.metrics import METRICS
+
+        if self.method_params:
+            _check_list("method_params", list(self.method_params), METHODS)
+        for m, params in self.method_params.items():
+            try:
+                resolve_params(m, dict(params))
+            except ValueError as exc:
+                raise ConfigError(f"method_params.{m}: {exc}") from None
+        if self.metric_params:
+            _check_list("metric_params", list(self.metric_params), METRICS)
+        for m, params in self.metric_params.items():
+            bad = sorted(set(params) - METRIC_PARAMS[m])
+            if bad:
+                raise ConfigError(f"metric_params.{m}: unknown parameter(s) {bad}; valid: {', '.join(sorted(METRIC_PARAMS[m])) or 'none'}")
+
+        _check_list("methods", self.methods, METHODS)
+        _check_list("metrics", self.metrics, (*METRICS, "roar"))
+        _check_int_ge("n_samples", self.n_samples, 1)
+        _check_int_ge("chunk_size", self.chunk_size, 1)
+
+
+# --------------------------------------------------------------------------- the study
+@dataclass
+class StudyConfig:
+    """Everything that defines a search study.
+
+    Args:
+        name: study name (recorded in every row; default output folder ``outputs/<name>``).
+        output: study output folder ('' = ``outputs/<name>`` under the current directory).
+        data_root: prepared data folder ('' = ``$SALIENCY_DATA_ROOT`` or ``./data``).
+        datasets: datasets searched, from ``study.data.DATASETS``.
+        penalties: penalties searched, from ``trainables.penalties.PENALTIES`` (``none`` is the
+            baseline of the selection rule).
+        space: search space per penalty name; key ``default`` applies to every penalty and a
+            penalty's own entry overrides it field by field.
+        penalty_params: fixed hyper-parameters per penalty (s, m, eps, angles, class_rule).
+        trials: trials per (dataset, penalty); the ``none`` baseline gets as many, varying the seed.
+        epochs, batch_size, lr, optimizer: training (``lr`` is fixed unless the space searches it).
+        data_fraction: fraction of the training split used by each trial.
+        val_fraction, split_seed: the validation carve (SPEC §1), the same for all trials.
+        val_limit: validation accuracy on the first ``val_limit`` validation images (0 = all).
+        per_dataset: per-dataset overrides (data_fraction, val_limit, explain_n, epochs,
+            batch_size, model), e.g. to keep cnn4b on Fashion-MNIST affordable on a CPU.
+        seed: trial k of a (dataset, penalty) search trains with seed ``seed + k``; the Optuna
+            sampler's seed derives from it and the (dataset, penalty) name.
+        objective: ``multi`` (Pareto search over val accuracy and explanation score), or a single
+            metric ``val_acc`` / ``val_morf``.
+        sampler: Optuna sampler ``tpe`` (multi-objective capable), ``nsga2`` or ``random``.
+        scheduler: ``asha`` (early stopping on the single objective; only used when the objective
+            is single and epochs >= 2) or ``fifo``.
+        resources: per trial CPUs and GPU share.
+        max_concurrent_trials: trials running at once per search.
+        max_failures: retries of a trial after a failure (a diverged trial is not retrained).
+        tolerance: selection tolerance on validation accuracy, as a fraction (0.01 = 1 point).
+        explain_n: validation images of the explanation score (MoRF of Saliency).
+        morf_levels: removal levels of that score.
+        evaluation: the evaluation stage's settings.
+    """
+
+    name: str = "quick"
+    output: str = ""
+    data_root: str = ""
+    datasets: list[str] = field(default_factory=lambda: list(DATASETS))
+    penalties: list[str] = field(default_factory=lambda: list(PENALTIES))
+    space: dict[str, Space] = field(default_factory=lambda: {"default": Space()})
+    penalty_params: dict[str, dict] = field(default_factory=dict)
+    trials: int = 2
+    epochs: int = 1
+    batch_size: int = 30
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    data_fraction: float = 0.05
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    val_limit: int = 0
+    per_dataset: dict[str, DatasetOverrides] = field(default_factory=dict)
+    seed: int = 0
+    objective: str = "multi"
+    sampler: str = "tpe"
+    scheduler: str = "asha"
+    resources: Resources = field(default_factory=Resources)
+    max_concurrent_trials: int = 2
+    max_failures: int = 1
+    tolerance: float = 0.01
+    explain_n: int = 200
+    morf_levels: int = 20
+    evaluation: Evaluation = field(default_factory=Evaluation)
+
+    def __post_init__(self) -> None:
+        _coerce_fields(self)
+        if not self.name or any(c in self.name for c in "/\\ ="):
+            raise ConfigError(f"name: must be a non-empty name without '/', '\\\\', ' ' or '=', got {self.name!r}")
+        _check_list("datasets", self.datasets, DATASETS)
+        _check_list("penalties", self.penalties, tuple(PENALTIES))
+        for key in self.space:
+            if key != "default" and key not in PENALTIES:
+                raise ConfigError(f"space.{key}: unknown penalty; valid keys: default, {', '.join(PENALTIES)}")
+        for key, params in self.penalty_params.items():
+            try:
+                resolve_params(key, params)
+            except ValueError as exc:
+                raise ConfigError(f"penalty_params.{key}: {exc}") from None
+        for key in ("trials", "epochs", "batch_size", "max_concurrent_trials", "explain_n", "morf_levels"):
+            _check_int_ge(key, getattr(self, key), 1)
+        for key in ("max_failures", "val_limit", "seed", "split_seed"):
+            _check_int_ge(key, getattr(self, key), 0)
+        if not self.lr > 0:
+            raise ConfigError(f"lr: must be > 0, got {self.lr}")
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_fraction("data_fraction", self.data_fraction)
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"val_fraction: must be in (0, 1), got {self.val_fraction}")
+        for ds, o in self.per_dataset.items():
+            if ds not in DATASETS:
+                raise ConfigError(f"per_dataset.{ds}: unknown dataset; valid choices: {', '.join(DATASETS)}")
+            if o.data_fraction is not None:
+                _check_fraction(f"per_dataset.{ds}.data_fraction", o.data_fraction)
+            for key, low in (("val_limit", 0), ("explain_n", 1), ("epochs", 1), ("batch_size", 1)):
+                if getattr(o, key) is not None:
+                    _check_int_ge(f"per_dataset.{ds}.{key}", getattr(o, key), low)
+            if o.model is not None:
+                _check_choice(f"per_dataset.{ds}.model", o.model, MODELS)
+        _check_choice("objective", self.objective, OBJECTIVES)
+        _check_choice("sampler", self.sampler, SAMPLERS)
+        _check_choice("scheduler", self.scheduler, SCHEDULERS)
+        if not 0 <= self.tolerance < 1:
+            raise ConfigError(f"tolerance: must be a fraction of accuracy in [0, 1) (0.01 = 1 point), got {self.tolerance}")
+        if self.morf_levels < 2:
+            raise ConfigError(f"morf_levels: must be >= 2, got {self.morf_levels}")
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def output_dir(self) -> Path:
+        """The study folder, absolute."""
+        return Path(self.output or f"outputs/{self.name}").absolute()
+
+    def for_dataset(self, dataset: str, key: str):
+        """``key`` for ``dataset``: its per-dataset override if set, else the study-wide value."""
+        o = self.per_dataset.get(dataset)
+        v = getattr(o, key, None) if o is not None else None
+        if v is not None:
+            return v
+        return "" if key == "model" else getattr(self, key)
+
+    def space_for(self, penalty: str) -> Space:
+        """The search space of ``penalty``: its own ``space`` entry, else ``space.default``.
+
+        (When loading YAML, a penalty's entry inherits the keys it does not set from ``default``.)
+        """
+        return self.space.get(penalty) or self.space.get("default") or Space()
+
+    def train_config(self, dataset: str, penalty: str) -> dict:
+        """The fixed part of a trial's ``TrainConfig`` (λ, lr and seed are set per trial)."""
+        return dict(
+            dataset=dataset,
+            model=self.for_dataset(dataset, "model"),
+            penalty=penalty,
+            lam=0.0 if penalty == "none" else 0.1,
+            penalty_params=dict(self.penalty_params.get(penalty, {})),
+            optimizer=self.optimizer,
+            lr=self.lr,
+            batch_size=self.for_dataset(dataset, "batch_size"),
+            epochs=self.for_dataset(dataset, "epochs"),
+            seed=self.seed,
+            data_fraction=self.for_dataset(dataset, "data_fraction"),
+            val_fraction=self.val_fraction,
+            split_seed=self.split_seed,
+            device="auto",
+            data_root=str(self.data_path),
+            val_limit=self.for_dataset(dataset, "val_limit"),
+        )
+
+    @property
+    def data_path(self) -> Path:
+        from study.data import default_root
+
+        return Path(self.data_root).absolute() if self.data_root else default_root()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def search_key(self) -> dict:
+        """The settings a finished search depends on (a resumed study must not change them)."""
+        d = self.to_dict()
+        for k in ("output", "data_root", "resources", "max_concurrent_trials", "max_failures", "tolerance",
+                  "evaluation"):
+            d.pop(k)
+        return d
+
+
+# --------------------------------------------------------------------------- checks
+def _check_int_ge(key: str, v: Any, low: int) -> None:
+    if not (isinstance(v, int) and not isinstance(v, bool) and v >= low):
+        raise ConfigError(f"{key}: must be an integer >= {low}, got {v!r}")
+
+
+def _check_fraction(key: str, v: float) -> None:
+    if not 0 < v <= 1:
+        raise ConfigError(f"{key}: must be in (0, 1], got {v}")
+
+
+def _check_choice(key: str, v: str, choices) -> None:
+    if v not in choices:
+        raise ConfigError(f"{key}: unknown value {v!r}; valid choices: {', '.join(choices)}")
+
+
+def _check_list(key: str, values: list, choices) -> None:
+    if not values:
+        raise ConfigError(f"{key}: must not be empty; valid choices: {', '.join(choices)}")
+    for v in values:
+        if v not in choices:
+            raise ConfigError(f"{key}: unknown value {v!r}; valid choices: {', '.join(choices)}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{key}: duplicate entries in {values!r}")
+
+
+# --------------------------------------------------------------------------- typed building
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert it (mapping -> dataclass, int -> float)."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                pass
+        raise bad
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise bad
+        return build(tp, value, key)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")
+
+
+def _coerce_fields(obj) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        setattr(obj, f.name, _coerce(getattr(obj, f.name), hints[f.name], f.name))
+
+
+def build(cls, data: dict, prefix: str = ""):
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types by name."""
+    dotted = (prefix + ".") if prefix else ""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    names = [f.name for f in fields(cls)]
+    for k in data:
+        if k not in names:
+            raise ConfigError(f"{dotted}{k}: unknown key; valid keys: {', '.join(names)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(v, hints[k], dotted + k) for k, v in data.items()}
+    try:
+        obj = cls(**kwargs)
+    except ConfigError as exc:
+        msg = str(exc)
+        raise ConfigError(msg if not dotted or msg.startswith(dotted) else dotted + msg) from None
+    return obj
+
+
+# --------------------------------------------------------------------------- loading
+def preset_path(name_or_path: str | Path) -> Path:
+    """``quick`` -> ``configs/quick.yaml``; any other value is a path."""
+    if str(name_or_path) in PRESETS:
+        return CONFIG_DIR / f"{name_or_path}.yaml"
+    return Path(name_or_path)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=[1, 2]"`` -> (["a", "b"], [1, 2]); the value is parsed as YAML."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. trials=20 or datasets=[mnist]")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: cannot parse {raw!r} as YAML ({' '.join(str(exc).split())})") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``KEY=VALUE`` overrides (dotted keys reach nested sections) to a raw config mapping."""
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[: i + 1])} is not a section")
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def load_raw(path: str | Path | None) -> dict:
+    """The raw mapping of a YAML config (``{}`` for None)."""
+    if path is None:
+        return {}
+    p = preset_path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found; presets: {', '.join(PRESETS)} (in {CONFIG_DIR})")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p}: invalid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: expected a mapping at the top level")
+    return data
+
+
+def config_from_raw(data: dict) -> StudyConfig:
+    """Build the config from a raw mapping; a penalty's ``space`` entry inherits ``space.default``."""
+    space = data.get("space")
+    if isinstance(space, dict) and isinstance(space.get("default"), dict):
+        for k, v in space.items():
+            if k != "default" and isinstance(v, dict):
+                space[k] = {**space["default"], **v}
+    return build(StudyConfig, data)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> StudyConfig:
+    """Load a YAML config (a path or a preset name; None = dataclass defaults) and apply overrides."""
+    return config_from_raw(apply_overrides(load_raw(path), list(overrides or [])))
+
+
+def dump_config(cfg: StudyConfig) -> str:
+    """The config as YAML (readable back with :func:`load_config`)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

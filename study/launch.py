@@ -1,0 +1,191 @@
+"""Run the study: ``python -m study.launch [--config configs/quick.yaml] [--set KEY=VALUE ...]``.
+
+Validates the configuration (and the data) before Ray starts, starts a quiet single-node Ray
+unless ``--address`` names a running cluster, runs the search stage (study/search.py), prints
+the selected models, then (``--stage all``, the default) the evaluation stage and the report,
+and shuts Ray down. Rerunning the
+same command, or ``--resume``, continues an interrupted study where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from study.config import PRESETS, REPO_ROOT, ConfigError, StudyConfig, apply_overrides, config_from_raw, load_config, load_raw
+
+# Stages after the search, in order: (name, "module:function"). Each is called as
+# ``fn(cfg, selected)`` with the study config and the selected-models DataFrame. A later stage
+# plugs in with one line here; a module that does not exist yet is reported and skipped.
+LATER_STAGES: list[tuple[str, str]] = [
+    ("evaluate", "evaluation.stage:run"),
+    ("report", "study.report:run"),
+]
+
+SMOKE = ["trials=2", "epochs=1", "data_fraction=0.01", "val_limit=500", "explain_n=20", "per_dataset={}"]
+
+EPILOG = """\
+examples:
+  python -m study.launch                                   # the quick preset (configs/quick.yaml)
+  python -m study.launch --config paper --set trials=10    # a preset by name, one override
+  python -m study.launch --set datasets=[mnist] --set space.gradient.lam=[0.001,1]
+  python -m study.launch --resume --output outputs/quick   # continue with the saved config
+  python -m study.launch --address ray://head:10001 --config full --output /shared/full
+
+Values of --set are parsed as YAML; dotted keys reach nested sections (resources.cpu=2).
+Results: <output>/{trials,epochs,selected}/ (Parquet), <output>/models/ (weights); see docs/search.md.
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m study.launch",
+        description="Search penalty hyper-parameters with Ray Tune + Optuna, select one model per (dataset, penalty).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", default=None,
+                   help=f"YAML config file or preset name ({', '.join(PRESETS)}); default: quick")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable), e.g. --set trials=20 --set datasets=[mnist]")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--local", action="store_true",
+                       help="start a private single-node Ray (the default without --address)")
+    where.add_argument("--address", default=None,
+                       help="connect to a running Ray cluster (e.g. auto, ray://host:10001); --output must then be on shared storage")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--num-gpus", type=int, default=None, help="GPUs of the local Ray (default: all visible)")
+    p.add_argument("--output", default=None, help="study folder (default: outputs/<name>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the study in the output folder with its saved config (--set may change "
+                        "resources and concurrency); rerunning the same command also continues")
+    p.add_argument("--stage", choices=("search", "evaluate", "all"), default="all",
+                   help="search: the search stage only; evaluate: the evaluation stage and report on a finished "
+                        "search (e.g. with other evaluation settings); all: search, evaluation, report (default)")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="a seconds-scale run: first dataset, `none` + one penalty, 2 trials on 1%% of the data "
+                        "(output <name>-smoke)")
+    p.add_argument("-v", "--verbose", action="count", default=1,
+                   help="-v: Tune's detailed progress output")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the summary lines and the final table")
+    return p.parse_args(argv)
+
+
+def resolve_config(args: argparse.Namespace) -> StudyConfig:
+    """The study config from the CLI (raises ConfigError on any bad value; starts nothing)."""
+    overrides = list(args.overrides)
+    if args.resume:
+        if args.output:
+            out = Path(args.output)
+        else:
+            out = load_config(args.config or "quick", overrides).output_dir
+        saved = out / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"--resume: no study to resume in {out} (missing {saved.name}); run without --resume first")
+        raw = apply_overrides(load_raw(saved), overrides)
+    else:
+        raw = apply_overrides(load_raw(args.config or "quick"), overrides)
+        if args.smoke_test:
+            raw = apply_overrides(raw, SMOKE)
+            first = (raw.get("datasets") or ["mnist"])[:1]
+            pens = [p for p in (raw.get("penalties") or ["none", "gradient"]) if p != "none"][:1] or ["gradient"]
+            raw["datasets"], raw["penalties"] = first, ["none", *pens]
+            raw["name"] = f"{raw.get('name', 'quick')}-smoke"
+    if args.output:
+        raw["output"] = str(Path(args.output).absolute())
+    cfg = config_from_raw(raw)
+    if not cfg.output:  # pin the folder now so that a later change of directory cannot move it
+        cfg.output = str(cfg.output_dir)
+    return cfg
+
+
+def check_data(cfg: StudyConfig) -> None:
+    from study import data as data_mod
+
+    for ds in cfg.datasets:
+        try:
+            data_mod.verify(cfg.data_path, ds)
+        except data_mod.DataError as exc:
+            raise ConfigError(f"data: {exc}") from None
+
+
+@contextmanager
+def ray_session(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None):
+    """Connect to ``address``, or start a quiet private single-node Ray; shut it down afterwards."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    if address:
+        kwargs["runtime_env"] = {"working_dir": str(REPO_ROOT),
+                                 "excludes": ["data/", "outputs/", ".git/", "*.pt", "*.parquet"]}
+        ray.init(address=address, **kwargs)
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster, no token needed
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def run_later_stages(cfg: StudyConfig, selected, log=print) -> None:
+    for name, target in LATER_STAGES:
+        module, _, fn = target.partition(":")
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            log(f"[{name}] skipped: {module} does not exist yet")
+            continue
+        t0 = time.perf_counter()
+        getattr(mod, fn)(cfg, selected)
+        log(f"[{name}] done in {time.perf_counter() - t0:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = resolve_config(args)
+        check_data(cfg)
+        from study import search
+
+        search.check_output(cfg)
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    verbose = 0 if args.quiet else min(args.verbose, 2)
+    print(f"[study] {cfg.name}: {len(cfg.datasets)} dataset(s) x {len(cfg.penalties)} penalties x {cfg.trials} trials "
+          f"-> {cfg.output_dir}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        with ray_session(args.address, args.num_cpus, args.num_gpus):
+            print(f"[study] Ray up in {time.perf_counter() - t0:.1f} s", flush=True)
+            if args.stage == "evaluate":
+                from study.results import read_table
+
+                if not (cfg.output_dir / "selected").exists():
+                    print(f"error: --stage evaluate: no selected models in {cfg.output_dir}; run the search first",
+                          file=sys.stderr)
+                    return 2
+                selected = read_table(cfg.output_dir, "selected")
+            else:
+                selected = search.run_search(cfg, verbose=verbose, log=lambda s: print(s, flush=True))
+            print("\nselected models:\n" + search.format_selected(selected), flush=True)
+            if args.stage in ("evaluate", "all"):
+                run_later_stages(cfg, selected, log=lambda s: print(s, flush=True))
+    except (KeyboardInterrupt, search.SearchInterrupted) as exc:
+        print(f"\n[study] interrupted ({exc or 'Ctrl-C'}); rerun the same command to continue", file=sys.stderr)
+        return 130
+    print(f"[study] finished in {time.perf_counter() - t0:.1f} s; results in {cfg.output_dir}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1010 @@
+"""The study report: ``python -m study.report OUTPUT [--format html|md]``.
+
+Builds ``OUTPUT/report/report.html`` (one page, inline CSS, no scripts, no network) and
+``OUTPUT/report/report.md`` from whatever the study folder holds, with the figures as PNG files in
+``OUTPUT/report/img/`` and the analysis tables as CSV in ``OUTPUT/report/tables/``:
+
+1. status: which tables exist, what is missing and what that leaves out;
+2. summary tables: per dataset, the selected models (λ, validation scores, test accuracy and
+   accuracy under noise/occlusion) and the explanation metrics per attribution method, with
+   95% bootstrap confidence intervals and the best value per column marked (bold and ★);
+3. paired comparisons of every penalty with the ``none`` baseline (Wilcoxon, Holm-corrected);
+4. saliency gallery: the same test images for every penalty × method, one shared colour scale
+   per method (needs the selected models' weights and the data; otherwise the report says so);
+5. MoRF curves; ROAR curves with the random-ranking control; accuracy (and explanation
+   stability) under Gaussian noise and square-block occlusion;
+6. the search: Pareto fronts of validation accuracy vs explanation score, and λ sweeps;
+7. the configuration, the package versions and the git commit(s).
+
+Figures are drawn with matplotlib's Agg canvas (no display needed), with line styles and
+markers as well as colours per penalty (readable in black-and-white print), and axis labels that
+give units and the better direction. :func:`build_report` is what ``study.launch`` calls (through
+:func:`run`) at the end of a study; it works on partial studies (a search without evaluation, a
+study still running) and never fails for a missing table or figure: it says what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as _dt
+import html
+import os
+import platform
+import sys
+import time
+import traceback
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from study import analysis as A
+
+FORMATS = ("html", "md")
+DPI = 110
+REPORT_DIR = "report"
+
+# Okabe–Ito colours (colour-blind safe), plus a line style and a marker per penalty, so the
+# curves stay distinguishable in black-and-white print.
+_STYLES = {
+    "none": ("#000000", "-", "o"),
+    "gradient": ("#0072B2", "--", "s"),
+    "consistency": ("#D55E00", "-.", "^"),
+    "smoothness": ("#009E73", ":", "D"),
+    "locality": ("#CC79A7", (0, (6, 2)), "v"),
+    "fidelity": ("#E69F00", (0, (3, 1, 1, 1, 1, 1)), "P"),
+    "symmetry": ("#56B4E9", (0, (1, 1)), "X"),
+}
+_EXTRA = [("#999999", (0, (8, 2, 2, 2)), "h"), ("#882255", (0, (2, 3)), "*"), ("#44AA99", "-", "<")]
+METHOD_LABELS = {
+    "saliency": "Saliency (|∂f/∂x|)",
+    "integrated_gradients": "Integrated Gradients",
+    "input_x_gradient": "Input × Gradient",
+    "smoothgrad": "SmoothGrad",
+    "random": "random ranking",
+}
+SIGNED_METHODS = ("integrated_gradients", "input_x_gradient")
+METRIC_LABELS = {
+    "morf": "MoRF score",
+    "faithfulness_nested": "faithfulness (nested)",
+    "faithfulness_correlation": "faithfulness corr.",
+    "complexity": "complexity (nats)",
+    "roar": "ROAR area",
+    "gaussian_auc": "noise AUC",
+    "block_auc": "block AUC",
+    "test_acc": "test acc.",
+    "accuracy": "test acc.",
+}
+
+
+def style(penalty: str, order: Sequence[str] = ()) -> dict:
+    """Matplotlib keywords (color, linestyle, marker) of ``penalty``."""
+    if penalty in _STYLES:
+        c, ls, m = _STYLES[penalty]
+    else:
+        extra = [p for p in order if p not in _STYLES]
+        i = extra.index(penalty) if penalty in extra else zlib.crc32(penalty.encode())
+        c, ls, m = _EXTRA[i % len(_EXTRA)]
+    return {"color": c, "linestyle": ls, "marker": m}
+
+
+# --------------------------------------------------------------------------- document model
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    bold: list[list[bool]] = field(default_factory=list)
+    caption: str = ""
+    mark: str = " ★"  # appended to bold cells (the best value); "" for plain emphasis
+
+
+@dataclass
+class Figure:
+    path: Path  # absolute
+    caption: str
+    alt: str
+
+
+@dataclass
+class Block:
+    kind: str  # h2 | h3 | p | note | table | figure | pre | details | links
+    value: object = None
+    anchor: str = ""
+
+
+class Doc:
+    def __init__(self) -> None:
+        self.blocks: list[Block] = []
+
+    def h2(self, text: str, anchor: str) -> None:
+        self.blocks.append(Block("h2", text, anchor))
+
+    def h3(self, text: str) -> None:
+        self.blocks.append(Block("h3", text))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(Block("p", text))
+
+    def note(self, text: str) -> None:
+        self.blocks.append(Block("note", text))
+
+    def table(self, t: Table, collapsed: str = "") -> None:
+        self.blocks.append(Block("details" if collapsed else "table", t, collapsed))
+
+    def figure(self, f: Figure) -> None:
+        self.blocks.append(Block("figure", f))
+
+    def pre(self, text: str) -> None:
+        self.blocks.append(Block("pre", text))
+
+    def links(self, items: list[tuple[str, Path]]) -> None:
+        self.blocks.append(Block("links", items))
+
+
+# --------------------------------------------------------------------------- formatting
+def _num(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    v = float(v)
+    if v != 0 and (abs(v) < 10 ** -(digits - 1) or abs(v) >= 10**5):
+        return f"{v:.{digits - 1}e}"
+    return f"{v:.{digits}g}" if abs(v) >= 1000 else f"{v:.{digits}f}"
+
+
+def _ci(mean, lo, hi, scale: float = 1.0) -> str:
+    if mean is None or not np.isfinite(mean):
+        return "–"
+    s = _num(mean * scale)
+    if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
+        s += f" [{_num(lo * scale)}, {_num(hi * scale)}]"
+    return s
+
+
+def _arrow(hib) -> str:
+    return " ↑" if hib is True else (" ↓" if hib is False else "")
+
+
+def _label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric.replace("_", " "))
+
+
+def _best_flags(values: list[float], hib) -> list[bool]:
+    v = np.asarray(values, float)
+    if hib is None or not np.isfinite(v).any() or np.isfinite(v).sum() < 2:
+        return [False] * len(v)
+    best = np.nanmax(v) if hib else np.nanmin(v)
+    return [bool(np.isfinite(x) and np.isclose(x, best, rtol=1e-12, atol=0)) for x in v]
+
+
+# --------------------------------------------------------------------------- figures
+class _Figures:
+    """Creates and saves matplotlib figures (Agg canvas, no pyplot state)."""
+
+    def __init__(self, img_dir: Path, log: Callable[[str], None]) -> None:
+        self.img_dir = img_dir
+        self.log = log
+        self.made: list[Path] = []
+
+    def new(self, nrows: int, ncols: int, w: float, h: float, layout: str | None = "constrained", **kw):
+        from matplotlib.figure import Figure as MplFigure
+
+        fig = MplFigure(figsize=(w, h), layout=layout)
+        axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+        return fig, axes
+
+    def save(self, fig, name: str) -> Path:
+        path = self.img_dir / f"{name}.png"
+        tmp = self.img_dir / f".{name}.png.tmp"
+        fig.savefig(tmp, dpi=DPI, format="png", facecolor="white")
+        os.replace(tmp, path)
+        self.made.append(path)
+        return path
+
+
+def _legend(fig, axes, loc="outside lower center", ncol: int | None = None) -> None:
+    handles, labels, seen = [], [], set()
+    for ax in np.ravel(axes):
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in seen and not lab.startswith("_"):
+                seen.add(lab)
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        width = fig.get_size_inches()[0]
+        fit = max(1, int(width / max(1.0, 0.075 * max(len(lab) for lab in labels) + 0.6)))
+        fig.legend(handles, labels, loc=loc, ncol=ncol or min(len(labels), 4, fit), frameon=False, fontsize=8)
+
+
+def _hide_unused(axes, used: int) -> None:
+    for ax in np.ravel(axes)[used:]:
+        ax.set_visible(False)
+
+
+def _log_x(ax) -> None:
+    """Log-scaled x axis with plain tick labels at 1, 2, 5 × 10^k (no overlapping minor labels)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
+    cols = min(max(n, 1), max_cols)
+    return int(np.ceil(max(n, 1) / cols)), cols
+
+
+def _methods_of(df: pd.DataFrame, exclude: Sequence[str] = ("", A.RANDOM_METHOD)) -> list[str]:
+    order = list(METHOD_LABELS)
+    ms = [m for m in df["method"].astype(str).unique() if m not in exclude]
+    return sorted(ms, key=lambda m: (order.index(m) if m in order else len(order), m))
+
+
+def _model_label(s: A.Study, dataset: str, penalty: str, model_id: str, many: bool) -> str:
+    return f"{penalty} ({model_id})" if many else penalty
+
+
+def _curve_lines(ax, s: A.Study, c: pd.DataFrame, order: list[str], scale: float = 1.0, errors: bool = False) -> None:
+    many = c.groupby("penalty")["model_id"].nunique().max() > 1 if len(c) else False
+    for penalty in order:
+        for model_id, g in c[c["penalty"] == penalty].groupby("model_id"):
+            g = g.sort_values("x")
+            st = style(penalty, order)
+            label = _model_label(s, g["dataset"].iloc[0], penalty, model_id, many)
+            every = max(1, len(g) // 8)  # markers on ~8 points: dense curves stay readable
+            if errors and (g["y_high"] > g["y_low"]).any():
+                ax.errorbar(g["x"], g["y"] * scale, yerr=[(g["y"] - g["y_low"]) * scale, (g["y_high"] - g["y"]) * scale],
+                            capsize=2, lw=1.3, ms=5, label=label, markevery=every, **st)
+            else:
+                ax.plot(g["x"], g["y"] * scale, lw=1.3, ms=5, label=label, markevery=every, **st)
+
+
+# --------------------------------------------------------------------------- sections
+def _status(doc: Doc, s: A.Study) -> None:
+    doc.h2("Status of the study", "status")
+    t = s.trials
+    n_ok = int((t["status"] == "ok").sum())
+    n_err = int((t["status"] == "error").sum())
+    n_stop = len(t) - n_ok - n_err
+    models = s.evaluation[["dataset", "penalty", "model_id"]].drop_duplicates()
+    lines = [
+        f"Datasets: {', '.join(s.datasets) or '–'}; penalties: {', '.join(s.penalties) or '–'}.",
+        f"Search: {len(t)} trials ({n_ok} finished, {n_stop} stopped early, {n_err} failed); "
+        f"{len(s.selected)} selected model(s).",
+        f"Evaluation: {len(models)} model(s) with per-sample metrics "
+        f"({int((s.evaluation['sample'] >= 0).sum())} per-sample rows); ROAR: {len(s.roar)} retrained models.",
+    ]
+    for ln in lines:
+        doc.p(ln)
+    present = [t for t in A.TABLES if t not in s.missing]
+    doc.p(f"Tables present: {', '.join(present) or 'none'}; missing: {', '.join(s.missing) or 'none'}.")
+    for n in s.notes():
+        doc.note(n)
+
+
+def _summary_section(doc: Doc, s: A.Study, summ: pd.DataFrame, figs: _Figures) -> None:
+    doc.h2("Summary", "summary")
+    doc.p("Mean over the evaluated test images, with its 95% bootstrap confidence interval in brackets "
+          "(percentile bootstrap of the mean, seeded; ROAR: over retraining repeats). ↑ higher is better, "
+          "↓ lower is better; **bold ★** marks the best value of each column (per dataset, and per attribution "
+          "method in the explanation table). λ and the validation scores are those of the selected trial.")
+    if summ.empty and s.selected.empty:
+        doc.note("Nothing to summarise yet: no selected model and no evaluation results.")
+        return
+    for dataset in s.datasets:
+        doc.h3(f"{dataset}: selected models")
+        _model_table(doc, s, summ, dataset)
+        sd = summ[(summ["dataset"] == dataset) & (summ["method"] != "")]
+        if sd.empty:
+            doc.note(f"{dataset}: no explanation metrics yet (evaluation table missing or empty for this dataset).")
+            continue
+        doc.h3(f"{dataset}: explanation metrics per attribution method")
+        _explanation_table(doc, s, sd)
+
+
+def _model_table(doc: Doc, s: A.Study, summ: pd.DataFrame, dataset: str) -> None:
+    sel = s.selected[s.selected["dataset"] == dataset].drop_duplicates("penalty", keep="last").set_index("penalty")
+    sd = summ[summ["dataset"] == dataset]
+    model_metrics = [m for m in ("gaussian_auc", "block_auc") if (sd["method"].eq("") & sd["metric"].eq(m)).any()]
+    penalties = [p for p in s.penalties if p in sel.index or p in set(sd["penalty"])]
+    if not penalties:
+        doc.note(f"{dataset}: no selected model.")
+        return
+    header = ["penalty", "λ", "val. acc. (%) ↑", "val. MoRF ↑", "test acc. (%) ↑"] + [f"{_label(m)}{_arrow(A.higher_is_better(m))}" for m in model_metrics]
+    cols: list[list[tuple[str, float]]] = []
+    for p in penalties:
+        r = sel.loc[p] if p in sel.index else None
+        row = [(p, np.nan), (_num(r["lam"]) if r is not None and p != "none" else "–", np.nan)]
+        row.append((_num(100 * r["val_acc"]) if r is not None else "–", r["val_acc"] if r is not None else np.nan))
+        row.append((_num(r["val_morf"]) if r is not None else "–", r["val_morf"] if r is not None else np.nan))
+        acc = sd[sd["penalty"] == p][["test_acc", "test_acc_ci_low", "test_acc_ci_high"]].dropna()
+        if len(acc):
+            a = acc.iloc[0]
+            row.append((_ci(a["test_acc"], a["test_acc_ci_low"], a["test_acc_ci_high"], 100), a["test_acc"]))
+        else:
+            row.append(("–", np.nan))
+        for m in model_metrics:
+            q = sd[(sd["penalty"] == p) & (sd["method"] == "") & (sd["metric"] == m)]
+            row.append((_ci(*q[["mean", "ci_low", "ci_high"]].iloc[0]), q["mean"].iloc[0]) if len(q) else ("–", np.nan))
+        cols.append(row)
+    dirs = [None, None, True, True, True] + [A.higher_is_better(m) for m in model_metrics]
+    bold = [[False] * len(header) for _ in cols]
+    for j, hib in enumerate(dirs):
+        for i, f in enumerate(_best_flags([c[j][1] for c in cols], hib)):
+            bold[i][j] = f
+    rows = [[c[0] for c in row] for row in cols]
+    if not (sd["test_acc"].notna().any()):
+        doc.note("Test accuracy is not available: the evaluation table has no per-sample `accuracy` rows "
+                 "(metric `accuracy`, method \"\") for these models.")
+    doc.table(Table(header, rows, bold, caption=f"{dataset}: the model selected per penalty"))
+
+
+def _explanation_table(doc: Doc, s: A.Study, sd: pd.DataFrame) -> None:
+    sd = sd[sd["level"].isna()]
+    metrics = [m for m in ("morf", "faithfulness_nested", "faithfulness_correlation", "complexity", "roar") if m in set(sd["metric"])]
+    metrics += sorted(set(sd["metric"]) - set(metrics))
+    header = ["method", "penalty"] + [f"{_label(m)}{_arrow(A.higher_is_better(m))}" for m in metrics]
+    rows, bold = [], []
+    methods = _methods_of(sd, exclude=("",)) + ([A.RANDOM_METHOD] if (sd["method"] == A.RANDOM_METHOD).any() else [])
+    for method in dict.fromkeys(methods):
+        block = sd[sd["method"] == method]
+        keys = [(p, mid) for p in s.penalties for mid in sorted(block[block["penalty"] == p]["model_id"].unique())]
+        many = len({k[0] for k in keys}) < len(keys)
+        vals = {m: [] for m in metrics}
+        cells = []
+        for p, mid in keys:
+            r = block[(block["penalty"] == p) & (block["model_id"] == mid)].set_index("metric")
+            row = [METHOD_LABELS.get(method, method), f"{p} ({mid})" if many else p]
+            for m in metrics:
+                if m in r.index:
+                    q = r.loc[m]
+                    row.append(_ci(q["mean"], q["ci_low"], q["ci_high"]))
+                    vals[m].append(q["mean"])
+                else:
+                    row.append("–")
+                    vals[m].append(np.nan)
+            cells.append(row)
+        # the random control does not depend on the model: no "best" among its rows
+        flags = {m: _best_flags(vals[m], None if method == A.RANDOM_METHOD else A.higher_is_better(m)) for m in metrics}
+        for i, row in enumerate(cells):
+            rows.append(row)
+            bold.append([False, False] + [flags[m][i] for m in metrics])
+    doc.table(Table(header, rows, bold, caption="explanation metrics; the random-ranking rows are ROAR's control"))
+
+
+def _compare_section(doc: Doc, s: A.Study, comp: pd.DataFrame, baseline: str) -> None:
+    doc.h2(f"Penalties versus the `{baseline}` baseline", "compare")
+    if comp.empty:
+        doc.note(f"No paired comparison: it needs per-sample evaluation rows of the `{baseline}` baseline and of at "
+                 "least one penalty.")
+        return
+    corr = comp["correction"].iloc[0]
+    doc.p(f"Per-sample values paired by test image (ROAR: by repeat); Δ = penalty − {baseline} with a 95% bootstrap CI; "
+          f"two-sided Wilcoxon signed-rank test, p-values corrected with {'Holm' if corr == 'holm' else corr} across "
+          f"all {len(comp)} comparisons; r = matched-pairs rank-biserial correlation (positive: penalty higher), "
+          "d = Cohen's d_z. Verdict: better/worse (in the metric's direction) when significant at 0.05, else n.s.")
+    sig = comp[comp["significant"]]
+    doc.p(f"{len(sig)} of {len(comp)} comparisons are significant after correction "
+          f"({int((sig['improved'] == True).sum())} better, {int((sig['improved'] == False).sum())} worse).")  # noqa: E712
+    header = ["dataset", "method", "metric", "penalty", "n", "Δ mean [95% CI]", "p (adj.)", "r", "d", "verdict"]
+    rows, bold = [], []
+    for _, r in comp.iterrows():
+        verdict = "n.s."
+        if r["significant"]:
+            verdict = {True: "better", False: "worse"}.get(r["improved"], "differs")
+        rows.append([r["dataset"], METHOD_LABELS.get(r["method"], r["method"] or "(model)"),
+                     f"{_label(r['metric'])}{_arrow(r['higher_is_better'])}", r["penalty"], str(r["n"]),
+                     _ci(r["mean_diff"], r["diff_ci_low"], r["diff_ci_high"]), _num(r["p_adjusted"]),
+                     _num(r["rank_biserial"], 2), _num(r["cohens_d"], 2), verdict])
+        bold.append([False] * 9 + [bool(r["significant"])])
+    doc.table(Table(header, rows, bold, caption="paired comparisons with the baseline; bold: significant", mark=""),
+              collapsed=f"all {len(comp)} comparisons")
+
+
+def _gallery_section(doc: Doc, s: A.Study, figs: _Figures, n_images: int, seed: int) -> None:
+    doc.h2("Saliency gallery", "gallery")
+    if n_images <= 0:
+        doc.note("The gallery was not requested (--images 0).")
+        return
+    if s.selected.empty:
+        doc.note("No gallery: no model has been selected yet (the `selected` table is missing).")
+        return
+    try:
+        import torch
+
+        from evaluation.attributions import METHODS, attribute
+        from study import data as data_mod
+        from trainables.models import build_model
+    except Exception as exc:  # noqa: BLE001
+        doc.note(f"No gallery: the attribution library cannot be imported ({type(exc).__name__}: {exc}).")
+        return
+    methods = [m for m in (s.config.get("evaluation") or {}).get("methods") or [] if m in METHODS and m != "random"]
+    if not methods:
+        methods = [m for m in _methods_of(s.evaluation) if m in METHODS] or ["saliency", "integrated_gradients", "input_x_gradient", "smoothgrad"]
+    doc.p(f"The same test images (the first test image of each of the classes 0–{n_images - 1}) explained by each "
+          "selected model, towards the class the model predicts (SPEC §5); a white box names the prediction when it "
+          "is wrong. One colour scale per figure, shared by all penalties (clipped at the 99.5th percentile of the "
+          "maps' magnitudes): a penalty that shrinks the gradients shows darker maps. Unsigned methods (Saliency, "
+          "SmoothGrad): dark = 0, bright = large. Signed methods: red positive, blue negative, white 0.")
+    root = s.config.get("data_root") or None
+    for dataset in s.datasets:
+        sel = s.selected[s.selected["dataset"] == dataset].drop_duplicates("penalty", keep="last")
+        if sel.empty:
+            continue
+        try:
+            splits = data_mod.load(dataset, root)
+        except Exception as exc:  # noqa: BLE001
+            doc.note(f"No gallery for {dataset}: the test images cannot be loaded ({type(exc).__name__}: {exc}).")
+            continue
+        idx = []
+        for c in range(min(n_images, 10)):
+            hits = (splits.test_y == c).nonzero().flatten()
+            if len(hits):
+                idx.append(int(hits[0]))
+        x = data_mod.to_float(splits.test_x[idx])
+        labels = splits.test_y[idx]
+        models, problems = [], []
+        for penalty in s.penalties:
+            r = sel[sel["penalty"] == penalty]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            path = Path(str(r["weights_path"]))
+            if not str(r["weights_path"]) or not path.is_file():
+                problems.append(f"{penalty}: weights not found ({r['weights_path'] or 'no path'})")
+                continue
+            try:
+                model = build_model(str(r["model"]))
+                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+                model.eval()
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"{penalty}: cannot load {path} ({type(exc).__name__}: {exc})")
+                continue
+            models.append((penalty, r, model))
+        for pr in problems:
+            doc.note(f"Gallery, {dataset}: {pr}.")
+        if not models:
+            continue
+        with torch.no_grad():
+            preds = {p: m(x).argmax(1) for p, _, m in models}
+        for method in methods:
+            try:
+                maps = np.stack([attribute(m, x, preds[p], method, seed=seed)[:, 0].numpy() for p, _, m in models])
+            except Exception as exc:  # noqa: BLE001
+                doc.note(f"Gallery, {dataset}, {method}: attribution failed ({type(exc).__name__}: {exc}).")
+                continue
+            path = _gallery_figure(figs, dataset, method, x[:, 0].numpy(), labels.numpy(), models, preds, maps)
+            doc.figure(Figure(path, f"{dataset}, {METHOD_LABELS.get(method, method)}: rows = penalties (λ of the "
+                                    f"selected model), columns = test images; shared colour scale.",
+                              f"saliency gallery {dataset} {method}"))
+
+
+def _gallery_figure(figs: _Figures, dataset, method, images, labels, models, preds, maps) -> Path:
+    n_img, n_rows = images.shape[0], len(models) + 1
+    signed = method in SIGNED_METHODS or (maps < 0).any()
+    v = float(np.percentile(np.abs(maps), 99.5)) or 1.0
+    kw = dict(cmap="RdBu_r", vmin=-v, vmax=v) if signed else dict(cmap="magma", vmin=0.0, vmax=v)
+    # fixed margins instead of constrained layout: many small axes make the layout solver slow
+    w, h = 1.15 * n_img + 2.4, 1.15 * n_rows + 0.6
+    fig, axes = figs.new(n_rows, n_img, w, h, layout=None)
+    fig.subplots_adjust(left=1.0 / w, right=1 - 1.3 / w, bottom=0.1 / h, top=1 - 0.55 / h, wspace=0.06, hspace=0.08)
+    for j in range(n_img):
+        ax = axes[0, j]
+        ax.imshow(images[j], cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(f"class {int(labels[j])}", fontsize=8)
+    axes[0, 0].set_ylabel("input", fontsize=8, rotation=0, ha="right", va="center")
+    im = None
+    for i, (penalty, row, _m) in enumerate(models, start=1):
+        lam = "" if penalty == "none" else f"\nλ={float(row['lam']):.3g}"
+        axes[i, 0].set_ylabel(f"{penalty}{lam}", fontsize=8, rotation=0, ha="right", va="center")
+        for j in range(n_img):
+            ax = axes[i, j]
+            im = ax.imshow(maps[i - 1, j], interpolation="nearest", **kw)
+            pred = int(preds[penalty][j])
+            if pred != int(labels[j]):
+                ax.text(1, 3, f"pred {pred}", fontsize=6, color="black", va="top",
+                        bbox=dict(facecolor="white", edgecolor="black", pad=1, lw=0.5))
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    cax = fig.add_axes((1 - 1.1 / w, 0.15, 0.12 / w, 0.6))
+    cb = fig.colorbar(im, cax=cax)
+    cb.ax.tick_params(labelsize=7)
+    cb.set_label(f"{METHOD_LABELS.get(method, method)} attribution\n(shared scale)", fontsize=8)
+    fig.suptitle(f"{dataset}: {METHOD_LABELS.get(method, method)}", fontsize=10)
+    return figs.save(fig, f"gallery_{dataset}_{method}")
+
+
+def _morf_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
+    doc.h2("MoRF curves", "morf")
+    c = A.curve(s, "morf")
+    if c.empty:
+        doc.note("No MoRF curves: neither per-level `morf_curve` rows in the evaluation table nor a `morf` curve in "
+                 "the curves table.")
+        return
+    doc.p("Most relevant first out: the pixels the map ranks highest are set to 0 first; y = probability of the "
+          "originally predicted class relative to the clean image, mean over test images. A faster drop (lower "
+          "curve, larger area above it = MoRF score) means a more faithful explanation.")
+    for dataset in s.datasets:
+        cd = c[c["dataset"] == dataset]
+        methods = _methods_of(cd)
+        if not methods:
+            continue
+        nr, nc = _grid(len(methods))
+        fig, axes = figs.new(nr, nc, 3.4 * nc, 2.9 * nr + 0.7, sharey=True)
+        for ax, method in zip(axes.ravel(), methods):
+            _curve_lines(ax, s, cd[cd["method"] == method], s.penalties)
+            ax.set_title(METHOD_LABELS.get(method, method), fontsize=9)
+            ax.set_xlabel("fraction of pixels removed\n(most relevant first)", fontsize=8)
+            ax.set_ylabel("p(ŷ | masked) / p(ŷ | x)\n(ratio; lower is better)", fontsize=8)
+            ax.set_xlim(0, 1)
+            ax.grid(alpha=0.3)
+        _hide_unused(axes, len(methods))
+        _legend(fig, axes)
+        fig.suptitle(f"{dataset}: MoRF curves", fontsize=10)
+        path = figs.save(fig, f"morf_{dataset}")
+        doc.figure(Figure(path, f"{dataset}: MoRF curves per attribution method, one line per penalty.", f"MoRF curves {dataset}"))
+
+
+def _roar_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
+    doc.h2("ROAR: remove and retrain", "roar")
+    c = A.curve(s, "roar")
+    if c.empty:
+        doc.note("No ROAR results (the `roar` table is missing or empty).")
+        return
+    doc.p("For each fraction t, the top-t pixels of every training and test image (ranked by the evaluated model's "
+          "attribution) are replaced and a fresh unregularised model is retrained; y = its test accuracy (mean over "
+          "repeats, bars: min–max). Lower = the attribution found the information the model needs. The grey "
+          "dash-dot line with × markers is the random-ranking control (mean over all random runs of the dataset, "
+          "light grey band: min–max); a useful attribution stays below it.")
+    for dataset in s.datasets:
+        cd = c[c["dataset"] == dataset]
+        methods = _methods_of(cd)
+        rnd = cd[cd["method"] == A.RANDOM_METHOD]
+        if not methods and rnd.empty:
+            continue
+        methods = methods or [A.RANDOM_METHOD]
+        nr, nc = _grid(len(methods))
+        fig, axes = figs.new(nr, nc, 3.4 * nc, 2.9 * nr + 0.7, sharey=True)
+        ctrl = rnd.groupby("x").agg(y=("y", "mean"), lo=("y_low", "min"), hi=("y_high", "max")).reset_index() if len(rnd) else None
+        for ax, method in zip(axes.ravel(), methods):
+            if method != A.RANDOM_METHOD:
+                _curve_lines(ax, s, cd[cd["method"] == method], s.penalties, scale=100, errors=True)
+            if ctrl is not None:
+                ax.fill_between(ctrl["x"], ctrl["lo"] * 100, ctrl["hi"] * 100, color="0.88", lw=0, zorder=0)
+                ax.plot(ctrl["x"], ctrl["y"] * 100, color="0.45", ls="-.", marker="x", lw=2, ms=6,
+                        label="random ranking (control)")
+            ax.set_title(METHOD_LABELS.get(method, method), fontsize=9)
+            ax.set_xlabel("fraction of pixels removed, t", fontsize=8)
+            ax.set_ylabel("test accuracy after retraining (%)\n(lower is better)", fontsize=8)
+            ax.grid(alpha=0.3)
+        _hide_unused(axes, len(methods))
+        _legend(fig, axes)
+        fig.suptitle(f"{dataset}: ROAR", fontsize=10)
+        path = figs.save(fig, f"roar_{dataset}")
+        doc.figure(Figure(path, f"{dataset}: ROAR accuracy versus fraction removed, per attribution method, with the "
+                                "random control.", f"ROAR curves {dataset}"))
+
+
+def _robustness_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
+    doc.h2("Gaussian noise and square-block occlusion", "robustness")
+    specs = [
+        ("gaussian", "avg_sensitivity", "noise σ (pixel units; images in [0, 1])",
+         "average sensitivity ‖a(x+ε) − a(x)‖ / ‖a(x)‖\n(lower is better)", "Gaussian noise"),
+        ("square_block", "block_infidelity", "largest block half-size s_max (pixels)",
+         "square-patch infidelity (squared logits)\n(lower is better)", "square-block occlusion"),
+    ]
+    any_fig = False
+    doc.p("Left panel of each figure: test accuracy of the model under the perturbation (mean over test images and "
+          "draws; higher is better). Other panels: the explanation side per attribution method (lower is better).")
+    for kind, expl, xlabel, ylabel, title in specs:
+        acc, ex = A.curve(s, kind), A.curve(s, expl)
+        for dataset in s.datasets:
+            ad, ed = acc[acc["dataset"] == dataset], ex[ex["dataset"] == dataset]
+            if ad.empty and ed.empty:
+                continue
+            if len(ad):  # accuracy is a property of the model: average any per-method copies
+                ad = ad.groupby(["dataset", "penalty", "model_id", "x"], as_index=False).agg(
+                    y=("y", "mean"), y_low=("y_low", "min"), y_high=("y_high", "max"))
+            methods = _methods_of(ed)
+            n = 1 + len(methods)
+            nr, nc = _grid(n)
+            fig, axes = figs.new(nr, nc, 3.4 * nc, 2.9 * nr + 0.7)
+            ax0 = axes.ravel()[0]
+            _curve_lines(ax0, s, ad, s.penalties, scale=100)
+            ax0.set_title("model accuracy", fontsize=9)
+            ax0.set_xlabel(xlabel, fontsize=8)
+            ax0.set_ylabel("test accuracy (%)\n(higher is better)", fontsize=8)
+            ax0.grid(alpha=0.3)
+            for ax, method in zip(axes.ravel()[1:], methods):
+                _curve_lines(ax, s, ed[ed["method"] == method], s.penalties)
+                ax.set_title(METHOD_LABELS.get(method, method), fontsize=9)
+                ax.set_xlabel(xlabel, fontsize=8)
+                ax.set_ylabel(ylabel, fontsize=8)
+                vals = ed[ed["method"] == method]["y"]
+                if len(vals) and (vals > 0).all() and vals.max() / vals.min() > 100:
+                    ax.set_yscale("log")
+                ax.grid(alpha=0.3)
+            _hide_unused(axes, n)
+            _legend(fig, axes)
+            fig.suptitle(f"{dataset}: {title}", fontsize=10)
+            path = figs.save(fig, f"{kind}_{dataset}")
+            doc.figure(Figure(path, f"{dataset}: {title}: accuracy (left) and explanation stability per method.",
+                              f"{title} curves {dataset}"))
+            any_fig = True
+    if not any_fig:
+        doc.note("No Gaussian-noise or square-block results (per-level rows of the evaluation table, or the curves table).")
+
+
+def _search_section(doc: Doc, s: A.Study, figs: _Figures, par: pd.DataFrame, sweep: pd.DataFrame) -> None:
+    doc.h2("Search: Pareto fronts and λ sweeps", "search")
+    if par.empty:
+        doc.note("No finished trials yet: no Pareto front or λ sweep.")
+        return
+    doc.p("Every finished trial of the search (validation split). The black step line is the Pareto front of the "
+          "dataset over all penalties (both axes maximised); large open circles mark the selected models; the "
+          "dotted vertical line is the selection threshold (best baseline accuracy minus the tolerance).")
+    for dataset in s.datasets:
+        pd_ = par[par["dataset"] == dataset]
+        if pd_.empty:
+            continue
+        fig, axes = figs.new(1, 1, 6.2, 4.4)
+        ax = axes[0, 0]
+        for penalty in s.penalties:
+            g = pd_[pd_["penalty"] == penalty]
+            if g.empty:
+                continue
+            st = style(penalty, s.penalties)
+            ax.scatter(g["accuracy"] * 100, g["score"], color=st["color"], marker=st["marker"], s=36, alpha=0.85,
+                       label=penalty, edgecolors="black", linewidths=0.4)
+        front = pd_[pd_["on_dataset_front"]].sort_values("accuracy")
+        ax.step(front["accuracy"] * 100, front["score"], where="post", color="black", lw=1.2, label="Pareto front (all penalties)")
+        sel = pd_[pd_["selected"]]
+        ax.scatter(sel["accuracy"] * 100, sel["score"], s=180, facecolors="none", edgecolors="black", linewidths=1.3,
+                   label="selected model")
+        sd = s.selected[s.selected["dataset"] == dataset]
+        if len(sd) and np.isfinite(sd["baseline_val_acc"]).any():
+            thr = float(sd["baseline_val_acc"].dropna().iloc[0] - sd["tolerance"].dropna().iloc[0])
+            ax.axvline(thr * 100, color="0.3", ls=":", lw=1.2, label="selection threshold")
+        ax.set_xlabel("validation accuracy (%)  → higher is better", fontsize=8)
+        ax.set_ylabel("validation explanation score\n(MoRF of Saliency; higher is better)", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best", frameon=True)
+        ax.set_title(f"{dataset}: accuracy–explanation trade-off", fontsize=10)
+        path = figs.save(fig, f"pareto_{dataset}")
+        doc.figure(Figure(path, f"{dataset}: validation accuracy versus explanation score of every trial.",
+                          f"Pareto front {dataset}"))
+    if sweep.empty:
+        doc.note("No λ sweep: no finished trial of a penalty other than the baseline.")
+        return
+    doc.p("λ sweeps: the validation metrics of each trial against its penalty weight (log scale). The grey band is "
+          "the range of the `none` baseline's trials (its line: their mean).")
+    base = s.trials[(s.trials["penalty"] == "none") & (s.trials["status"] != "error")]
+    for dataset in s.datasets:
+        sw = sweep[sweep["dataset"] == dataset]
+        if sw.empty:
+            continue
+        metrics = list(dict.fromkeys(sw["metric"]))
+        fig, axes = figs.new(1, len(metrics), 3.8 * len(metrics), 3.4)
+        for ax, metric in zip(axes.ravel(), metrics):
+            scale = 100 if metric.endswith("acc") else 1
+            b = base[base["dataset"] == dataset][metric].dropna() if metric in base else pd.Series(dtype=float)
+            if len(b):
+                ax.axhspan(b.min() * scale, b.max() * scale, color="0.85", zorder=0)
+                ax.axhline(b.mean() * scale, color="0.4", ls="-", lw=1, label="none (baseline): mean, range")
+            for penalty in s.penalties:
+                g = sw[(sw["penalty"] == penalty) & (sw["metric"] == metric) & (sw["lam"] > 0)].sort_values("lam")
+                if g.empty:
+                    continue
+                ax.plot(g["lam"], g["value"] * scale, lw=1.2, ms=5, label=penalty, **style(penalty, s.penalties))
+                sg = g[g["selected"]]
+                ax.scatter(sg["lam"], sg["value"] * scale, s=120, facecolors="none", edgecolors="black", linewidths=1.2,
+                           label="selected model")
+            _log_x(ax)
+            ax.set_xlabel("λ (penalty weight, log scale)", fontsize=8)
+            what = {"val_acc": "validation accuracy (%)", "val_morf": "validation MoRF score"}.get(metric, metric)
+            hib = A.higher_is_better(metric)
+            ax.set_ylabel(f"{what}\n({'higher' if hib else 'lower'} is better)" if hib is not None else what, fontsize=8)
+            ax.grid(alpha=0.3, which="both")
+        _legend(fig, axes)
+        fig.suptitle(f"{dataset}: λ sweep", fontsize=10)
+        path = figs.save(fig, f"lambda_{dataset}")
+        doc.figure(Figure(path, f"{dataset}: validation metrics versus λ, one line per penalty.", f"lambda sweep {dataset}"))
+
+
+def _environment() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("numpy", "pandas", "pyarrow", "scipy", "matplotlib", "torch", "captum"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = ""
+    return out
+
+
+def _git_commit() -> str:
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return ""
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _provenance_section(doc: Doc, s: A.Study) -> None:
+    doc.h2("Configuration, versions and commit", "provenance")
+    prov = A.provenance(s)
+    doc.p(f"Study folder: {s.path}")
+    doc.p(f"Git commit(s) recorded by the search: {', '.join(prov['git_commits']) or 'none recorded'}; "
+          f"report built from commit {_git_commit() or 'unknown'}.")
+    if prov["versions"]:
+        doc.p("Versions recorded by the search: " + ", ".join(f"{k} {v}" for k, v in sorted(prov["versions"].items()) if v) + ".")
+    doc.p("Versions of this report: " + ", ".join(f"{k} {v}" for k, v in _environment().items() if v) + ".")
+    if s.config_text:
+        doc.p("The study's configuration (config.yaml):")
+        doc.pre(s.config_text)
+    else:
+        doc.note("The study folder has no config.yaml.")
+
+
+# --------------------------------------------------------------------------- rendering
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1150px;margin:1.5em auto;
+padding:0 1em;color:#111;line-height:1.45}
+h1{font-size:1.6em;border-bottom:2px solid #333}h2{margin-top:1.8em;border-bottom:1px solid #aaa}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.82em}
+th,td{border:1px solid #999;padding:.25em .5em;text-align:right;white-space:nowrap}
+th{background:#eee}td:first-child,td:nth-child(2),th:first-child{text-align:left}
+td.best{font-weight:bold;background:#e8e8e8}caption{caption-side:bottom;font-size:.85em;color:#444;text-align:left}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.88em;color:#333}
+.note{border-left:4px solid #888;background:#f4f4f4;padding:.4em .8em;margin:.6em 0}
+pre{background:#f6f6f6;border:1px solid #ddd;padding:.6em;overflow-x:auto;font-size:.8em}
+nav ul{columns:2}details{margin:.5em 0 1.5em}summary{cursor:pointer;font-weight:bold}
+@media print{td.best{background:none}figure{page-break-inside:avoid}}
+"""
+
+
+def _html_inline(text: str) -> str:
+    """Escape, then render the two Markdown marks the text uses: `code` and **bold**."""
+    import re
+
+    t = html.escape(text)
+    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", t)
+
+
+def _img_src(path: Path, base: Path, embed: bool) -> str:
+    if embed:
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+    return path.relative_to(base).as_posix()
+
+
+def _html_table(t: Table) -> str:
+    out = ["<table>"]
+    if t.caption:
+        out.append(f"<caption>{_html_inline(t.caption)}</caption>")
+    out.append("<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in t.header) + "</tr></thead><tbody>")
+    for i, row in enumerate(t.rows):
+        cells = []
+        for j, c in enumerate(row):
+            best = bool(t.bold and t.bold[i][j])
+            cells.append(f'<td class="best">{html.escape(c)}{t.mark}</td>' if best else f"<td>{html.escape(c)}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def render_html(doc: Doc, title: str, base: Path, embed: bool = False) -> str:
+    toc = [(b.value, b.anchor) for b in doc.blocks if b.kind == "h2"]
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Generated {html.escape(_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))} by "
+        "<code>python -m study.report</code>.</p>",
+        "<nav><ul>" + "".join(f'<li><a href="#{a}">{html.escape(t)}</a></li>' for t, a in toc) + "</ul></nav>",
+    ]
+    for b in doc.blocks:
+        if b.kind == "h2":
+            parts.append(f'<h2 id="{b.anchor}">{html.escape(b.value)}</h2>')
+        elif b.kind == "h3":
+            parts.append(f"<h3>{html.escape(b.value)}</h3>")
+        elif b.kind == "p":
+            parts.append(f"<p>{_html_inline(b.value)}</p>")
+        elif b.kind == "note":
+            parts.append(f'<p class="note">{_html_inline(b.value)}</p>')
+        elif b.kind == "table":
+            parts.append(_html_table(b.value))
+        elif b.kind == "details":
+            parts.append(f"<details><summary>{html.escape(b.anchor)}</summary>{_html_table(b.value)}</details>")
+        elif b.kind == "figure":
+            f: Figure = b.value
+            parts.append(f'<figure><img src="{_img_src(f.path, base, embed)}" alt="{html.escape(f.alt)}">'
+                         f"<figcaption>{_html_inline(f.caption)}</figcaption></figure>")
+        elif b.kind == "pre":
+            parts.append(f"<pre>{html.escape(b.value)}</pre>")
+        elif b.kind == "links":
+            parts.append("<p>" + " · ".join(f'<a href="{p.relative_to(base).as_posix()}">{html.escape(n)}</a>'
+                                            for n, p in b.value) + "</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _md_cell(c: str) -> str:
+    return c.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(t: Table) -> str:
+    lines = ["| " + " | ".join(_md_cell(h) for h in t.header) + " |",
+             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(t.header))) + "|"]
+    for i, row in enumerate(t.rows):
+        cells = [f"**{_md_cell(c)}**{t.mark}" if t.bold and t.bold[i][j] else _md_cell(c) for j, c in enumerate(row)]
+        lines.append("| " + " | ".join(cells) + " |")
+    if t.caption:
+        lines.append(f"\n*{t.caption}*")
+    return "\n".join(lines)
+
+
+def render_md(doc: Doc, title: str, base: Path) -> str:
+    parts = [f"# {title}", "",
+             f"Generated {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `python -m study.report`.", ""]
+    for b in doc.blocks:
+        if b.kind == "h2":
+            parts += [f"## {b.value}", ""]
+        elif b.kind == "h3":
+            parts += [f"### {b.value}", ""]
+        elif b.kind == "p":
+            parts += [b.value, ""]
+        elif b.kind == "note":
+            parts += [f"> **Note.** {b.value}", ""]
+        elif b.kind in ("table", "details"):
+            if b.kind == "details":
+                parts += [f"<details><summary>{b.anchor}</summary>", ""]
+            parts += [_md_table(b.value), ""]
+            if b.kind == "details":
+                parts += ["</details>", ""]
+        elif b.kind == "figure":
+            f: Figure = b.value
+            parts += [f"![{f.alt}]({f.path.relative_to(base).as_posix()})", "", f"*{f.caption}*", ""]
+        elif b.kind == "pre":
+            parts += ["```yaml", b.value.rstrip("\n"), "```", ""]
+        elif b.kind == "links":
+            parts += [" · ".join(f"[{n}]({p.relative_to(base).as_posix()})" for n, p in b.value), ""]
+    return "\n".join(parts)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- entry points
+def build_report(output_dir, formats: Sequence[str] = FORMATS, *, out_dir=None, n_images: int = 6,
+                 baseline: str = "none", embed: bool = False, seed: int = 0,
+                 log: Callable[[str], None] | None = None) -> Path:
+    """Write the report of the study in ``output_dir``; returns the path of the first format.
+
+    Args:
+        output_dir: the study folder (local path or URI; see :func:`study.analysis.load`).
+        formats: any of ``html``, ``md``.
+        out_dir: where to write (default ``<output_dir>/report``; required for a remote study).
+        n_images: test images per gallery figure (0: no gallery).
+        baseline: the penalty the others are compared with.
+        embed: inline the PNGs in the HTML as data URIs (one file to mail); the PNG files are
+            written either way.
+        seed: seeds the bootstrap and the attribution methods that draw noise.
+        log: progress messages (default: none).
+
+    Raises FileNotFoundError / :class:`study.analysis.StudyError` for a folder that is not a
+    study or a table with a wrong schema; every other problem becomes a note in the report.
+    """
+    formats = [formats] if isinstance(formats, str) else list(formats)
+    bad = [f for f in formats if f not in FORMATS]
+    if not formats or bad:
+        raise ValueError(f"formats: unknown {bad or formats!r}; valid choices: {', '.join(FORMATS)}")
+    log = log or (lambda _m: None)
+    s = A.load(output_dir)
+    if out_dir is None:
+        if "://" in str(output_dir) and not str(output_dir).startswith("file://"):
+            raise ValueError("out_dir is required when the study is not a local folder")
+        local = Path(str(output_dir)[len("file://"):] if str(output_dir).startswith("file://") else output_dir)
+        out_dir = local.expanduser().absolute() / REPORT_DIR
+    out = Path(out_dir).absolute()
+    img, tables = out / "img", out / "tables"
+    for d in (img, tables):
+        d.mkdir(parents=True, exist_ok=True)
+        for old in list(d.glob("*.png")) + list(d.glob("*.csv")):  # this report's own previous outputs
+            old.unlink()
+    figs = _Figures(img, log)
+    doc = Doc()
+
+    def guarded(name: str, fn, *args):
+        t0 = time.perf_counter()
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - one broken section must not lose the report
+            log(f"[report] {name} failed: {traceback.format_exc()}")
+            doc.note(f"The {name} section could not be built ({type(exc).__name__}: {exc}).")
+        log(f"[report] {name}: {time.perf_counter() - t0:.1f} s")
+
+    log(f"[report] {s.path}: tables missing: {', '.join(s.missing) or 'none'}")
+    t0 = time.perf_counter()
+    summ = A.summary(s, seed=seed)
+    comp = A.compare(s, baseline, seed=seed)
+    par = A.pareto(s)
+    sweep = A.lambda_sweep(s, baseline=baseline)
+    log(f"[report] analysis: {time.perf_counter() - t0:.1f} s")
+    csvs = []
+    for name, df in (("summary", summ), ("compare", comp), ("pareto", par), ("lambda_sweep", sweep)):
+        p = tables / f"{name}.csv"
+        df.to_csv(p, index=False)
+        csvs.append((f"{name}.csv", p))
+
+    guarded("status", _status, doc, s)
+    guarded("summary", _summary_section, doc, s, summ, figs)
+    doc.links(csvs)
+    guarded("comparison", _compare_section, doc, s, comp, baseline)
+    guarded("gallery", _gallery_section, doc, s, figs, n_images, seed)
+    guarded("MoRF", _morf_section, doc, s, figs)
+    guarded("ROAR", _roar_section, doc, s, figs)
+    guarded("robustness", _robustness_section, doc, s, figs)
+    guarded("search", _search_section, doc, s, figs, par, sweep)
+    guarded("provenance", _provenance_section, doc, s)
+
+    title = f"Saliency-penalty study “{s.name}”: report"
+    written = []
+    for fmt in formats:
+        path = out / f"report.{fmt}"
+        _write(path, render_html(doc, title, out, embed) if fmt == "html" else render_md(doc, title, out))
+        written.append(path)
+    log(f"[report] wrote {', '.join(str(p) for p in written)} ({len(figs.made)} figures)")
+    return written[0]
+
+
+def run(cfg, selected=None) -> Path:
+    """The report stage of ``study.launch``: ``build_report(cfg.output_dir)``, path printed."""
+    path = build_report(cfg.output_dir, log=lambda m: print(m, flush=True))
+    print(f"[report] {path}", flush=True)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m study.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("output", help="the study folder (e.g. outputs/quick), or a URI pyarrow can open")
+    p.add_argument("--format", action="append", choices=FORMATS, default=None,
+                   help="html or md (repeatable; default: both)")
+    p.add_argument("--out", default=None, help="report folder (default: OUTPUT/report)")
+    p.add_argument("--images", type=int, default=6, help="test images per gallery figure (0: no gallery; default 6)")
+    p.add_argument("--baseline", default="none", help="penalty the others are compared with (default: none)")
+    p.add_argument("--embed", action="store_true", help="inline the figures in the HTML (a single file)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and noisy attributions (default 0)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the report's path")
+    args = p.parse_args(argv)
+    try:
+        path = build_report(args.output, args.format or FORMATS, out_dir=args.out, n_images=args.images,
+                            baseline=args.baseline, embed=args.embed, seed=args.seed,
+                            log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
+    except (FileNotFoundError, A.StudyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

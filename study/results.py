@@ -1,0 +1,207 @@
+"""Parquet tables of the study: explicit schemas, Hive-partitioned, written atomically, rerun-safe.
+
+Layout (under the study folder)::
+
+    trials/dataset=mnist/penalty=gradient/<key>.parquet     one row per trial
+    epochs/dataset=mnist/penalty=gradient/<key>.parquet     one row per reported epoch
+    selected/dataset=mnist/<key>.parquet                    the chosen model per (dataset, penalty)
+
+Each writer writes one file per partition with a deterministic name (``<key>.parquet``), first
+under a temporary name, then renamed: rerunning a writer replaces its files, never adds rows.
+Read back with ``pandas.read_parquet(study_dir / "trials")`` or :func:`read_table` (which restores
+the column order and the partition columns as plain strings)::
+
+    from study.results import read_table
+    trials = read_table("outputs/quick", "trials")
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+_TS = pa.timestamp("us", tz="UTC")
+
+TRIALS = pa.schema(
+    [
+        ("study", pa.string()),
+        ("dataset", pa.string()),
+        ("penalty", pa.string()),
+        ("trial_id", pa.string()),
+        ("status", pa.string()),  # ok | stopped (early, by the scheduler) | error
+        ("error", pa.string()),  # the failure reason ('' when none)
+        ("model", pa.string()),
+        ("lam", pa.float64()),
+        ("lr", pa.float64()),
+        ("seed", pa.int64()),
+        ("optimizer", pa.string()),
+        ("batch_size", pa.int64()),
+        ("epochs", pa.int64()),
+        ("data_fraction", pa.float64()),
+        ("val_fraction", pa.float64()),
+        ("val_limit", pa.int64()),
+        ("split_seed", pa.int64()),
+        ("explain_n", pa.int64()),
+        ("penalty_params", pa.string()),  # JSON
+        ("train_config", pa.string()),  # JSON of the full TrainConfig
+        ("sampler_seed", pa.int64()),
+        ("epochs_done", pa.int64()),
+        ("val_acc", pa.float64()),  # final (last finished epoch)
+        ("val_morf", pa.float64()),
+        ("train_loss", pa.float64()),
+        ("ce", pa.float64()),
+        ("penalty_value", pa.float64()),
+        ("best_val_acc", pa.float64()),
+        ("best_val_morf", pa.float64()),
+        ("train_seconds", pa.float64()),  # sum over epochs, training only
+        ("on_pareto_front", pa.bool_()),  # of (val_acc, val_morf) within its (dataset, penalty)
+        ("checkpoint_path", pa.string()),  # absolute, the trial's latest checkpoint
+        ("node_id", pa.string()),
+        ("hostname", pa.string()),
+        ("pid", pa.int64()),
+        ("start_time", _TS),
+        ("end_time", _TS),
+        ("git_commit", pa.string()),
+        ("versions", pa.string()),  # JSON: python, torch, ray, optuna, ...
+    ]
+)
+
+EPOCHS = pa.schema(
+    [
+        ("study", pa.string()),
+        ("dataset", pa.string()),
+        ("penalty", pa.string()),
+        ("trial_id", pa.string()),
+        ("epoch", pa.int64()),
+        ("train_loss", pa.float64()),
+        ("ce", pa.float64()),
+        ("penalty_value", pa.float64()),
+        ("val_acc", pa.float64()),
+        ("val_morf", pa.float64()),
+        ("train_seconds", pa.float64()),
+        ("samples_per_s", pa.float64()),
+        ("morf_seconds", pa.float64()),
+        ("seconds", pa.float64()),
+        ("end_time", _TS),
+        ("node_id", pa.string()),
+        ("pid", pa.int64()),
+    ]
+)
+
+SELECTED = pa.schema(
+    [
+        ("study", pa.string()),
+        ("dataset", pa.string()),
+        ("penalty", pa.string()),
+        ("trial_id", pa.string()),
+        ("model", pa.string()),
+        ("lam", pa.float64()),
+        ("lr", pa.float64()),
+        ("seed", pa.int64()),
+        ("val_acc", pa.float64()),
+        ("val_morf", pa.float64()),
+        ("baseline_val_acc", pa.float64()),  # best `none` trial of the dataset (NaN if none ran)
+        ("tolerance", pa.float64()),
+        ("within_tolerance", pa.bool_()),  # False: no trial was within tolerance, best accuracy taken
+        ("on_pareto_front", pa.bool_()),  # within its (dataset, penalty) search
+        ("on_dataset_pareto_front", pa.bool_()),  # over all penalties of the dataset
+        ("n_trials", pa.int64()),
+        ("n_failed", pa.int64()),
+        ("weights_path", pa.string()),  # absolute, state_dict .pt
+        ("config_path", pa.string()),  # absolute, JSON (TrainConfig + trial + study)
+        ("git_commit", pa.string()),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {"trials": TRIALS, "epochs": EPOCHS, "selected": SELECTED}
+PARTITIONS: dict[str, list[str]] = {"trials": ["dataset", "penalty"], "epochs": ["dataset", "penalty"], "selected": ["dataset"]}
+
+
+def _safe(v) -> str:
+    s = str(v)
+    if not s or not re.fullmatch(r"[A-Za-z0-9_.\-]+", s):
+        raise ValueError(f"partition value {s!r} must match [A-Za-z0-9_.-]+")
+    return s
+
+
+def to_arrow(data: pd.DataFrame | pa.Table, schema: pa.Schema) -> pa.Table:
+    """Conform ``data`` to ``schema``: exactly its columns, in order, cast to its types."""
+    if isinstance(data, pa.Table):
+        data = data.to_pandas()
+    missing = [n for n in schema.names if n not in data.columns]
+    extra = [c for c in data.columns if c not in schema.names]
+    if missing or extra:
+        raise ValueError(f"columns do not match the schema: missing {missing}, unexpected {extra}")
+    data = data[schema.names].copy()
+    for f in schema:
+        if pa.types.is_timestamp(f.type):  # nanoseconds -> the schema's microseconds
+            data[f.name] = pd.to_datetime(data[f.name], utc=True).dt.floor("us")
+    return pa.Table.from_pandas(data, schema=schema, preserve_index=False)
+
+
+def write_table(
+    data: pd.DataFrame | pa.Table,
+    root: str | Path,
+    table: str,
+    partition_cols: list[str] | None = None,
+    key: str = "part-0",
+    schema: pa.Schema | None = None,
+) -> list[Path]:
+    """Write ``data`` as ``root/table/<col>=<value>/.../<key>.parquet``, one file per partition.
+
+    Args:
+        data: rows (a DataFrame or an Arrow table).
+        root: the study folder.
+        table: table name; its schema is ``SCHEMAS[table]`` unless ``schema`` is given.
+        partition_cols: Hive partition columns (default ``PARTITIONS[table]``, else none).
+        key: the writer's file name stem; the same key rewrites the same files (no duplicates).
+        schema: explicit schema for tables not in :data:`SCHEMAS` (e.g. the evaluation stage's).
+
+    Returns the written paths. Each file is written under a temporary name and renamed.
+    """
+    schema = schema or SCHEMAS[table]
+    parts = list(PARTITIONS.get(table, []) if partition_cols is None else partition_cols)
+    _safe(key)
+    t = to_arrow(data, schema)
+    file_schema = pa.schema([f for f in schema if f.name not in parts])
+    df = t.to_pandas()
+    groups = [((), df)] if not parts else df.groupby(parts, sort=True, dropna=False)
+    written = []
+    for values, g in groups:
+        values = values if isinstance(values, tuple) else (values,)
+        folder = Path(root) / table
+        for col, v in zip(parts, values):
+            folder = folder / f"{col}={_safe(v)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{key}.parquet"
+        tmp = folder / f".{key}.{uuid.uuid4().hex}.tmp"
+        pq.write_table(pa.Table.from_pandas(g[file_schema.names], schema=file_schema, preserve_index=False), tmp)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def dataset(root: str | Path, table: str, schema: pa.Schema | None = None, partition_cols: list[str] | None = None) -> ds.Dataset:
+    """A ``pyarrow.dataset`` over ``root/table`` with its Hive partition columns typed as strings."""
+    schema = schema or SCHEMAS[table]
+    parts = list(PARTITIONS.get(table, []) if partition_cols is None else partition_cols)
+    part = ds.partitioning(pa.schema([(p, pa.string()) for p in parts]), flavor="hive") if parts else None
+    return ds.dataset(
+        Path(root) / table, format="parquet", partitioning=part, schema=schema,
+        exclude_invalid_files=False, ignore_prefixes=[".", "_"],
+    )
+
+
+def read_table(root: str | Path, table: str, schema: pa.Schema | None = None, partition_cols: list[str] | None = None) -> pd.DataFrame:
+    """All rows of ``root/table`` as a DataFrame in schema column order (empty if none yet)."""
+    schema = schema or SCHEMAS[table]
+    if not (Path(root) / table).is_dir():
+        return schema.empty_table().to_pandas()
+    return dataset(root, table, schema, partition_cols).to_table().to_pandas()

@@ -1,0 +1,469 @@
+"""The search stage (SPEC §6): per (dataset, penalty) an Optuna search inside Ray Tune, then selection.
+
+For every dataset, the ``none`` baseline is searched first, then each penalty: one
+:class:`ray.tune.Tuner` per (dataset, penalty), one after the other (Tune's global registry is
+not thread-safe, so Tuners are not run from threads), each running up to
+``max_concurrent_trials`` trials at once. Each dataset enters the object store once.
+
+- **Search.** :class:`OptunaSearch` with an explicit seeded sampler (TPE by default, which is
+  multi-objective capable; NSGA-II or random selectable) proposes λ (log-uniform) and, if the
+  space says so, the learning rate. With ``objective: multi`` it maximises (val_acc, val_morf)
+  jointly; with a single objective it maximises that metric, and an ASHA scheduler stops weak
+  trials early on it. ASHA is *not* used for the multi-objective search: it would cut trials on
+  one metric only and hand Optuna truncated trials as if complete (the choice is documented in
+  docs/search.md). The ``none`` baseline has no λ: its trials differ by seed only.
+- **Seeds.** Trial k (Optuna's trial number in that search) trains with seed ``cfg.seed + k``,
+  so every penalty and the baseline see the same seeds.
+- **Survives restarts.** Tune's experiment folder (``tune/<dataset>-<penalty>``) is restored with
+  :meth:`Tuner.restore` (finished trials are kept, unfinished ones continue from their last epoch
+  checkpoint, failed ones stay failed) and Optuna's history lives in a JournalStorage file
+  (``optuna/<dataset>-<penalty>.journal``). A finished search leaves ``tune/<name>/search_done.json`` and is not
+  touched again.
+- **Selection** (per dataset and penalty): among finished trials whose validation accuracy is
+  within ``tolerance`` of the best ``none`` trial of the dataset, the best explanation score wins
+  (ties: higher accuracy). If none qualifies, the most accurate trial is taken and flagged
+  ``within_tolerance = False``. The chosen weights and config are exported under ``models/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import subprocess
+import time
+import zlib
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from study import data as data_mod
+from study import results as R
+from study.config import StudyConfig, dump_config
+
+OBJECTIVE_METRICS = ("val_acc", "val_morf")
+DONE_FILE = "search_done.json"
+
+
+class SearchInterrupted(RuntimeError):
+    """A search stopped before all its trials finished (its state is saved; rerun to resume)."""
+
+
+# --------------------------------------------------------------------------- provenance
+def git_commit(repo: Path | None = None) -> str:
+    """HEAD commit of the repository (``+dirty`` if modified), or '' without git."""
+    repo = repo or Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return ""
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def package_versions() -> dict:
+    """Versions of Python and the packages the results depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "torchvision", "ray", "optuna", "numpy", "pandas", "pyarrow", "captum"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = ""
+    return out
+
+
+# --------------------------------------------------------------------------- search pieces
+def experiment_name(dataset: str, penalty: str) -> str:
+    return f"{dataset}-{penalty}"
+
+
+def sampler_seed(cfg: StudyConfig, dataset: str, penalty: str) -> int:
+    """A seed per (study seed, dataset, penalty), stable across processes."""
+    return (cfg.seed * 1_000_003 + zlib.crc32(f"{dataset}/{penalty}".encode())) % (2**31)
+
+
+def make_sampler(cfg: StudyConfig, dataset: str, penalty: str):
+    import optuna
+
+    seed = sampler_seed(cfg, dataset, penalty)
+    if cfg.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if cfg.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+class OptunaSpace:
+    """Define-by-run search space: λ and lr (log-uniform) when searched, seed from the trial number.
+
+    A class (not a closure) so that Tune can pickle the searcher with its experiment state.
+    """
+
+    def __init__(self, lam: list[float] | None, lr: list[float] | None, seed0: int):
+        self.lam, self.lr, self.seed0 = lam, lr, seed0
+
+    def __call__(self, trial) -> dict:
+        if self.lam:
+            trial.suggest_float("lam", self.lam[0], self.lam[1], log=True)
+        if self.lr:
+            trial.suggest_float("lr", self.lr[0], self.lr[1], log=True)
+        return {"seed": self.seed0 + trial.number}
+
+
+def trial_dirname(trial) -> str:
+    """Trial folders are named by trial id (so ids can be read back from paths)."""
+    return trial.trial_id
+
+
+def param_space(cfg: StudyConfig, dataset: str, penalty: str) -> dict:
+    return {
+        "train": cfg.train_config(dataset, penalty),
+        "explain_n": cfg.for_dataset(dataset, "explain_n"),
+        "morf_levels": cfg.morf_levels,
+    }
+
+
+def search_splits(cfg: StudyConfig, dataset: str) -> data_mod.Splits:
+    """The training and validation splits only (the test set stays out of the search)."""
+    s = data_mod.load(dataset, cfg.data_path, cfg.val_fraction, cfg.split_seed)
+    empty = s.test_x[:0]
+    return replace(s, test_x=empty, test_y=s.test_y[:0])
+
+
+def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: int = 1):
+    """A new Tuner for (dataset, penalty), or the restored one if its experiment folder exists.
+
+    ``splits``: the dataset's :class:`Splits` or an object-store reference to them.
+    """
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from trainables.trainable import train_trial
+
+    # 0: silent, 1: a compact status table every 30 s (Tune's classic reporter), 2: Tune's new output
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose >= 2 else "0"
+    progress = {}
+    if verbose == 1:
+        progress = {"progress_reporter": tune.CLIReporter(
+            metric_columns=["epoch", "val_acc", "val_morf", "train_loss"],
+            parameter_columns=["lam", "lr", "seed"], max_report_frequency=30, sort_by_metric=False,
+        )}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, splits=splits),
+        {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
+    )
+    tune_dir = cfg.output_dir / "tune"
+    exp_dir = tune_dir / experiment_name(dataset, penalty)
+    if exp_dir.exists():
+        if tune.Tuner.can_restore(exp_dir):
+            # trials that never reported have no result file yet: expected here, not worth a warning
+            logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+            return tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=False,
+                                      restart_errored=False)
+        shutil.rmtree(exp_dir)  # stopped before Tune saved anything: start again
+
+    space = cfg.space_for(penalty)
+    journal = cfg.output_dir / "optuna" / f"{experiment_name(dataset, penalty)}.journal"
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    single = cfg.objective != "multi"
+    searcher = OptunaSearch(
+        space=OptunaSpace(None if penalty == "none" else space.lam, space.lr, cfg.seed),
+        metric=cfg.objective if single else list(OBJECTIVE_METRICS),
+        mode="max" if single else ["max"] * len(OBJECTIVE_METRICS),
+        sampler=make_sampler(cfg, dataset, penalty),
+        study_name=f"{cfg.name}/{dataset}/{penalty}",
+        storage=JournalStorage(JournalFileBackend(str(journal))),
+    )
+    epochs = cfg.for_dataset(dataset, "epochs")
+    if single and cfg.scheduler == "asha" and epochs >= 2:
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=1, reduction_factor=2)
+        tune_metric = {"metric": cfg.objective, "mode": "max"}
+    else:
+        scheduler, tune_metric = FIFOScheduler(), {}
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(cfg, dataset, penalty),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=cfg.trials,
+            max_concurrent_trials=cfg.max_concurrent_trials, reuse_actors=True,  # no process start per trial
+            trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname, **tune_metric,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment_name(dataset, penalty),
+            storage_path=str(tune_dir),
+            failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=verbose,
+            **progress,
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- tables
+def _error_text(res, last: dict) -> str:
+    if last.get("error"):
+        return str(last["error"])
+    if res.error is None:
+        return ""
+    lines = [ln.strip() for ln in str(res.error).splitlines() if ln.strip()]
+    named = [ln for ln in lines if ln.split(":")[0].endswith(("Error", "Exception", "Interrupt"))]
+    return (named or lines or [type(res.error).__name__])[-1][:2000]
+
+
+def _ts(v) -> pd.Timestamp:
+    return pd.to_datetime(v, unit="s", utc=True) if v is not None and np.isfinite(v) else pd.NaT
+
+
+def pareto_mask(acc, score) -> np.ndarray:
+    """True where no other point is >= in both (val_acc, val_morf) and > in one; NaN never on it."""
+    a, s = np.asarray(acc, float), np.asarray(score, float)
+    ok = np.isfinite(a) & np.isfinite(s)
+    out = np.zeros(len(a), bool)
+    for i in np.flatnonzero(ok):
+        dom = ok & (a >= a[i]) & (s >= s[i]) & ((a > a[i]) | (s > s[i]))
+        out[i] = not dom.any()
+    return out
+
+
+def tables_from_results(cfg: StudyConfig, dataset: str, penalty: str, grid, provenance: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, epochs) DataFrames of a finished search, conforming to ``results.TRIALS/EPOCHS``."""
+    from trainables.trainable import trial_config
+
+    trials, epochs = [], []
+    for res in grid:
+        trial_dir = Path(res.path)
+        trial_id = trial_dir.name
+        conf = res.config or json.loads((trial_dir / "params.json").read_text())
+        tc = trial_config(conf)
+        last = dict(res.metrics or {})
+        df = res.metrics_dataframe
+        df = df.copy() if df is not None and len(df) else pd.DataFrame({"epoch": pd.Series(dtype=float)})
+        if "error" in df:
+            df = df[df["error"].fillna("").astype(str) == ""]
+        df = df.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last").sort_values("epoch")
+        rows = df.to_dict("records")
+        for r in rows:
+            epochs.append({
+                "study": cfg.name, "dataset": dataset, "penalty": penalty, "trial_id": trial_id,
+                "epoch": int(r["epoch"]), **{k: float(r.get(k, np.nan)) for k in (
+                    "train_loss", "ce", "penalty_value", "val_acc", "val_morf", "train_seconds",
+                    "samples_per_s", "morf_seconds", "seconds")},
+                "end_time": _ts(r.get("end_time")), "node_id": str(r.get("node_id", "")), "pid": int(r.get("pid", -1)),
+            })
+        fin = rows[-1] if rows else {}
+        status = "error" if res.error is not None else ("ok" if len(rows) >= tc.epochs else "stopped")
+        nan = float("nan")
+        trials.append({
+            "study": cfg.name, "dataset": dataset, "penalty": penalty, "trial_id": trial_id,
+            "status": status, "error": _error_text(res, last),
+            "model": tc.model, "lam": tc.lam, "lr": tc.lr, "seed": tc.seed, "optimizer": tc.optimizer,
+            "batch_size": tc.batch_size, "epochs": tc.epochs, "data_fraction": tc.data_fraction,
+            "val_fraction": tc.val_fraction, "val_limit": tc.val_limit, "split_seed": tc.split_seed,
+            "explain_n": int(conf.get("explain_n", 0)),
+            "penalty_params": json.dumps(tc.penalty_params, sort_keys=True),
+            "train_config": json.dumps(tc.to_dict(), sort_keys=True),
+            "sampler_seed": sampler_seed(cfg, dataset, penalty),
+            "epochs_done": len(rows),
+            **{k: float(fin.get(k, nan)) for k in ("val_acc", "val_morf", "train_loss", "ce", "penalty_value")},
+            "best_val_acc": float(df["val_acc"].max()) if rows else nan,
+            "best_val_morf": float(df["val_morf"].max()) if rows else nan,
+            "train_seconds": float(df["train_seconds"].sum()) if rows else nan,
+            "on_pareto_front": False,
+            "checkpoint_path": str(Path(res.checkpoint.path).absolute()) if res.checkpoint else "",
+            "node_id": str(last.get("node_id", "")), "hostname": str(last.get("hostname", "")),
+            "pid": int(last.get("pid", -1)),
+            "start_time": _ts(last.get("start_time")), "end_time": _ts(last.get("end_time")),
+            **provenance,
+        })
+    t = pd.DataFrame(trials, columns=R.TRIALS.names)
+    ok = t["status"] != "error"
+    t["on_pareto_front"] = pareto_mask(t["val_acc"].where(ok), t["val_morf"].where(ok))
+    t = t.sort_values("trial_id").reset_index(drop=True)
+    e = pd.DataFrame(epochs, columns=R.EPOCHS.names).sort_values(["trial_id", "epoch"]).reset_index(drop=True)
+    return t, e
+
+
+# --------------------------------------------------------------------------- selection
+def _jsonable(v):
+    """A trials-table value as plain JSON (numpy scalars unwrapped, NaN/NaT -> null, times ISO)."""
+    if isinstance(v, pd.Timestamp):
+        return None if pd.isna(v) else v.isoformat()
+    if hasattr(v, "item"):
+        v = v.item()
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _export(cfg: StudyConfig, row: pd.Series, extra: dict) -> tuple[str, str]:
+    """Copy the trial's final weights to models/<dataset>/<penalty>/ (state_dict .pt + config JSON)."""
+    from trainables.trainable import load_state
+
+    folder = cfg.output_dir / "models" / row["dataset"] / row["penalty"]
+    folder.mkdir(parents=True, exist_ok=True)
+    state = load_state(row["checkpoint_path"])
+    weights, conf = folder / "model.pt", folder / "config.json"
+    tmp = folder / ".model.pt.tmp"
+    torch.save({k: v.cpu() for k, v in state["run"]["model"].items()}, tmp)
+    os.replace(tmp, weights)
+    payload = {
+        "train_config": json.loads(row["train_config"]),
+        "trial": {k: _jsonable(v) for k, v in row.items() if k != "train_config"},
+        "selection": extra,
+        "study": cfg.to_dict(),
+    }
+    tmp = folder / ".config.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, conf)
+    return str(weights), str(conf)
+
+
+def select(cfg: StudyConfig, trials: pd.DataFrame, export: bool = True) -> pd.DataFrame:
+    """The selection rule of SPEC §6 over ``trials``; returns rows conforming to ``results.SELECTED``."""
+    rows = []
+    for dataset in cfg.datasets:
+        d = trials[(trials["dataset"] == dataset) & trials["penalty"].isin(cfg.penalties)]
+        done = d[(d["status"] != "error") & np.isfinite(d["val_acc"]) & np.isfinite(d["val_morf"])]
+        base = done[done["penalty"] == "none"]["val_acc"]
+        baseline = float(base.max()) if len(base) else float("nan")
+        front = pareto_mask(done["val_acc"], done["val_morf"])
+        on_front = set(done["trial_id"][front])
+        for penalty in cfg.penalties:
+            p = done[done["penalty"] == penalty]
+            if p.empty:
+                continue
+            ok = p[p["val_acc"] >= baseline - cfg.tolerance - 1e-12] if np.isfinite(baseline) else p
+            within = not ok.empty
+            pick = (ok.sort_values(["val_morf", "val_acc"], ascending=False) if within
+                    else p.sort_values(["val_acc", "val_morf"], ascending=False)).iloc[0]
+            info = {"baseline_val_acc": baseline, "tolerance": cfg.tolerance, "within_tolerance": within}
+            weights, conf = _export(cfg, pick, info) if export else ("", "")
+            all_p = d[d["penalty"] == penalty]
+            rows.append({
+                "study": cfg.name, "dataset": dataset, "penalty": penalty, "trial_id": pick["trial_id"],
+                "model": pick["model"], "lam": pick["lam"], "lr": pick["lr"], "seed": pick["seed"],
+                "val_acc": pick["val_acc"], "val_morf": pick["val_morf"], **info,
+                "on_pareto_front": bool(pick["on_pareto_front"]),
+                "on_dataset_pareto_front": pick["trial_id"] in on_front,
+                "n_trials": len(all_p), "n_failed": int((all_p["status"] == "error").sum()),
+                "weights_path": weights, "config_path": conf, "git_commit": pick["git_commit"],
+            })
+    return pd.DataFrame(rows, columns=R.SELECTED.names)
+
+
+# --------------------------------------------------------------------------- the stage
+def summary_line(trials: pd.DataFrame, seconds: float | None = None) -> str:
+    """One line for a finished (dataset, penalty) search."""
+    r = trials.iloc[0]
+    n_err = int((trials["status"] == "error").sum())
+    ok = trials[trials["status"] != "error"]
+    took = f" in {seconds:.1f} s" if seconds is not None else " (already done)"
+    best = (f"; best val_acc {ok['val_acc'].max():.4f}, best val_morf {ok['val_morf'].max():.4f}"
+            if len(ok) else "")
+    return f"[search] {r['dataset']}/{r['penalty']}: {len(trials)} trials ({len(trials) - n_err} ok, {n_err} failed){took}{best}"
+
+
+def run_one(cfg: StudyConfig, dataset: str, penalty: str, data: Callable[[], object], provenance: dict,
+            verbose: int = 1, log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Search one (dataset, penalty), or reuse it if already done, and write its trials/epochs tables.
+
+    Args:
+        data: returns the dataset's splits (or their object-store reference); called only if
+            the search has to run.
+    """
+    exp_dir = cfg.output_dir / "tune" / experiment_name(dataset, penalty)
+    key = experiment_name(dataset, penalty)
+    if (exp_dir / DONE_FILE).exists():
+        t = R.read_table(cfg.output_dir, "trials")
+        t = t[(t["dataset"] == dataset) & (t["penalty"] == penalty)]
+        if len(t):
+            log(summary_line(t))
+            return t
+    t0 = time.perf_counter()
+    grid = build_tuner(cfg, dataset, penalty, data(), verbose).fit()
+    if len(grid) < cfg.trials or grid.num_terminated + grid.num_errors < len(grid):  # Ctrl-C: Tune saved, returned
+        raise SearchInterrupted(f"{dataset}/{penalty}: search stopped before all trials finished")
+    trials, epochs = tables_from_results(cfg, dataset, penalty, grid, provenance)
+    R.write_table(trials, cfg.output_dir, "trials", key=key)
+    if len(epochs):
+        R.write_table(epochs, cfg.output_dir, "epochs", key=key)
+    (exp_dir / DONE_FILE).write_text(json.dumps({"trials": len(trials), "time": time.time()}))
+    log(summary_line(trials, time.perf_counter() - t0))
+    return trials
+
+
+def check_output(cfg: StudyConfig) -> None:
+    """Save the config in a new study folder, or check that an existing one holds the same search."""
+    out = cfg.output_dir
+    saved = out / "config.yaml"
+    if saved.exists():
+        from study.config import load_config
+
+        old = load_config(saved)
+        a, b = old.search_key(), cfg.search_key()
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        if diff:
+            detail = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff)
+            raise ValueError(
+                f"{out} holds study {old.name!r} searched with different settings ({detail}); "
+                f"use another --output, or delete {out} to start again"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".config.yaml.tmp"
+    tmp.write_text(dump_config(cfg))
+    os.replace(tmp, saved)
+
+
+def run_search(cfg: StudyConfig, verbose: int = 1, log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Run (or continue) the whole search stage; returns the ``selected`` table.
+
+    Needs a connected Ray (``ray.init``). Writes ``trials``, ``epochs`` and ``selected`` under
+    ``cfg.output_dir`` and exports the selected weights to ``models/``.
+    """
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # save Tune's state often (resume)
+    # num_to_keep=1 snapshots the experiment at every trial checkpoint: wanted here, do not warn
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    check_output(cfg)
+    provenance = {"git_commit": git_commit(), "versions": json.dumps(package_versions(), sort_keys=True)}
+    refs = {}
+
+    def data(dataset: str):  # each dataset goes into the object store once, when first needed
+        import ray
+
+        if dataset not in refs:
+            refs[dataset] = ray.put(search_splits(cfg, dataset))
+        return refs[dataset]
+
+    for dataset in cfg.datasets:
+        for penalty in sorted(cfg.penalties, key=lambda p: p != "none"):  # the baseline first
+            run_one(cfg, dataset, penalty, partial(data, dataset), provenance, verbose, log)
+    trials = R.read_table(cfg.output_dir, "trials")
+    selected = select(cfg, trials)
+    if len(selected):
+        R.write_table(selected, cfg.output_dir, "selected", key=cfg.name)
+    return selected
+
+
+def format_selected(selected: pd.DataFrame) -> str:
+    """A fixed-width table of the selected models."""
+    if selected.empty:
+        return "(no model selected)"
+    cols = ["dataset", "penalty", "trial_id", "lam", "lr", "seed", "val_acc", "val_morf", "within_tolerance",
+            "on_pareto_front"]
+    return selected[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}")
