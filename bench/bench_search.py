@@ -33,6 +33,23 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def _cpu() -> tuple[float, float]:
+    """CPU seconds used so far by this driver and by Ray's daemons (gcs, raylet, agents; not workers)."""
+    import psutil
+
+    me = psutil.Process()
+    t = me.cpu_times()
+    daemons = 0.0
+    for c in me.children(recursive=True):
+        try:
+            if not c.name().startswith("ray::") or "Agent" in c.name():  # gcs_server, raylet, agents
+                ct = c.cpu_times()
+                daemons += ct.user + ct.system
+        except psutil.Error:
+            pass
+    return t.user + t.system, daemons
+
+
 def plain_loop(cfg, trials, splits) -> list[float]:
     """Seconds per trial when the trials run one after the other, 1 thread each, no Ray."""
     import torch
@@ -88,9 +105,11 @@ def main(argv=None) -> int:
         prov = {"git_commit": search.git_commit(), "versions": "{}"}
         os.environ["TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"] = "0"
         t_start = time.time()
+        cpu0 = _cpu()
         t0 = time.perf_counter()
         trials = search.run_one(cfg, "mnist", a.penalty, lambda: splits, prov, verbose=0, log=lambda s: None)
         t_search = time.perf_counter() - t0
+        cpu_driver, cpu_daemons = (b - a for a, b in zip(cpu0, _cpu()))
     finally:
         t0 = time.perf_counter()
         ray.shutdown()
@@ -114,6 +133,7 @@ def main(argv=None) -> int:
     print(f"  fixed overhead (to first trial)  {first_start:7.1f} s")
     print(f"  per-trial overhead               {per_trial:7.2f} s   (trial in Ray: {in_ray.mean():.2f} s vs plain "
           f"{sum(plain) / len(plain):.2f} s)")
+    print(f"  CPU of the driver / Ray daemons  {cpu_driver:7.1f} s / {cpu_daemons:.1f} s during the search")
     if a.quick:
         out = tmp / "quick"
         env = {**os.environ, "SALIENCY_DATA_ROOT": os.environ.get("SALIENCY_DATA_ROOT", str(REPO / "data"))}

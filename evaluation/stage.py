@@ -35,25 +35,11 @@ import pyarrow as pa
 import torch
 
 from study import results, storage
+from study.results import CURVES, EVALUATION, ROAR
 
-EVALUATION = pa.schema([
-    ("study", pa.string()), ("dataset", pa.string()), ("penalty", pa.string()), ("model_id", pa.string()),
-    ("method", pa.string()), ("metric", pa.string()), ("level", pa.float64()), ("sample", pa.int64()),
-    ("value", pa.float64()), ("seed", pa.int64()), ("chunk", pa.int64()), ("node_id", pa.string()),
-])
-ROAR = pa.schema([
-    ("study", pa.string()), ("dataset", pa.string()), ("penalty", pa.string()), ("model_id", pa.string()),
-    ("method", pa.string()), ("fraction", pa.float64()), ("repeat", pa.int64()), ("accuracy", pa.float64()),
-    ("seconds", pa.float64()), ("ranks_seconds", pa.float64()), ("n_train", pa.int64()), ("n_test", pa.int64()),
-    ("replacement", pa.string()), ("seed", pa.int64()), ("node_id", pa.string()), ("pid", pa.int64()),
-])
-CURVES = pa.schema([
-    ("study", pa.string()), ("dataset", pa.string()), ("penalty", pa.string()), ("model_id", pa.string()),
-    ("method", pa.string()), ("curve", pa.string()), ("x", pa.float64()), ("y", pa.float64()),
-    ("y_std", pa.float64()), ("n", pa.int64()),
-])
+# the three tables of this stage; their schemas live with the others in study/results.py
 TABLES = {"evaluation": EVALUATION, "roar": ROAR, "curves": CURVES}
-PARTS = ["dataset", "penalty"]
+PARTS = results.PARTITIONS["evaluation"]
 
 
 @dataclass(frozen=True)

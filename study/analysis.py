@@ -53,52 +53,23 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from study import results as R
+
 # --------------------------------------------------------------------------- schemas
-SEARCH_TABLES = ("trials", "epochs", "selected")
-EVALUATION_TABLES = ("evaluation", "roar", "curves")
+SEARCH_TABLES = R.SEARCH_TABLES
+EVALUATION_TABLES = R.EVALUATION_TABLES
 TABLES = SEARCH_TABLES + EVALUATION_TABLES
 
-# The evaluation stage's tables (used unless ``study.results`` defines them).
-EVALUATION = pa.schema(
-    [
-        ("study", pa.string()),
-        ("dataset", pa.string()),
-        ("penalty", pa.string()),
-        ("model_id", pa.string()),
-        ("method", pa.string()),
-        ("metric", pa.string()),
-        ("level", pa.float64()),  # NaN for scalar metrics
-        ("sample", pa.int64()),  # -1 for aggregate rows
-        ("value", pa.float64()),
-        ("seed", pa.int64()),
-    ]
-)
-ROAR = pa.schema(
-    [
-        ("study", pa.string()),
-        ("dataset", pa.string()),
-        ("penalty", pa.string()),
-        ("model_id", pa.string()),
-        ("method", pa.string()),  # attribution method or "random"
-        ("fraction", pa.float64()),
-        ("repeat", pa.int64()),
-        ("accuracy", pa.float64()),
-        ("seconds", pa.float64()),
-        ("node_id", pa.string()),
-    ]
-)
-CURVES = pa.schema(
-    [
-        ("study", pa.string()),
-        ("dataset", pa.string()),
-        ("penalty", pa.string()),
-        ("model_id", pa.string()),
-        ("method", pa.string()),
-        ("curve", pa.string()),  # morf | roar | gaussian | square_block | ...
-        ("x", pa.float64()),
-        ("y", pa.float64()),
-    ]
-)
+# The columns the analysis needs of the evaluation stage's tables: a subset of their full schemas
+# in study/results.py (the stage's extra columns, chunk, node_id, y_std ..., are kept when present).
+def _columns(schema: pa.Schema, names: Sequence[str]) -> pa.Schema:
+    return pa.schema([schema.field(n) for n in names])
+
+
+_KEY = ("study", "dataset", "penalty", "model_id", "method")
+EVALUATION = _columns(R.EVALUATION, (*_KEY, "metric", "level", "sample", "value", "seed"))
+ROAR = _columns(R.ROAR, (*_KEY, "fraction", "repeat", "accuracy", "seconds", "node_id"))
+CURVES = _columns(R.CURVES, (*_KEY, "curve", "x", "y"))
 _FALLBACK_SCHEMAS = {"evaluation": EVALUATION, "roar": ROAR, "curves": CURVES}
 EVALUATION_PARTITIONS = ["dataset", "penalty"]
 
@@ -147,23 +118,14 @@ class SchemaError(StudyError):
 
 
 def table_schema(table: str) -> pa.Schema:
-    """The schema of ``table``: ``study.results`` defines the search tables (and may define the
-    evaluation ones); otherwise the evaluation stage's documented columns above."""
+    """The columns ``table`` must have: the search tables' full schemas (``study.results``); for the
+    evaluation tables the documented columns above (the stage's full schemas in ``study.results``
+    add ``chunk``, ``node_id``, ``y_std`` …, which are kept when present)."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; valid: {', '.join(TABLES)}")
-    try:
-        from study import results as R
-
-        schemas = getattr(R, "SCHEMAS", {})
-        if table in schemas:
-            return schemas[table]
-        named = getattr(R, table.upper(), None)
-        if isinstance(named, pa.Schema):
-            return named
-    except ImportError:
-        if table in SEARCH_TABLES:
-            raise
-    return _FALLBACK_SCHEMAS[table]
+    if table in _FALLBACK_SCHEMAS:
+        return _FALLBACK_SCHEMAS[table]
+    return R.SCHEMAS[table]
 
 
 # --------------------------------------------------------------------------- directions
@@ -234,9 +196,11 @@ def _filesystem(path_or_uri) -> tuple[pafs.FileSystem, str, str]:
     """(filesystem, path inside it, display name) of a local path or a URI (``file://``, ``s3://``...)."""
     s = str(path_or_uri)
     if "://" in s:
+        from study import storage  # the study's own storage rules (S3 endpoint override, schemes)
+
         try:
-            fs, path = pafs.FileSystem.from_uri(s)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            fs, path = storage.filesystem(s)
+        except (storage.StorageError, pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
             raise StudyError(f"{s}: cannot open this URI ({exc})") from None
         return fs, path.rstrip("/") or "/", s
     p = Path(s).expanduser().absolute()

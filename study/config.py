@@ -188,7 +188,8 @@ class StudyConfig:
 
     Args:
         name: study name (recorded in every row; default output folder ``outputs/<name>``).
-        output: study output folder ('' = ``outputs/<name>`` under the current directory).
+        output: where the study writes ('' = ``outputs/<name>`` under the current directory): a
+            folder, or on a cluster a path every node mounts or a URI (``s3://bucket/prefix``).
         data_root: prepared data folder ('' = ``$SALIENCY_DATA_ROOT`` or ``./data``).
         datasets: datasets searched, from ``study.data.DATASETS``.
         penalties: penalties searched, from ``trainables.penalties.PENALTIES`` (``none`` is the
@@ -252,6 +253,13 @@ class StudyConfig:
         _coerce_fields(self)
         if not self.name or any(c in self.name for c in "/\\ ="):
             raise ConfigError(f"name: must be a non-empty name without '/', '\\\\', ' ' or '=', got {self.name!r}")
+        if self.output:
+            from study import storage
+
+            try:
+                storage.normalize(self.output)
+            except storage.StorageError as exc:
+                raise ConfigError(f"output: {exc}") from None
         _check_list("datasets", self.datasets, DATASETS)
         _check_list("penalties", self.penalties, tuple(PENALTIES))
         for key in self.space:
@@ -292,9 +300,25 @@ class StudyConfig:
 
     # ------------------------------------------------------------------ derived values
     @property
+    def location(self) -> str:
+        """Where the study writes: an absolute folder, or a URI (``s3://bucket/studies/quick``)."""
+        from study import storage
+
+        return storage.normalize(self.output or f"outputs/{self.name}")
+
+    @property
+    def remote(self) -> bool:
+        """True when the study writes to an object store (``s3://`` …) rather than a folder."""
+        from study import storage
+
+        return storage.is_remote(self.location)
+
+    @property
     def output_dir(self) -> Path:
-        """The study folder, absolute."""
-        return Path(self.output or f"outputs/{self.name}").absolute()
+        """The study folder, absolute (a local study; see :attr:`location` for one on a URI)."""
+        if self.remote:
+            raise ValueError(f"the study writes to {self.location}, not a local folder")
+        return Path(self.location)
 
     def for_dataset(self, dataset: str, key: str):
         """``key`` for ``dataset``: its per-dataset override if set, else the study-wide value."""

@@ -2,9 +2,12 @@
 
 Validates the configuration (and the data) before Ray starts, starts a quiet single-node Ray
 unless ``--address`` names a running cluster, runs the search stage (study/search.py), prints
-the selected models, then (``--stage all``, the default) the evaluation stage and the report,
-and shuts Ray down. Rerunning the
+the selected models, then (``--stage all``, the default) the evaluation stage
+(evaluation/stage.py) and the report (study/report.py), and shuts Ray down. Rerunning the
 same command, or ``--resume``, continues an interrupted study where it stopped.
+
+On a cluster (``--cluster cluster.yaml``, or ``--address http://head:8265``) the same study is
+submitted as a Ray Job whose driver runs this module on the head (study/cluster.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
+from study import storage
+from study.cluster import CONFIG_ENV
 from study.config import PRESETS, REPO_ROOT, ConfigError, StudyConfig, apply_overrides, config_from_raw, load_config, load_raw
 
 # Stages after the search, in order: (name, "module:function"). Each is called as
@@ -37,6 +44,8 @@ examples:
   python -m study.launch --set datasets=[mnist] --set space.gradient.lam=[0.001,1]
   python -m study.launch --resume --output outputs/quick   # continue with the saved config
   python -m study.launch --address ray://head:10001 --config full --output /shared/full
+  python -m study.launch --cluster cluster.yaml --config full --storage s3://bucket/studies [--down]
+  python -m study.launch --address http://127.0.0.1:8265 --storage s3://bucket/studies   # a running cluster's job server
 
 Values of --set are parsed as YAML; dotted keys reach nested sections (resources.cpu=2).
 Results: <output>/{trials,epochs,selected}/ (Parquet), <output>/models/ (weights); see docs/search.md.
@@ -55,9 +64,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="override a config key (repeatable), e.g. --set trials=20 --set datasets=[mnist]")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--local", action="store_true",
-                       help="start a private single-node Ray (the default without --address)")
+                       help="start a private single-node Ray (the default without --address/--cluster)")
     where.add_argument("--address", default=None,
-                       help="connect to a running Ray cluster (e.g. auto, ray://host:10001); --output must then be on shared storage")
+                       help="a running Ray cluster: auto, host:6379 or ray://host:10001 (this process is the driver), "
+                            "or http://host:8265 (submit the study to its job server); a multi-node cluster needs "
+                            "--storage or an --output every node mounts")
+    where.add_argument("--cluster", default=None, metavar="CLUSTER_YAML",
+                       help="a Ray cluster-launcher file (cluster.yaml): bring the cluster up (or reuse it), submit "
+                            "the study as a Ray Job, stream its logs; see docs/cluster.md")
+    p.add_argument("--storage", default=None, metavar="URI",
+                   help="where studies are written, one location every node reaches: s3://bucket/prefix, "
+                        "gs://bucket/prefix or a shared path; the study goes to URI/<name>")
+    p.add_argument("--storage-endpoint", default=None, metavar="URL",
+                   help="S3-compatible server for s3:// storage (MinIO, Ceph...), e.g. http://10.0.0.5:9000 "
+                        "(default: $AWS_ENDPOINT_URL or AWS itself)")
+    p.add_argument("--down", action="store_true", help="with --cluster: tear the cluster down afterwards")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.add_argument("--num-gpus", type=int, default=None, help="GPUs of the local Ray (default: all visible)")
     p.add_argument("--output", default=None, help="study folder (default: outputs/<name>)")
@@ -81,13 +102,15 @@ def resolve_config(args: argparse.Namespace) -> StudyConfig:
     overrides = list(args.overrides)
     if args.resume:
         if args.output:
-            out = Path(args.output)
+            out = storage.normalize(args.output)
         else:
-            out = load_config(args.config or "quick", overrides).output_dir
-        saved = out / "config.yaml"
-        if not saved.is_file():
-            raise ConfigError(f"--resume: no study to resume in {out} (missing {saved.name}); run without --resume first")
-        raw = apply_overrides(load_raw(saved), overrides)
+            out = load_config(args.config or "quick", overrides).location
+            if args.storage:
+                out = storage.join(storage.normalize(args.storage), storage.name(out))
+        saved = storage.join(out, "config.yaml")
+        if not storage.is_file(saved):
+            raise ConfigError(f"--resume: no study to resume in {out} (missing config.yaml); run without --resume first")
+        raw = apply_overrides(yaml.safe_load(storage.read_text(saved)), overrides)
     else:
         raw = apply_overrides(load_raw(args.config or "quick"), overrides)
         if args.smoke_test:
@@ -97,10 +120,12 @@ def resolve_config(args: argparse.Namespace) -> StudyConfig:
             raw["datasets"], raw["penalties"] = first, ["none", *pens]
             raw["name"] = f"{raw.get('name', 'quick')}-smoke"
     if args.output:
-        raw["output"] = str(Path(args.output).absolute())
+        raw["output"] = storage.normalize(args.output)
+    elif args.storage and not args.resume:
+        raw["output"] = storage.join(storage.normalize(args.storage), raw.get("name") or "quick")
     cfg = config_from_raw(raw)
     if not cfg.output:  # pin the folder now so that a later change of directory cannot move it
-        cfg.output = str(cfg.output_dir)
+        cfg.output = cfg.location
     return cfg
 
 
@@ -122,8 +147,10 @@ def ray_session(address: str | None, num_cpus: int | None = None, num_gpus: int 
 
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     if address:
-        kwargs["runtime_env"] = {"working_dir": str(REPO_ROOT),
-                                 "excludes": ["data/", "outputs/", ".git/", "*.pt", "*.parquet"]}
+        if not os.environ.get(CONFIG_ENV):  # inside a Ray Job the job's runtime_env already ships the project
+            kwargs["runtime_env"] = {"working_dir": str(REPO_ROOT),
+                                     "excludes": ["data/", "outputs/", ".git/", "*.pt", "*.parquet"],
+                                     "env_vars": storage.worker_env()}
         ray.init(address=address, **kwargs)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster, no token needed
@@ -149,8 +176,45 @@ def run_later_stages(cfg: StudyConfig, selected, log=print) -> None:
         log(f"[{name}] done in {time.perf_counter() - t0:.1f} s")
 
 
+def _job_server(address: str | None) -> bool:
+    return bool(address) and address.startswith(("http://", "https://"))
+
+
+def launch_on_cluster(args: argparse.Namespace) -> int:
+    """``--cluster`` / ``--address http://…``: validate here, run the study as a Ray Job (study/cluster.py)."""
+    from study import cluster
+
+    try:
+        cfg = resolve_config(args)
+        return cluster.launch(args, cfg)
+    except (ConfigError, cluster.ClusterError, storage.StorageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def check_cluster_storage(cfg: StudyConfig, address: str | None) -> None:
+    """On a running cluster, refuse a node-local output when the cluster spans several hosts."""
+    if not address:
+        return
+    from study.cluster import EXPECT_WORKERS_ENV
+
+    storage.check_shared(cfg.location, storage.cluster_hosts(), expect_more_hosts=bool(os.environ.get(EXPECT_WORKERS_ENV)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        if args.down and not args.cluster:
+            raise ConfigError("--down needs --cluster (it tears down the cluster that file describes)")
+        if args.storage_endpoint:
+            os.environ["AWS_ENDPOINT_URL_S3"] = storage.check_endpoint(args.storage_endpoint)
+        if args.storage:
+            storage.normalize(args.storage)
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.cluster or _job_server(args.address):
+        return launch_on_cluster(args)
     try:
         cfg = resolve_config(args)
         check_data(cfg)
@@ -162,19 +226,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     verbose = 0 if args.quiet else min(args.verbose, 2)
     print(f"[study] {cfg.name}: {len(cfg.datasets)} dataset(s) x {len(cfg.penalties)} penalties x {cfg.trials} trials "
-          f"-> {cfg.output_dir}", flush=True)
+          f"-> {cfg.location}", flush=True)
     t0 = time.perf_counter()
     try:
         with ray_session(args.address, args.num_cpus, args.num_gpus):
             print(f"[study] Ray up in {time.perf_counter() - t0:.1f} s", flush=True)
+            try:
+                check_cluster_storage(cfg, args.address)
+            except storage.StorageError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
             if args.stage == "evaluate":
                 from study.results import read_table
 
-                if not (cfg.output_dir / "selected").exists():
-                    print(f"error: --stage evaluate: no selected models in {cfg.output_dir}; run the search first",
+                if not storage.exists(storage.join(cfg.location, "selected")):
+                    print(f"error: --stage evaluate: no selected models in {cfg.location}; run the search first",
                           file=sys.stderr)
                     return 2
-                selected = read_table(cfg.output_dir, "selected")
+                selected = read_table(cfg.location, "selected")
             else:
                 selected = search.run_search(cfg, verbose=verbose, log=lambda s: print(s, flush=True))
             print("\nselected models:\n" + search.format_selected(selected), flush=True)
@@ -183,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, search.SearchInterrupted) as exc:
         print(f"\n[study] interrupted ({exc or 'Ctrl-C'}); rerun the same command to continue", file=sys.stderr)
         return 130
-    print(f"[study] finished in {time.perf_counter() - t0:.1f} s; results in {cfg.output_dir}", flush=True)
+    print(f"[study] finished in {time.perf_counter() - t0:.1f} s; results in {cfg.location}", flush=True)
     return 0
 
 

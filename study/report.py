@@ -977,9 +977,21 @@ def build_report(output_dir, formats: Sequence[str] = FORMATS, *, out_dir=None, 
 
 
 def run(cfg, selected=None) -> Path:
-    """The report stage of ``study.launch``: ``build_report(cfg.output_dir)``, path printed."""
-    path = build_report(cfg.output_dir, log=lambda m: print(m, flush=True))
-    print(f"[report] {path}", flush=True)
+    """The report stage of ``study.launch``: ``build_report`` of the study, path printed.
+
+    A study on an object store (``s3://…``) gets its report built in a local folder of this
+    machine, then copied to ``<location>/report/``."""
+    from study import storage
+
+    if not cfg.remote:
+        path = build_report(cfg.output_dir, log=lambda m: print(m, flush=True))
+        print(f"[report] {path}", flush=True)
+        return path
+    local = storage.local_state_dir(cfg.location) / "report"
+    path = build_report(cfg.location, out_dir=local, log=lambda m: print(m, flush=True))
+    for f in sorted(p for p in local.rglob("*") if p.is_file()):
+        storage.upload(f, storage.join(cfg.location, "report", f.relative_to(local).as_posix()))
+    print(f"[report] {storage.join(cfg.location, 'report', path.name)} (built in {path})", flush=True)
     return path
 
 

@@ -5,6 +5,9 @@ Layout (under the study folder)::
     trials/dataset=mnist/penalty=gradient/<key>.parquet     one row per trial
     epochs/dataset=mnist/penalty=gradient/<key>.parquet     one row per reported epoch
     selected/dataset=mnist/<key>.parquet                    the chosen model per (dataset, penalty)
+    evaluation/dataset=mnist/penalty=gradient/<task>.parquet per-image metrics (evaluation stage)
+    roar/dataset=mnist/penalty=gradient/<task>.parquet       one ROAR retrain per file
+    curves/dataset=mnist/penalty=gradient/curves.parquet     MoRF, ROAR, Gaussian and block curves
 
 Each writer writes one file per partition with a deterministic name (``<key>.parquet``), first
 under a temporary name, then renamed: rerunning a writer replaces its files, never adds rows.
@@ -17,15 +20,14 @@ the column order and the partition columns as plain strings)::
 
 from __future__ import annotations
 
-import os
 import re
-import uuid
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
+
+from study import storage
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -120,8 +122,67 @@ SELECTED = pa.schema(
     ]
 )
 
-SCHEMAS: dict[str, pa.Schema] = {"trials": TRIALS, "epochs": EPOCHS, "selected": SELECTED}
-PARTITIONS: dict[str, list[str]] = {"trials": ["dataset", "penalty"], "epochs": ["dataset", "penalty"], "selected": ["dataset"]}
+# ---- the evaluation stage's tables (evaluation/stage.py writes them, one file per task)
+EVALUATION = pa.schema(
+    [
+        ("study", pa.string()),
+        ("dataset", pa.string()),
+        ("penalty", pa.string()),
+        ("model_id", pa.string()),  # <penalty>-<trial_id>; "random" rows of ROAR use the dataset's `none` model
+        ("method", pa.string()),  # attribution method ('' for rows about the model: accuracy, gaussian/block accuracy)
+        ("metric", pa.string()),  # morf, morf_curve, complexity, gaussian_accuracy, accuracy ... (evaluation/evaluate.py)
+        ("level", pa.float64()),  # curve position (fraction removed, σ, s_max); NaN for scalar metrics
+        ("sample", pa.int64()),  # test-set index of the image (-1: aggregate row)
+        ("value", pa.float64()),
+        ("seed", pa.int64()),
+        ("chunk", pa.int64()),  # the task (chunk of the test sample) that wrote the row
+        ("node_id", pa.string()),  # the Ray node that ran it
+    ]
+)
+
+ROAR = pa.schema(
+    [
+        ("study", pa.string()),
+        ("dataset", pa.string()),
+        ("penalty", pa.string()),
+        ("model_id", pa.string()),
+        ("method", pa.string()),  # attribution method whose ranking was removed, or "random" (the control)
+        ("fraction", pa.float64()),  # t: share of each image's pixels replaced
+        ("repeat", pa.int64()),
+        ("accuracy", pa.float64()),  # of the retrained model on the modified test images
+        ("seconds", pa.float64()),  # the retrain (removal + training + test)
+        ("ranks_seconds", pa.float64()),  # the (model, method) ranking, computed once and shared
+        ("n_train", pa.int64()),
+        ("n_test", pa.int64()),
+        ("replacement", pa.string()),  # mean | zero
+        ("seed", pa.int64()),
+        ("node_id", pa.string()),
+        ("pid", pa.int64()),
+    ]
+)
+
+CURVES = pa.schema(
+    [
+        ("study", pa.string()),
+        ("dataset", pa.string()),
+        ("penalty", pa.string()),
+        ("model_id", pa.string()),
+        ("method", pa.string()),
+        ("curve", pa.string()),  # morf_curve | gaussian_accuracy | block_accuracy | max_sensitivity | roar ...
+        ("x", pa.float64()),
+        ("y", pa.float64()),  # mean over samples (ROAR: over repeats)
+        ("y_std", pa.float64()),
+        ("n", pa.int64()),
+    ]
+)
+
+SEARCH_TABLES = ("trials", "epochs", "selected")  # written by study/search.py
+EVALUATION_TABLES = ("evaluation", "roar", "curves")  # written by evaluation/stage.py
+SCHEMAS: dict[str, pa.Schema] = {"trials": TRIALS, "epochs": EPOCHS, "selected": SELECTED,
+                                 "evaluation": EVALUATION, "roar": ROAR, "curves": CURVES}
+PARTITIONS: dict[str, list[str]] = {"trials": ["dataset", "penalty"], "epochs": ["dataset", "penalty"], "selected": ["dataset"],
+                                    "evaluation": ["dataset", "penalty"], "roar": ["dataset", "penalty"],
+                                    "curves": ["dataset", "penalty"]}
 
 
 def _safe(v) -> str:
@@ -176,32 +237,28 @@ def write_table(
     written = []
     for values, g in groups:
         values = values if isinstance(values, tuple) else (values,)
-        folder = Path(root) / table
-        for col, v in zip(parts, values):
-            folder = folder / f"{col}={_safe(v)}"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{key}.parquet"
-        tmp = folder / f".{key}.{uuid.uuid4().hex}.tmp"
-        pq.write_table(pa.Table.from_pandas(g[file_schema.names], schema=file_schema, preserve_index=False), tmp)
-        os.replace(tmp, path)
-        written.append(path)
+        parts_path = [f"{col}={_safe(v)}" for col, v in zip(parts, values)]
+        loc = storage.join(storage.normalize(root), table, *parts_path, f"{key}.parquet")
+        storage.write_parquet(pa.Table.from_pandas(g[file_schema.names], schema=file_schema, preserve_index=False), loc)
+        written.append(Path(loc) if not storage.is_remote(loc) else loc)
     return written
 
 
 def dataset(root: str | Path, table: str, schema: pa.Schema | None = None, partition_cols: list[str] | None = None) -> ds.Dataset:
-    """A ``pyarrow.dataset`` over ``root/table`` with its Hive partition columns typed as strings."""
+    """A ``pyarrow.dataset`` over ``root/table`` (a folder or a URI) with its Hive partition columns typed as strings."""
     schema = schema or SCHEMAS[table]
     parts = list(PARTITIONS.get(table, []) if partition_cols is None else partition_cols)
     part = ds.partitioning(pa.schema([(p, pa.string()) for p in parts]), flavor="hive") if parts else None
+    fs, path = storage.filesystem(storage.join(storage.normalize(root), table))
     return ds.dataset(
-        Path(root) / table, format="parquet", partitioning=part, schema=schema,
+        path, filesystem=fs, format="parquet", partitioning=part, schema=schema,
         exclude_invalid_files=False, ignore_prefixes=[".", "_"],
     )
 
 
 def read_table(root: str | Path, table: str, schema: pa.Schema | None = None, partition_cols: list[str] | None = None) -> pd.DataFrame:
-    """All rows of ``root/table`` as a DataFrame in schema column order (empty if none yet)."""
+    """All rows of ``root/table`` (a folder or a URI) as a DataFrame in schema column order (empty if none yet)."""
     schema = schema or SCHEMAS[table]
-    if not (Path(root) / table).is_dir():
+    if not storage.list_files(storage.join(storage.normalize(root), table), ".parquet"):
         return schema.empty_table().to_pandas()
     return dataset(root, table, schema, partition_cols).to_table().to_pandas()

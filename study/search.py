@@ -27,13 +27,15 @@ not thread-safe, so Tuners are not run from threads), each running up to
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 import os
 import platform
-import shutil
+import signal
 import subprocess
+import threading
 import time
 import zlib
 from dataclasses import replace
@@ -44,9 +46,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from study import data as data_mod
 from study import results as R
+from study import storage
 from study.config import StudyConfig, dump_config
 
 OBJECTIVE_METRICS = ("val_acc", "val_morf")
@@ -170,18 +174,22 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
         tune.with_parameters(train_trial, splits=splits),
         {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
     )
-    tune_dir = cfg.output_dir / "tune"
-    exp_dir = tune_dir / experiment_name(dataset, penalty)
-    if exp_dir.exists():
-        if tune.Tuner.can_restore(exp_dir):
+    # Tune's storage: the study folder, or the object store (s3://…) through a pyarrow filesystem
+    tune_dir, tune_fs = storage.tune_storage(storage.join(cfg.location, "tune"))
+    exp_loc = storage.join(cfg.location, "tune", experiment_name(dataset, penalty))
+    if storage.exists(exp_loc):
+        exp_path, _ = storage.tune_storage(exp_loc)
+        if tune.Tuner.can_restore(exp_path, storage_filesystem=tune_fs):
             # trials that never reported have no result file yet: expected here, not worth a warning
             logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-            return tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=False,
-                                      restart_errored=False)
-        shutil.rmtree(exp_dir)  # stopped before Tune saved anything: start again
+            return tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=False,
+                                      restart_errored=False, storage_filesystem=tune_fs)
+        storage.delete(exp_loc)  # stopped before Tune saved anything: start again
 
     space = cfg.space_for(penalty)
-    journal = cfg.output_dir / "optuna" / f"{experiment_name(dataset, penalty)}.journal"
+    # Optuna's journal needs a local file with working locks: the study folder, or a head-local
+    # copy pushed to <location>/optuna/ after every trial when the study writes to an object store
+    journal = storage.journal_dir(cfg.location) / f"{experiment_name(dataset, penalty)}.journal"
     journal.parent.mkdir(parents=True, exist_ok=True)
     single = cfg.objective != "multi"
     searcher = OptunaSearch(
@@ -208,7 +216,8 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
         ),
         run_config=tune.RunConfig(
             name=experiment_name(dataset, penalty),
-            storage_path=str(tune_dir),
+            storage_path=tune_dir, storage_filesystem=tune_fs,
+            callbacks=[storage.journal_sync_callback(cfg.location)] if cfg.remote else None,
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=verbose,
@@ -249,9 +258,9 @@ def tables_from_results(cfg: StudyConfig, dataset: str, penalty: str, grid, prov
 
     trials, epochs = [], []
     for res in grid:
-        trial_dir = Path(res.path)
-        trial_id = trial_dir.name
-        conf = res.config or json.loads((trial_dir / "params.json").read_text())
+        trial_loc = storage.location_of(res.filesystem, res.path)
+        trial_id = storage.name(trial_loc)
+        conf = res.config or json.loads(storage.read_text(storage.join(trial_loc, "params.json")))
         tc = trial_config(conf)
         last = dict(res.metrics or {})
         df = res.metrics_dataframe
@@ -287,7 +296,7 @@ def tables_from_results(cfg: StudyConfig, dataset: str, penalty: str, grid, prov
             "best_val_morf": float(df["val_morf"].max()) if rows else nan,
             "train_seconds": float(df["train_seconds"].sum()) if rows else nan,
             "on_pareto_front": False,
-            "checkpoint_path": str(Path(res.checkpoint.path).absolute()) if res.checkpoint else "",
+            "checkpoint_path": storage.location_of(res.checkpoint.filesystem, res.checkpoint.path) if res.checkpoint else "",
             "node_id": str(last.get("node_id", "")), "hostname": str(last.get("hostname", "")),
             "pid": int(last.get("pid", -1)),
             "start_time": _ts(last.get("start_time")), "end_time": _ts(last.get("end_time")),
@@ -315,23 +324,20 @@ def _export(cfg: StudyConfig, row: pd.Series, extra: dict) -> tuple[str, str]:
     """Copy the trial's final weights to models/<dataset>/<penalty>/ (state_dict .pt + config JSON)."""
     from trainables.trainable import load_state
 
-    folder = cfg.output_dir / "models" / row["dataset"] / row["penalty"]
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = storage.join(cfg.location, "models", row["dataset"], row["penalty"])
     state = load_state(row["checkpoint_path"])
-    weights, conf = folder / "model.pt", folder / "config.json"
-    tmp = folder / ".model.pt.tmp"
-    torch.save({k: v.cpu() for k, v in state["run"]["model"].items()}, tmp)
-    os.replace(tmp, weights)
+    weights, conf = storage.join(folder, "model.pt"), storage.join(folder, "config.json")
+    buf = io.BytesIO()
+    torch.save({k: v.cpu() for k, v in state["run"]["model"].items()}, buf)
+    storage.write_bytes(weights, buf.getvalue())  # whole or not at all
     payload = {
         "train_config": json.loads(row["train_config"]),
         "trial": {k: _jsonable(v) for k, v in row.items() if k != "train_config"},
         "selection": extra,
         "study": cfg.to_dict(),
     }
-    tmp = folder / ".config.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, conf)
-    return str(weights), str(conf)
+    storage.write_text(conf, json.dumps(payload, indent=2))
+    return weights, conf
 
 
 def select(cfg: StudyConfig, trials: pd.DataFrame, export: bool = True) -> pd.DataFrame:
@@ -387,35 +393,41 @@ def run_one(cfg: StudyConfig, dataset: str, penalty: str, data: Callable[[], obj
         data: returns the dataset's splits (or their object-store reference); called only if
             the search has to run.
     """
-    exp_dir = cfg.output_dir / "tune" / experiment_name(dataset, penalty)
     key = experiment_name(dataset, penalty)
-    if (exp_dir / DONE_FILE).exists():
-        t = R.read_table(cfg.output_dir, "trials")
+    done_marker = storage.join(cfg.location, "tune", key, DONE_FILE)
+    if storage.exists(done_marker):
+        t = R.read_table(cfg.location, "trials")
         t = t[(t["dataset"] == dataset) & (t["penalty"] == penalty)]
         if len(t):
             log(summary_line(t))
             return t
     t0 = time.perf_counter()
-    grid = build_tuner(cfg, dataset, penalty, data(), verbose).fit()
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        grid = build_tuner(cfg, dataset, penalty, data(), verbose).fit()
+    finally:  # Tune leaves its own SIGINT handler behind: Ctrl-C in a later stage would be swallowed
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
     if len(grid) < cfg.trials or grid.num_terminated + grid.num_errors < len(grid):  # Ctrl-C: Tune saved, returned
         raise SearchInterrupted(f"{dataset}/{penalty}: search stopped before all trials finished")
     trials, epochs = tables_from_results(cfg, dataset, penalty, grid, provenance)
-    R.write_table(trials, cfg.output_dir, "trials", key=key)
+    R.write_table(trials, cfg.location, "trials", key=key)
     if len(epochs):
-        R.write_table(epochs, cfg.output_dir, "epochs", key=key)
-    (exp_dir / DONE_FILE).write_text(json.dumps({"trials": len(trials), "time": time.time()}))
+        R.write_table(epochs, cfg.location, "epochs", key=key)
+    storage.push_journal(cfg.location)
+    storage.write_text(done_marker, json.dumps({"trials": len(trials), "time": time.time()}))
     log(summary_line(trials, time.perf_counter() - t0))
     return trials
 
 
 def check_output(cfg: StudyConfig) -> None:
     """Save the config in a new study folder, or check that an existing one holds the same search."""
-    out = cfg.output_dir
-    saved = out / "config.yaml"
-    if saved.exists():
-        from study.config import load_config
+    out = cfg.location
+    saved = storage.join(out, "config.yaml")
+    if storage.exists(saved):
+        from study.config import config_from_raw
 
-        old = load_config(saved)
+        old = config_from_raw(yaml.safe_load(storage.read_text(saved)))
         a, b = old.search_key(), cfg.search_key()
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         if diff:
@@ -424,22 +436,23 @@ def check_output(cfg: StudyConfig) -> None:
                 f"{out} holds study {old.name!r} searched with different settings ({detail}); "
                 f"use another --output, or delete {out} to start again"
             )
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".config.yaml.tmp"
-    tmp.write_text(dump_config(cfg))
-    os.replace(tmp, saved)
+    elif cfg.remote:
+        storage.check_access(out)  # bucket, endpoint and credentials work, before any search
+        storage.forget_local_state(out)  # a new study here: journals this head kept from an older one go
+    storage.write_text(saved, dump_config(cfg))
 
 
 def run_search(cfg: StudyConfig, verbose: int = 1, log: Callable[[str], None] = print) -> pd.DataFrame:
     """Run (or continue) the whole search stage; returns the ``selected`` table.
 
     Needs a connected Ray (``ray.init``). Writes ``trials``, ``epochs`` and ``selected`` under
-    ``cfg.output_dir`` and exports the selected weights to ``models/``.
+    ``cfg.location`` (a folder or a URI) and exports the selected weights to ``models/``.
     """
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # save Tune's state often (resume)
     # num_to_keep=1 snapshots the experiment at every trial checkpoint: wanted here, do not warn
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     check_output(cfg)
+    storage.pull_journal(cfg.location)  # a restarted driver on a new head: the search history back first
     provenance = {"git_commit": git_commit(), "versions": json.dumps(package_versions(), sort_keys=True)}
     refs = {}
 
@@ -453,10 +466,10 @@ def run_search(cfg: StudyConfig, verbose: int = 1, log: Callable[[str], None] = 
     for dataset in cfg.datasets:
         for penalty in sorted(cfg.penalties, key=lambda p: p != "none"):  # the baseline first
             run_one(cfg, dataset, penalty, partial(data, dataset), provenance, verbose, log)
-    trials = R.read_table(cfg.output_dir, "trials")
+    trials = R.read_table(cfg.location, "trials")
     selected = select(cfg, trials)
     if len(selected):
-        R.write_table(selected, cfg.output_dir, "selected", key=cfg.name)
+        R.write_table(selected, cfg.location, "selected", key=cfg.name)
     return selected
 
 

@@ -20,6 +20,7 @@ retry restored from the marker fails at once instead of retraining.
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import tempfile
@@ -91,8 +92,12 @@ def _report(metrics: dict, state: dict | None) -> None:
 
 
 def load_state(checkpoint_dir: str | Path) -> dict:
-    """The saved trial state (run, history, start_time[, diverged]) of a checkpoint folder."""
-    return torch.load(Path(checkpoint_dir) / STATE_FILE, map_location="cpu", weights_only=False)
+    """The saved trial state (run, history, start_time[, diverged]) of a checkpoint folder
+    (a local path or a URI such as ``s3://bucket/…/checkpoint_000001``)."""
+    from study import storage
+
+    data = storage.read_bytes(storage.join(storage.normalize(checkpoint_dir), STATE_FILE))
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
 
 def train_trial(config: dict, splits: Splits) -> None:

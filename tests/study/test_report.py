@@ -11,7 +11,6 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -231,7 +230,9 @@ def test_partial_report_says_what_is_missing(partial_report):
 
 def test_search_still_running_and_launch_entry_point(tiny_study, tmp_path, capsys):
     d = copy_study(tiny_study, tmp_path / "s", keep=("trials", "epochs", "config.yaml"))  # nothing selected yet
-    path = R.run(SimpleNamespace(output_dir=d), None)  # what study.launch calls after the search
+    from study.config import load_config
+
+    path = R.run(load_config("quick", [f"output={d}"]), None)  # what study.launch calls after the search
     assert path == d / "report" / "report.html" and path.is_file()
     assert str(path) in capsys.readouterr().out
     text = path.read_text()

@@ -61,7 +61,12 @@ def study(tmp_path_factory, ray_local, data_root):
     out = tmp_path_factory.mktemp("search")
     cfg = _config(out, _pick_seed())
     logs: list[str] = []
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
     selected = search.run_search(cfg, verbose=0, log=logs.append)
+    # Tune installs its own SIGINT handler; left behind, Ctrl-C in the evaluation stage was swallowed
+    assert signal.getsignal(signal.SIGINT) is before
     return cfg, selected, logs
 
 
@@ -71,7 +76,8 @@ def _files(cfg, table):
 
 def test_tables_have_declared_schemas_and_read_back(study):
     cfg, selected, logs = study
-    for table, schema in R.SCHEMAS.items():
+    for table in R.SEARCH_TABLES:
+        schema = R.SCHEMAS[table]
         files = _files(cfg, table)
         assert files, table
         parts = R.PARTITIONS[table]
@@ -176,12 +182,12 @@ def test_selected_model_reloads_and_reproduces_its_metrics(study, mnist):
 
 def test_rerun_duplicates_nothing(study):
     cfg, selected, _ = study
-    before = {t: R.read_table(cfg.output_dir, t) for t in R.SCHEMAS}
-    files = {t: _files(cfg, t) for t in R.SCHEMAS}
+    before = {t: R.read_table(cfg.output_dir, t) for t in R.SEARCH_TABLES}
+    files = {t: _files(cfg, t) for t in R.SEARCH_TABLES}
     logs: list[str] = []
     again = search.run_search(cfg, verbose=0, log=logs.append)
     assert all("(already done)" in line for line in logs) and len(logs) == 2
-    for t in R.SCHEMAS:
+    for t in R.SEARCH_TABLES:
         after = R.read_table(cfg.output_dir, t)
         assert len(after) == len(before[t]) and _files(cfg, t) == files[t]
     pd.testing.assert_frame_equal(again.reset_index(drop=True), selected.reset_index(drop=True))
