@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,6 +35,7 @@ from evaluation.metrics.faithfulness import draw_subsets, faithfulness_correlati
 from evaluation.metrics.gaussian import draw_noise, gaussian  # noqa: E402
 from evaluation.metrics.morf import morf  # noqa: E402
 from study import data as data_mod  # noqa: E402
+from tests.evaluation.test_morf import slow_morf  # noqa: E402
 from trainables.train import TrainConfig, TrainRun  # noqa: E402
 
 
@@ -56,21 +56,8 @@ def loop_complexity(a):
 
 
 def loop_morf(model, x, y, a, levels=20):
-    t = torch.linspace(0, 1, levels, dtype=torch.float64)
-    scores = []
-    for i in range(x.shape[0]):
-        ai = a[i].flatten()
-        nz = ai[ai != 0]
-        with torch.no_grad():
-            p0 = F.softmax(model(x[i : i + 1]), 1)[0, y[i]].item()
-        curve = []
-        for tk in t.tolist():
-            xm = x[i].flatten().clone()
-            xm[ai > torch.quantile(nz, torch.tensor(1.0 - tk, dtype=nz.dtype))] = 0.0
-            with torch.no_grad():
-                curve.append(F.softmax(model(xm.view(1, 1, 28, 28)), 1)[0, y[i]].item() / p0)
-        scores.append(sum((t[k + 1] - t[k]).item() * (2 - curve[k] - curve[k + 1]) / 2 for k in range(levels - 1)))
-    return torch.tensor(scores, dtype=torch.float64)
+    """The per-image reference loop of the tests (tests/evaluation/test_morf.py), scores only."""
+    return slow_morf(model, x, y, a, levels)[0]
 
 
 def loop_faithfulness_correlation(model, x, y, a, subsets):

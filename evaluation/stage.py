@@ -340,16 +340,14 @@ def write_curves(out: str | Path, study: str) -> pd.DataFrame:
 
 
 def read(out: str | Path, table: str) -> pd.DataFrame:
-    """Read a stage table (empty frame with the schema's columns if nothing was written yet)."""
-    if not storage.exists(storage.join(storage.normalize(out), table)):
-        return pd.DataFrame(columns=TABLES[table].names)
-    return results.dataset(out, table, TABLES[table], PARTS).to_table().to_pandas()
+    """Read a stage table (an empty frame with the schema's columns if nothing was written yet)."""
+    return results.read_table(out, table, TABLES[table], PARTS)
 
 
 def run(cfg, selected: pd.DataFrame, log: Callable[[str], None] = print) -> dict:
     """Entry point from ``study.launch``: the stage on the study's selected models."""
     s = settings_from_config(cfg)
-    stats = run_stage(selected, s, getattr(cfg, "location", None) or cfg.output_dir, log=log)  # a path or a URI
+    stats = run_stage(selected, s, cfg.location, log=log)  # a path or a URI
     if stats.get("submitted"):
         eff = stats["task_seconds"] / max(stats["wall_seconds"], 1e-9)
         log(f"[evaluate] {stats['submitted']} tasks in {stats['wall_seconds']:.0f} s "

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from study import storage
-from study.cluster import CONFIG_ENV
+from study.cluster import CONFIG_ENV, EXCLUDES
 from study.config import PRESETS, REPO_ROOT, ConfigError, StudyConfig, apply_overrides, config_from_raw, load_config, load_raw
 
 # Stages after the search, in order: (name, "module:function"). Each is called as
@@ -149,7 +149,7 @@ def ray_session(address: str | None, num_cpus: int | None = None, num_gpus: int 
     if address:
         if not os.environ.get(CONFIG_ENV):  # inside a Ray Job the job's runtime_env already ships the project
             kwargs["runtime_env"] = {"working_dir": str(REPO_ROOT),
-                                     "excludes": ["data/", "outputs/", ".git/", "*.pt", "*.parquet"],
+                                     "excludes": list(EXCLUDES),
                                      "env_vars": storage.worker_env()}
         ray.init(address=address, **kwargs)
     else:

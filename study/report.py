@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from study import analysis as A
+from study import results as R
 
 FORMATS = ("html", "md")
 DPI = 110
@@ -729,27 +730,12 @@ def _environment() -> dict:
     return out
 
 
-def _git_commit() -> str:
-    import subprocess
-
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return ""
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=10)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def _provenance_section(doc: Doc, s: A.Study) -> None:
     doc.h2("Configuration, versions and commit", "provenance")
     prov = A.provenance(s)
     doc.p(f"Study folder: {s.path}")
     doc.p(f"Git commit(s) recorded by the search: {', '.join(prov['git_commits']) or 'none recorded'}; "
-          f"report built from commit {_git_commit() or 'unknown'}.")
+          f"report built from commit {R.git_commit() or 'unknown'}.")
     if prov["versions"]:
         doc.p("Versions recorded by the search: " + ", ".join(f"{k} {v}" for k, v in sorted(prov["versions"].items()) if v) + ".")
     doc.p("Versions of this report: " + ", ".join(f"{k} {v}" for k, v in _environment().items() if v) + ".")

@@ -21,6 +21,7 @@ the column order and the partition columns as plain strings)::
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -259,6 +260,21 @@ def dataset(root: str | Path, table: str, schema: pa.Schema | None = None, parti
 def read_table(root: str | Path, table: str, schema: pa.Schema | None = None, partition_cols: list[str] | None = None) -> pd.DataFrame:
     """All rows of ``root/table`` (a folder or a URI) as a DataFrame in schema column order (empty if none yet)."""
     schema = schema or SCHEMAS[table]
-    if not storage.list_files(storage.join(storage.normalize(root), table), ".parquet"):
+    if not storage.exists(storage.join(storage.normalize(root), table)):
         return schema.empty_table().to_pandas()
     return dataset(root, table, schema, partition_cols).to_table().to_pandas()
+
+
+# --------------------------------------------------------------------------- provenance
+def git_commit(repo: Path | None = None) -> str:
+    """HEAD commit of the repository (``+dirty`` if modified), or '' without git."""
+    repo = repo or Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return ""
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""

@@ -34,7 +34,6 @@ import math
 import os
 import platform
 import signal
-import subprocess
 import threading
 import time
 import zlib
@@ -50,6 +49,7 @@ import yaml
 
 from study import data as data_mod
 from study import results as R
+from study.results import git_commit  # noqa: F401  (re-exported: provenance of every row)
 from study import storage
 from study.config import StudyConfig, dump_config
 
@@ -62,20 +62,6 @@ class SearchInterrupted(RuntimeError):
 
 
 # --------------------------------------------------------------------------- provenance
-def git_commit(repo: Path | None = None) -> str:
-    """HEAD commit of the repository (``+dirty`` if modified), or '' without git."""
-    repo = repo or Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return ""
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=10)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def package_versions() -> dict:
     """Versions of Python and the packages the results depend on."""
     from importlib.metadata import PackageNotFoundError, version

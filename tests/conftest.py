@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from study import data as data_mod
+from tests.ray_utils import start_local_ray
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -44,3 +45,13 @@ def trained_cnn3b(mnist):
     run = TrainRun(TrainConfig(dataset="mnist", penalty="none", epochs=1, batch_size=64, data_fraction=0.2, seed=0), mnist)
     run.run_epoch()
     return run.model.eval()
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A real private local Ray (2 CPUs, no dashboard), one per test module that asks for it."""
+    import ray
+
+    start_local_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()

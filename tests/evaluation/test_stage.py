@@ -15,16 +15,6 @@ import pytest
 from evaluation import stage
 from evaluation.evaluate import evaluate_model
 from tests.evaluation.stage_fixtures import make_selected, small_settings
-from tests.ray_utils import start_local_ray
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    start_local_ray(num_cpus=2)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ import torch
 from study import results as R
 from study import search
 from study.config import load_config
-from tests.ray_utils import start_local_ray
 
 HUGE, SMALL = 1e50, 1.0
 
@@ -45,15 +44,6 @@ def _config(out, seed: int):
         "space.gradient.lam=[0.01, 1e80]", "max_failures=1", "max_concurrent_trials=2", "resources.cpu=1",
 
     ])
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    start_local_ray(num_cpus=2)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
