@@ -57,18 +57,30 @@ def _s3_keys(fs, prefix: str) -> list[str]:
     return [i.path for i in infos if i.type == pafs.FileType.File]
 
 
-def _checkpoint_record(fs, key: str) -> dict:
-    """The last epoch record in a trial checkpoint (trainables.trainable's state.pt)."""
-    import io
+def _committed_results(fs, prefix: str) -> dict[str, tuple[str, dict]]:
+    """Per trial id: (experiment, last result) as the *driver* recorded them in the newest Tune
+    experiment state on S3. A result there has been processed by the driver, so its checkpoint is
+    registered: a trial killed after that point must restore from it (one only uploaded by the
+    trial, not yet reported, may rightly be lost with its node)."""
+    import json
 
-    import torch
-
-    try:
-        with fs.open_input_stream(key) as f:
-            state = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=False)
-        return {**state["history"][-1], "start_time": state["start_time"]} if state.get("history") else {}
-    except Exception:  # being written, or gone (num_to_keep=1)
-        return {}
+    out = {}
+    for key in _s3_keys(fs, f"{prefix}/tune"):
+        name = key.rsplit("/", 1)[-1]
+        if not (name.startswith("experiment_state-") and name.endswith(".json")):
+            continue
+        exp = key.split("/tune/", 1)[1].split("/", 1)[0]
+        try:
+            with fs.open_input_stream(key) as f:
+                state = json.loads(f.read())
+            for trial_json, meta_json in state["trial_data"]:
+                trial, meta = json.loads(trial_json), json.loads(meta_json)
+                last = meta.get("last_result") or {}
+                if last.get("checkpoint_dir_name"):
+                    out[trial["trial_id"]] = (exp, last)
+        except Exception:  # being rewritten
+            continue
+    return out
 
 
 def test_two_nodes_s3_storage_and_a_worker_killed_mid_study(two_nodes, s3, workdir):
@@ -87,23 +99,17 @@ def test_two_nodes_s3_storage_and_a_worker_killed_mid_study(two_nodes, s3, workd
     prefix = f"{s3.bucket}/studies/{STUDY}"
     killed_at = None
     try:
-        # wait until a trial running on the worker has checkpointed its first epoch (the checkpoint,
-        # uploaded to S3 by the trial itself, records the pid of the process that trained it), then
-        # kill the worker node outright: raylet, trial process and all
-        seen: dict = {}
-
+        # wait until the driver has recorded the first epoch (and so registered its checkpoint, which
+        # the trial uploaded to S3) of a trial running on the worker, then kill the worker node
+        # outright: raylet, trial process and all
         def ready():
             assert proc.poll() is None, "the study ended before the worker could be killed:\n" + log.read_text()[-5000:]
             pids = {p for p in H.session_pids(worker.sid) if "ImplicitFunc" in H.cmdline(p)}
             if not pids:
                 return None
-            for key in _s3_keys(fs, f"{prefix}/tune"):
-                if key.endswith("/state.pt") and "/checkpoint_" in key:
-                    if not seen.get(key):
-                        seen[key] = _checkpoint_record(fs, key)
-                    rec = seen[key]
-                    if rec.get("pid") in pids and rec.get("epoch") == 1:
-                        return key, rec
+            for trial_id, (exp, last) in _committed_results(fs, prefix).items():
+                if last.get("pid") in pids and last.get("epoch") == 1:
+                    return f"{exp}/{trial_id}/{last['checkpoint_dir_name']}", last
             return None
 
         key, at_kill = H.wait_for(ready, 420, "a trial on the worker to checkpoint its first epoch", every=0.3)
