@@ -15,16 +15,20 @@ faithfulness_nested         NaN                    higher    :mod:`evaluation.me
 faithfulness_correlation    NaN                    higher    faithfulness
 complexity                  NaN                    lower     :mod:`evaluation.metrics.complexity`
 gaussian_accuracy           σ                      higher    :mod:`evaluation.metrics.gaussian`
-gaussian_auc                NaN                    higher    gaussian
+gaussian_auc                NaN                    higher    gaussian (σ from the first σ > 0)
+gaussian_auc_clean          NaN                    higher    gaussian (curve from σ = 0, clean)
 max_sensitivity             σ                      lower     gaussian
 avg_sensitivity             σ                      lower     gaussian
 block_accuracy              s_max                  higher    :mod:`evaluation.metrics.square_block`
-block_auc                   NaN                    higher    square_block
-block_infidelity            s_max                  lower     square_block
+block_auc                   NaN                    higher    square_block (from the first s_max)
+block_auc_clean             NaN                    higher    square_block (from s_max = 0, clean)
+block_infidelity            s_max                  lower     square_block (normalised, scale-invariant)
+block_infidelity_raw        s_max                  lower     square_block (raw, scale-dependent)
 ==========================  =====================  ========  ==================================
 
-``gaussian_accuracy``, ``gaussian_auc``, ``block_accuracy`` and ``block_auc`` describe the model,
-not an explanation: they are reported once, with ``method = ""``.
+``gaussian_accuracy``, ``gaussian_auc[_clean]``, ``block_accuracy`` and ``block_auc[_clean]`` describe
+the model, not an explanation: they are reported once, with ``method = ""``. The accuracy curves
+include their clean point (level 0: σ = 0, no block) as SPEC §5 asks.
 
 The explained class (``target``) is the class predicted on the clean image (SPEC §5); the
 accuracies use the true labels ``y``. Every random draw derives from ``seed``.
@@ -60,13 +64,15 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {
     "morf": True, "morf_curve": None,
     "faithfulness_nested": True, "faithfulness_correlation": True,
     "complexity": False,
-    "gaussian_accuracy": True, "gaussian_auc": True, "max_sensitivity": False, "avg_sensitivity": False,
-    "block_accuracy": True, "block_auc": True, "block_infidelity": False,
+    "gaussian_accuracy": True, "gaussian_auc": True, "gaussian_auc_clean": True,
+    "max_sensitivity": False, "avg_sensitivity": False,
+    "block_accuracy": True, "block_auc": True, "block_auc_clean": True,
+    "block_infidelity": False, "block_infidelity_raw": False,
 }
 # x-axis of each curve metric (for the curves table)
 CURVE_X = {
     "morf_curve": "fraction removed", "gaussian_accuracy": "sigma", "max_sensitivity": "sigma",
-    "avg_sensitivity": "sigma", "block_accuracy": "s_max", "block_infidelity": "s_max",
+    "avg_sensitivity": "sigma", "block_accuracy": "s_max", "block_infidelity": "s_max", "block_infidelity_raw": "s_max",
 }
 # tunable parameters of each metric group (defaults live in the metric functions)
 METRIC_PARAMS = {
@@ -97,6 +103,13 @@ def select_samples(n_total: int, n_samples: int | None, seed: int) -> Tensor:
         raise ValueError(f"n_samples must be an integer >= 1 or None, got {n_samples!r}")
     g = torch.Generator().manual_seed(int(seed))
     return torch.randperm(n_total, generator=g)[:n_samples].sort().values
+
+
+def _with_clean_point(acc: Tensor, levels: Tensor, clean: Tensor) -> tuple[Tensor, Tensor]:
+    """An accuracy curve (B, L) at ``levels`` with its clean point (level 0) first, unless it has one."""
+    if levels.numel() and float(levels[0]) == 0.0:
+        return acc, levels
+    return torch.cat([clean.to(acc).reshape(-1, 1), acc], 1), torch.cat([levels.new_zeros(1), levels])
 
 
 class _Rows:
@@ -230,14 +243,17 @@ def evaluate_model(
             rows.add(method, "max_sensitivity", g.max_sensitivity, g.sigmas)
             rows.add(method, "avg_sensitivity", g.avg_sensitivity, g.sigmas)
             if not model_level_done:
-                rows.add("", "gaussian_accuracy", g.accuracy, g.sigmas)
+                rows.add("", "gaussian_accuracy", *_with_clean_point(g.accuracy, g.sigmas, g.clean_accuracy))
                 rows.add("", "gaussian_auc", g.area)
+                rows.add("", "gaussian_auc_clean", g.area_clean)
         if "square_block" in metrics:
             s = timed("square_block", square_block, model, xs, ys, a, seed=seed, target=t, **mp("square_block"), **kw)
-            rows.add(method, "block_infidelity", s.infidelity, s.s_max)
+            rows.add(method, "block_infidelity", s.infidelity_normalized, s.s_max)
+            rows.add(method, "block_infidelity_raw", s.infidelity, s.s_max)
             if not model_level_done:
-                rows.add("", "block_accuracy", s.accuracy, s.s_max)
+                rows.add("", "block_accuracy", *_with_clean_point(s.accuracy, s.s_max, s.clean_accuracy))
                 rows.add("", "block_auc", s.area)
+                rows.add("", "block_auc_clean", s.area_clean)
         model_level_done = True
     return rows.frame(dataset, penalty, model_id, seed)
 

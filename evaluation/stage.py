@@ -54,6 +54,7 @@ class Task:
     chunk: int = 0
     fraction: float = 0.0
     repeat: int = 0
+    settings: str = ""  # fingerprint of every setting that changes the task's rows (see fingerprints)
 
     @property
     def table(self) -> str:
@@ -61,9 +62,10 @@ class Task:
 
     @property
     def key(self) -> str:
+        fp = f"__s{self.settings}" if self.settings else ""
         if self.kind == "metrics":
-            return f"{self.model_id}__c{self.chunk:03d}"
-        return f"{self.model_id}__{self.method}__t{self.fraction:.2f}__r{self.repeat}"
+            return f"{self.model_id}__c{self.chunk:03d}{fp}"
+        return f"{self.model_id}__{self.method or 'clean'}__t{self.fraction:.2f}__r{self.repeat}{fp}"
 
     def path(self, out: Path | str) -> Path | str:
         """The task's file: a Path under a local ``out``, a URI under a remote one (s3://…)."""
@@ -113,6 +115,27 @@ def settings_from_config(cfg) -> StageSettings:
     )
 
 
+def fingerprints(s: StageSettings) -> dict[str, str]:
+    """Per task kind, a short hash of every setting that changes that kind's rows.
+
+    It is part of each task's key (its file name): rerunning the stage with other settings (other
+    methods, metrics, n_samples, chunk size, parameters, seed, ROAR training) plans new keys, and
+    :func:`run_stage` removes the files of the old ones, so a table never mixes two settings.
+    Resources, concurrency and retries are not in it: they do not change a single value.
+    """
+    import hashlib
+
+    def h(d: dict) -> str:
+        return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+    metrics = {"methods": list(s.methods), "metrics": list(s.metrics), "n_samples": s.n_samples,
+               "chunk_size": s.chunk_size, "seed": s.seed, "method_params": s.method_params,
+               "metric_params": s.metric_params}
+    roar = {"epochs": s.roar_epochs, "data_fraction": s.roar_data_fraction, "n_test": s.roar_n_test,
+            "replacement": s.roar_replacement, "seed": s.seed}
+    return {"metrics": h(metrics), "roar": h(roar)}
+
+
 def model_id(row) -> str:
     return f"{row['penalty']}-{row['trial_id']}"
 
@@ -124,29 +147,69 @@ def sample_indices(n_test: int, n_samples: int, seed: int) -> torch.Tensor:
 
 
 def plan(selected: pd.DataFrame, s: StageSettings, n_test: int = 10_000) -> list[Task]:
-    """Every task of the stage for ``selected``, in a deterministic order."""
+    """Every task of the stage for ``selected``, in a deterministic order.
+
+    Per dataset, the random-ranking control and the clean retrain (t = 0, nothing removed: the
+    clean point of every ROAR curve) run once, ``roar_repeats`` times, filed under the dataset's
+    control model (its first ``none`` model, see :func:`_control_model`).
+    """
     tasks: list[Task] = []
+    fp = fingerprints(s)
     n_chunks = math.ceil(min(s.n_samples, n_test) / s.chunk_size)
     roar_methods = s.methods if s.roar_methods is None else s.roar_methods
-    for _, row in selected.sort_values(["dataset", "penalty"]).iterrows():
+    for _, row in selected.sort_values(["dataset", "penalty", "trial_id"]).iterrows():
         mid = model_id(row)
         if s.metrics:
             for c in range(n_chunks):
-                tasks.append(Task("metrics", row["dataset"], row["penalty"], mid, "all", chunk=c))
-        methods = list(roar_methods)
-        if methods and row["penalty"] == _control_penalty(selected, row["dataset"]):
+                tasks.append(Task("metrics", row["dataset"], row["penalty"], mid, "all", chunk=c, settings=fp["metrics"]))
+        methods = [m for m in roar_methods if m != "random"]
+        control = bool(roar_methods) and mid == _control_model(selected, row["dataset"])
+        if control:
             methods.append("random")
         for method in methods:
             for t in s.roar_fractions:
                 for r in range(s.roar_repeats):
-                    tasks.append(Task("roar", row["dataset"], row["penalty"], mid, method, fraction=float(t), repeat=r))
+                    tasks.append(Task("roar", row["dataset"], row["penalty"], mid, method, fraction=float(t), repeat=r,
+                                      settings=fp["roar"]))
+        if control:
+            for r in range(s.roar_repeats):
+                tasks.append(Task("roar", row["dataset"], row["penalty"], mid, "", fraction=0.0, repeat=r,
+                                  settings=fp["roar"]))
     return tasks
 
 
-def _control_penalty(selected: pd.DataFrame, dataset: str) -> str:
-    """The model the dataset's random control is filed under: ``none`` if selected, else the first."""
-    pens = sorted(selected.loc[selected["dataset"] == dataset, "penalty"])
-    return "none" if "none" in pens else pens[0]
+def _control_model(selected: pd.DataFrame, dataset: str) -> str:
+    """The model the dataset's random control and clean retrains are filed under: its first ``none``
+    model if the baseline was selected, else its first model."""
+    d = selected[selected["dataset"] == dataset].sort_values(["penalty", "trial_id"])
+    base = d[d["penalty"] == "none"]
+    return model_id((base if len(base) else d).iloc[0])
+
+
+def describe_plan(tasks: list[Task], s: StageSettings) -> str:
+    """What the stage is about to do, with the settings that size it (printed before it starts)."""
+    n_metric = sum(t.kind == "metrics" for t in tasks)
+    roar = [t for t in tasks if t.kind == "roar"]
+    models = len({t.model_id for t in tasks})
+    ranks = len({(t.model_id if t.method not in ("random", "") else t.dataset, t.method or "random") for t in roar})
+    lines = [f"[evaluate] plan: {models} model(s); {n_metric} metric chunk(s) ({s.n_samples} test images per model "
+             f"in chunks of {s.chunk_size}; methods {', '.join(s.methods)}; metrics {', '.join(s.metrics) or 'none'})"]
+    if roar:
+        n_train = "all" if s.roar_data_fraction >= 1 else f"{s.roar_data_fraction:g} of the"
+        lines.append(f"[evaluate] plan: {ranks} ROAR ranking(s) and {len(roar)} ROAR retrain(s) (fractions "
+                     f"{', '.join(f'{t:g}' for t in s.roar_fractions)} + the clean t = 0, {s.roar_repeats} repeat(s), "
+                     f"{s.roar_epochs} epoch(s) on {n_train} training images, "
+                     f"{s.roar_n_test or 'all'} test images)")
+    return "\n".join(lines)
+
+
+def stale(tasks: list[Task], out: Path | str) -> list[str]:
+    """Files of the stage's tables that no planned task writes: results of other settings or of models
+    no longer selected. :func:`run_stage` removes them, so the tables hold exactly the plan."""
+    planned = {str(t.path(out)) for t in tasks}
+    found = [str(storage.join(out, table, rel)) for table in ("evaluation", "roar")
+             for rel in storage.list_files(storage.join(out, table), ".parquet")]
+    return sorted(f for f in found if f not in planned)
 
 
 def missing(tasks: list[Task], out: Path | str) -> list[Task]:
@@ -222,6 +285,7 @@ def ranks_task(row: dict | None, splits, method: str, s: StageSettings):
     from evaluation.roar import pixel_ranks
 
     _threads(s.cpu)
+    method = method or "random"  # the clean retrain (method "") removes nothing: any ranking will do
     model = load_selected_model(row) if method != "random" else None
     return pixel_ranks(model, splits, method, data_fraction=s.roar_data_fraction, n_test=s.roar_n_test, seed=s.seed)
 
@@ -276,7 +340,14 @@ def run_stage(selected: pd.DataFrame, s: StageSettings, out: str | Path, log: Ca
     splits_refs = {ds: ray.put(data_mod.load(ds, s.data_root or None)) for ds in sorted(selected["dataset"].unique())}
     n_test = {ds: len(data_mod.load(ds, s.data_root or None).test_y) for ds in splits_refs}
     all_tasks = [t for ds in splits_refs for t in plan(selected[selected["dataset"] == ds], s, n_test[ds])]
+    old = stale(all_tasks, out)
+    if old:
+        log(f"[evaluate] removing {len(old)} result file(s) of other evaluation settings or of models no longer "
+            f"selected (the tables then hold only this plan's results)")
+        for f in old:
+            storage.delete(f)
     todo = missing(all_tasks, out)
+    log(describe_plan(all_tasks, s))
     log(f"[evaluate] {len(all_tasks)} tasks, {len(all_tasks) - len(todo)} already done, {len(todo)} to run")
     opts = dict(num_cpus=s.cpu, num_gpus=s.gpu, max_retries=s.max_retries)
     metrics_remote = ray.remote(metrics_task).options(**opts)
@@ -295,9 +366,11 @@ def run_stage(selected: pd.DataFrame, s: StageSettings, out: str | Path, log: Ca
             if task.kind == "metrics":
                 ref = metrics_remote.remote(task, row, ref_splits, s, str(out))
             else:
-                rk = (task.model_id if task.method != "random" else task.dataset, task.method)
+                # the random control and the clean retrain (method "": nothing removed) share the random ranks
+                method = task.method or "random"
+                rk = (task.model_id if method != "random" else task.dataset, method)
                 if rk not in ranks_refs:
-                    ranks_refs[rk] = ranks_remote.remote(row, ref_splits, task.method, s)
+                    ranks_refs[rk] = ranks_remote.remote(row, ref_splits, method, s)
                 ref = roar_remote.remote(task, row, ref_splits, ranks_refs[rk], s, str(out))
             pending[ref] = task
         ready, _ = ray.wait(list(pending), num_returns=1)
@@ -353,3 +426,48 @@ def run(cfg, selected: pd.DataFrame, log: Callable[[str], None] = print) -> dict
         log(f"[evaluate] {stats['submitted']} tasks in {stats['wall_seconds']:.0f} s "
             f"(task time {stats['task_seconds']:.0f} s, {eff:.2f} task-seconds per second) on {len(stats['nodes'])} node(s)")
     return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m evaluation.stage --output STUDY``: this stage (and the report) on a finished search.
+
+    The same as ``python -m study.launch --stage evaluate``; the options are the launcher's.
+    """
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(
+        prog="python -m evaluation.stage",
+        description="Run the evaluation stage (attribution metrics, ROAR) and the report on the selected models of a "
+                    "finished search; a rerun computes only what is missing. Equivalent to "
+                    "`python -m study.launch --stage evaluate`, which this calls.",
+        epilog="example: python -m evaluation.stage --output outputs/quick --set evaluation.n_samples=200",
+    )
+    p.add_argument("--output", required=True, help="the study folder (or URI) holding a finished search")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an evaluation key (repeatable), e.g. --set evaluation.roar.repeats=3")
+    p.add_argument("--address", default=None, help="a running Ray cluster (default: a private local Ray)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the summary lines")
+    a = p.parse_args(argv)
+    from study import launch
+
+    try:
+        out = storage.normalize(a.output)
+        found = storage.is_file(storage.join(out, "config.yaml"))
+    except (storage.StorageError, OSError) as exc:
+        out, found = a.output, exc
+    if found is not True:
+        why = f" ({found})" if found else ""
+        print(f"error: --output: no study in {out} (missing config.yaml){why}; run the search first: "
+              f"python -m study.launch --stage search --output {a.output}", file=sys.stderr)
+        return 2
+    args = ["--stage", "evaluate", "--resume", "--output", a.output]
+    args += [x for o in a.overrides for x in ("--set", o)]
+    args += ["--address", a.address] if a.address else []
+    args += ["--num-cpus", str(a.num_cpus)] if a.num_cpus else []
+    return launch.main(args + (["-q"] if a.quiet else []))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -96,6 +96,10 @@ FALLBACK_DIRECTIONS: dict[str, bool | None] = {
     "block_auc": True,
     "block_infidelity": False,
     "roar": False,
+    "roar_clean": False,
+    "gaussian_auc_clean": True,
+    "block_auc_clean": True,
+    "block_infidelity_raw": False,
 }
 METRIC_MODULES = ("morf", "faithfulness", "complexity", "gaussian", "square_block")
 # Metrics of the model itself (not of an attribution method): shown as "test accuracy".
@@ -471,17 +475,28 @@ def bootstrap_ci(values, confidence: float = 0.95, n_resamples: int = 2000, seed
 
 
 def roar_scores(s: Study) -> pd.DataFrame:
-    """ROAR score per (dataset, penalty, model_id, method, repeat): trapezoid area under
-    retrained accuracy versus the fraction removed (lower = the attribution found the information)."""
-    cols = ["dataset", "penalty", "model_id", "method", "repeat", "value", "n_fractions"]
+    """ROAR scores per (dataset, penalty, model_id, method, repeat), two areas under retrained
+    accuracy versus the fraction removed (lower = the attribution found the information):
+
+    - ``value`` (metric ``roar``): trapezoid over the fractions removed only (t > 0), as before;
+    - ``value_clean`` (metric ``roar_clean``, SPEC §5): the same curve starting at t = 0 with the
+      dataset's clean retrain of the same repeat (method ``""``, nothing removed); NaN without it.
+    The clean retrains themselves are not scored (they are every curve's first point).
+    """
+    cols = ["dataset", "penalty", "model_id", "method", "repeat", "value", "value_clean", "n_fractions"]
     r = s.roar.dropna(subset=["fraction", "accuracy"])
     if r.empty:
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else "object") for c in cols})
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c.startswith("value") else "object") for c in cols})
+    method = r["method"].fillna("").astype(str)
+    clean = (r[(method == "") & (r["fraction"] == 0)].groupby(["dataset", "repeat"])["accuracy"].mean().to_dict())
     rows = []
-    for key, g in r.groupby(["dataset", "penalty", "model_id", "method", "repeat"], sort=True):
-        g = g.groupby("fraction")["accuracy"].mean().sort_index()
-        area = float(np.trapezoid(g.to_numpy(), g.index.to_numpy())) if len(g) > 1 else float("nan")
-        rows.append((*key, area, len(g)))
+    for key, g in r[method != ""].groupby(["dataset", "penalty", "model_id", "method", "repeat"], sort=True):
+        g = g[g["fraction"] > 0].groupby("fraction")["accuracy"].mean().sort_index()
+        x, y = g.index.to_numpy(float), g.to_numpy(float)
+        area = float(np.trapezoid(y, x)) if len(g) > 1 else float("nan")
+        c = clean.get((key[0], key[4]))
+        area_clean = float(np.trapezoid(np.r_[c, y], np.r_[0.0, x])) if c is not None and len(g) else float("nan")
+        rows.append((*key, area, area_clean, len(g)))
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -505,13 +520,14 @@ def per_sample(s: Study, levels: bool = True) -> pd.DataFrame:
     parts = [ev]
     if not (ev["metric"] == "roar").any():
         r = roar_scores(s)
-        if len(r):
-            parts.append(pd.DataFrame({
-                "dataset": r["dataset"].astype(str), "penalty": r["penalty"].astype(str),
-                "model_id": r["model_id"].astype(str), "method": r["method"].astype(str), "metric": "roar",
-                "level": np.nan, "sample": r["repeat"].astype("int64"), "value": r["value"].astype(float),
-                "source": "roar",
-            }))
+        for metric, col in (("roar", "value"), ("roar_clean", "value_clean")):
+            if len(r):
+                parts.append(pd.DataFrame({
+                    "dataset": r["dataset"].astype(str), "penalty": r["penalty"].astype(str),
+                    "model_id": r["model_id"].astype(str), "method": r["method"].astype(str), "metric": metric,
+                    "level": np.nan, "sample": r["repeat"].astype("int64"), "value": r[col].astype(float),
+                    "source": "roar",
+                }))
     out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else ev
     if not levels:
         out = out[out["level"].isna()]
@@ -862,3 +878,37 @@ __all__ = [
     "summary", "compare", "pareto", "lambda_sweep", "per_sample", "curve", "roar_scores", "bootstrap_ci",
     "paired_test", "adjust", "holm", "higher_is_better", "directions", "front_mask", "provenance",
 ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m study.analysis STUDY [--show ...]``: the analysis tables of a study, as text."""
+    import argparse
+    import sys
+
+    shows = {"missing": None, "summary": summary, "compare": compare, "pareto": pareto, "lambda_sweep": lambda_sweep}
+    p = argparse.ArgumentParser(
+        prog="python -m study.analysis",
+        description="Print the analysis tables of a study folder (or URI). From Python: "
+                    "`from study import analysis; s = analysis.load(path)`, see the module docstring.",
+    )
+    p.add_argument("study", help="study folder or URI, e.g. outputs/quick")
+    p.add_argument("--show", action="append", choices=list(shows), default=None,
+                   help="what to print (repeatable; default: missing and summary)")
+    a = p.parse_args(argv)
+    try:
+        s = load(a.study)
+    except (StudyError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 500):
+        for name in a.show or ["missing", "summary"]:
+            if name == "missing":
+                print(f"tables not written: {', '.join(s.missing) or '(none)'}")
+                continue
+            df = shows[name](s)
+            print(f"\n== {name} ({len(df)} rows)\n" + (df.to_string(index=False) if len(df) else "(empty)"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

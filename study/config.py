@@ -29,7 +29,7 @@ from trainables.train import OPTIMIZERS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
-PRESETS = ("quick", "paper", "full")
+PRESETS = ("quick", "paper", "full", "replicate")
 OBJECTIVES = ("multi", "val_acc", "val_morf")  # multi = maximise (val_acc, val_morf) jointly
 SAMPLERS = ("tpe", "nsga2", "random")
 SCHEDULERS = ("asha", "fifo")
@@ -41,30 +41,80 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------- sections
+SPACE_FORMS = "a number (fixed: every trial uses it), [low, high] (log-uniform range) or {grid: [v1, v2, ...]}"
+
+
 @dataclass
 class Space:
-    """Search space of one penalty; ranges are ``[low, high]``, sampled log-uniformly.
+    """Search space of one penalty: each of ``lam`` and ``lr`` takes one of three forms.
+
+    - a number, e.g. ``lam: 0.1``: fixed; every trial uses it, trials differ by seed only
+      (the seeds are then replicates: every seed's model is evaluated);
+    - ``[low, high]``: sampled log-uniformly by Optuna (the default for λ);
+    - ``{grid: [0.01, 0.1, 1]}``: every value crossed with ``trials`` seeds
+      (``len(grid) * trials`` trials).
 
     Args:
-        lam: range of the penalty weight λ (ignored for ``none``).
-        lr: range of the learning rate; ``null`` keeps the study's fixed ``lr``.
+        lam: the penalty weight λ (ignored for ``none``).
+        lr: the learning rate; ``null`` keeps the study's fixed ``lr``.
     """
 
-    lam: list[float] = field(default_factory=lambda: [0.01, 1.0])
-    lr: list[float] | None = None
+    lam: Any = field(default_factory=lambda: [0.01, 1.0])
+    lr: Any = None
 
     def __post_init__(self) -> None:
         for key in ("lam", "lr"):
-            r = getattr(self, key)
-            if r is None:
-                continue
-            if len(r) != 2:
-                raise ConfigError(f"{key}: expected [low, high], got {r!r}")
-            lo, hi = r
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo > 0):
-                raise ConfigError(f"{key}: low and high must be finite and > 0 (log scale), got {r!r}")
-            if lo >= hi:
-                raise ConfigError(f"{key}: low must be < high, got low={lo} >= high={hi}")
+            setattr(self, key, _check_space_value(key, getattr(self, key)))
+
+    @staticmethod
+    def kind(value) -> str:
+        """``fixed``, ``range``, ``grid`` or ``none`` (``lr: null``)."""
+        if value is None:
+            return "none"
+        if isinstance(value, dict):
+            return "grid"
+        return "range" if isinstance(value, list) else "fixed"
+
+
+def _check_space_value(key: str, v):
+    """Validate one search-space value (three forms, see :class:`Space`); returns it normalised."""
+    if v is None and key == "lr":
+        return None
+
+    def number(x, where: str) -> float:
+        if isinstance(x, str):
+            try:
+                x = float(x)
+            except ValueError:
+                raise ConfigError(f"{where}: expected {SPACE_FORMS}, got {x!r}") from None
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise ConfigError(f"{where}: expected {SPACE_FORMS}, got {x!r} ({type(x).__name__})")
+        if not (math.isfinite(x) and x > 0):
+            raise ConfigError(f"{where}: values must be finite and > 0 (log scale), got {x!r}")
+        return float(x)
+
+    if isinstance(v, dict):
+        if set(v) != {"grid"}:
+            raise ConfigError(f"{key}: a mapping must be {{grid: [v1, v2, ...]}}, got keys {sorted(map(str, v))}; "
+                              f"expected {SPACE_FORMS}")
+        g = v["grid"]
+        if not isinstance(g, (list, tuple)) or not g:
+            raise ConfigError(f"{key}.grid: must be a non-empty list of numbers > 0, got {g!r}")
+        vals = [number(x, f"{key}.grid") for x in g]
+        if len(set(vals)) != len(vals):
+            raise ConfigError(f"{key}.grid: duplicate values in {vals!r}")
+        return {"grid": vals}
+    if isinstance(v, (list, tuple)):
+        if len(v) != 2:
+            raise ConfigError(f"{key}: expected [low, high], got {list(v)!r}; or {SPACE_FORMS}")
+        lo, hi = (number(x, key) for x in v)
+        if lo >= hi:
+            raise ConfigError(f"{key}: low must be < high, got low={lo} >= high={hi} "
+                              f"(a fixed value is written as a number, e.g. {key}: {lo})")
+        return [lo, hi]
+    if v is None:
+        raise ConfigError(f"{key}: expected {SPACE_FORMS}, got null")
+    return number(v, key)
 
 
 @dataclass
@@ -335,6 +385,23 @@ class StudyConfig:
         """
         return self.space.get(penalty) or self.space.get("default") or Space()
 
+    def grids(self, penalty: str) -> list[tuple[str, list[float]]]:
+        """The gridded keys of ``penalty``'s space, as (key, values); λ is never gridded for ``none``."""
+        sp = self.space_for(penalty)
+        keys = (("lr",) if penalty == "none" else ("lam", "lr"))
+        return [(k, getattr(sp, k)["grid"]) for k in keys if Space.kind(getattr(sp, k)) == "grid"]
+
+    def n_trials(self, penalty: str) -> int:
+        """Trials of ``penalty``'s search: ``trials`` seeds, times the size of each grid."""
+        return self.trials * math.prod(len(v) for _, v in self.grids(penalty))
+
+    def replicated(self, penalty: str) -> bool:
+        """True when ``penalty``'s trials differ by seed only (λ fixed, lr not searched): its seeds are
+        replicates, every seed's model is selected and evaluated, and the analysis averages over them.
+        For ``none`` (no λ) its space's λ decides, so a study with a fixed λ replicates its baseline too."""
+        sp = self.space_for(penalty)
+        return Space.kind(sp.lam) == "fixed" and Space.kind(sp.lr) in ("fixed", "none")
+
     def train_config(self, dataset: str, penalty: str) -> dict:
         """The fixed part of a trial's ``TrainConfig`` (λ, lr and seed are set per trial)."""
         return dict(
@@ -416,6 +483,8 @@ def _type_name(tp) -> str:
 
 def _coerce(value: Any, tp, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert it (mapping -> dataclass, int -> float)."""
+    if tp is Any:  # validated by the section's own __post_init__
+        return value
     origin = typing.get_origin(tp)
     bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
     if origin in (typing.Union, types.UnionType):

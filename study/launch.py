@@ -17,6 +17,7 @@ import importlib
 import logging
 import os
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,25 +101,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def resolve_config(args: argparse.Namespace) -> StudyConfig:
     """The study config from the CLI (raises ConfigError on any bad value; starts nothing)."""
     overrides = list(args.overrides)
-    if args.resume:
+
+    def fresh() -> dict:
+        raw = load_raw(args.config or "quick")
+        if args.smoke_test:  # the shrink first: an explicit --set wins over it
+            raw = apply_overrides(raw, SMOKE)
+            first = (raw.get("datasets") or ["mnist"])[:1]
+            pens = [p for p in (raw.get("penalties") or ["none", "gradient"]) if p != "none"][:1] or ["gradient"]
+            raw["datasets"], raw["penalties"] = first, ["none", *pens]
+            raw["name"] = f"{raw.get('name', 'quick')}-smoke"
+        return apply_overrides(raw, overrides)
+
+    if not args.resume:
+        raw = fresh()
+    else:
         if args.output:
             out = storage.normalize(args.output)
-        else:
-            out = load_config(args.config or "quick", overrides).location
+        else:  # where the same command without --resume writes (the smoke test's own folder too)
+            out = config_from_raw(fresh()).location
             if args.storage:
                 out = storage.join(storage.normalize(args.storage), storage.name(out))
         saved = storage.join(out, "config.yaml")
         if not storage.is_file(saved):
             raise ConfigError(f"--resume: no study to resume in {out} (missing config.yaml); run without --resume first")
         raw = apply_overrides(yaml.safe_load(storage.read_text(saved)), overrides)
-    else:
-        raw = apply_overrides(load_raw(args.config or "quick"), overrides)
-        if args.smoke_test:
-            raw = apply_overrides(raw, SMOKE)
-            first = (raw.get("datasets") or ["mnist"])[:1]
-            pens = [p for p in (raw.get("penalties") or ["none", "gradient"]) if p != "none"][:1] or ["gradient"]
-            raw["datasets"], raw["penalties"] = first, ["none", *pens]
-            raw["name"] = f"{raw.get('name', 'quick')}-smoke"
     if args.output:
         raw["output"] = storage.normalize(args.output)
     elif args.storage and not args.resume:
@@ -129,6 +135,15 @@ def resolve_config(args: argparse.Namespace) -> StudyConfig:
     return cfg
 
 
+NO_BASELINE = ("penalties: no `none` baseline: selection has no baseline accuracy (baseline_val_acc is NaN) and "
+               "keeps every model as within tolerance; add none to penalties for the rule of SPEC §6")
+
+
+def config_warnings(cfg: StudyConfig) -> list[str]:
+    """Settings that are valid but probably not what the user wants (printed, the run goes on)."""
+    return [NO_BASELINE] if "none" not in cfg.penalties else []
+
+
 def check_data(cfg: StudyConfig) -> None:
     from study import data as data_mod
 
@@ -137,6 +152,25 @@ def check_data(cfg: StudyConfig) -> None:
             data_mod.verify(cfg.data_path, ds)
         except data_mod.DataError as exc:
             raise ConfigError(f"data: {exc}") from None
+
+
+def check_output_writable(cfg: StudyConfig) -> None:
+    """A local output folder must be (or become) a writable folder; raises ConfigError otherwise."""
+    loc = cfg.location
+    if storage.is_remote(loc):
+        return  # storage.check_access tries the bucket (search.check_output)
+    path = Path(loc)
+    bad = next((q for q in (path, *path.parents) if q.exists() and not q.is_dir()), None)
+    if bad is not None:
+        what = "is a file" if bad == path else f"cannot be made: {bad} is a file"
+        raise ConfigError(f"output: {loc} {what}, not a folder; valid choices: a new or existing folder (--output DIR)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"output: cannot write to {loc} ({exc.strerror or type(exc).__name__}); "
+                          f"valid choices: a folder you can write to (--output DIR)") from None
 
 
 @contextmanager
@@ -180,6 +214,45 @@ def _job_server(address: str | None) -> bool:
     return bool(address) and address.startswith(("http://", "https://"))
 
 
+ADDRESS_FORMS = "auto, host:6379 (a GCS), ray://host:10001 (Ray Client) or http://host:8265 (a job server)"
+
+
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """Refuse at once an ``--address`` where nothing answers (Ray itself would retry for minutes)."""
+    if not address or address in ("auto", "local"):
+        return
+    import socket
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    if _job_server(address):
+        try:
+            urllib.request.urlopen(address.rstrip("/") + "/api/version", timeout=timeout).close()
+        except urllib.error.HTTPError:
+            return  # a web server answers; the job client says whether it is Ray's
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            why = getattr(exc, "reason", exc)
+            why = getattr(why, "strerror", None) or why
+            raise ConfigError(f"--address: no Ray job server answers at {address} ({why}); "
+                              f"valid choices: {ADDRESS_FORMS}") from None
+        return
+    hostport = address.split("://", 1)[1] if address.startswith("ray://") else address
+    parsed = urllib.parse.urlsplit("//" + hostport)
+    try:
+        host, port = parsed.hostname, parsed.port or (10001 if address.startswith("ray://") else 6379)
+    except ValueError:
+        host, port = None, None
+    if not host or "://" in hostport or "/" in hostport:
+        raise ConfigError(f"--address: cannot read {address!r}; valid choices: {ADDRESS_FORMS}")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"--address: nothing answers at {host}:{port} ({exc.strerror or type(exc).__name__}"
+                          f"{'' if exc.strerror else ' after ' + format(timeout, 'g') + ' s'}); "
+                          f"valid choices: {ADDRESS_FORMS}") from None
+
+
 def launch_on_cluster(args: argparse.Namespace) -> int:
     """``--cluster`` / ``--address http://…``: validate here, run the study as a Ray Job (study/cluster.py)."""
     from study import cluster
@@ -201,6 +274,68 @@ def check_cluster_storage(cfg: StudyConfig, address: str | None) -> None:
     storage.check_shared(cfg.location, storage.cluster_hosts(), expect_more_hosts=bool(os.environ.get(EXPECT_WORKERS_ENV)))
 
 
+RESOURCE_WAIT_ENV = "SALIENCY_RESOURCE_WAIT_S"  # how long a cluster that may grow gets before the warning
+
+
+def _cluster_may_grow(address: str | None) -> bool:
+    """True on a cluster that can still add nodes: an autoscaler reports to it, or workers are on their way."""
+    if not address:
+        return False
+    from study.cluster import EXPECT_WORKERS_ENV
+
+    if os.environ.get(EXPECT_WORKERS_ENV):
+        return True
+    try:
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        return bool(_internal_kv_get("__autoscaling_status"))  # ray_constants.DEBUG_AUTOSCALING_STATUS
+    except Exception:
+        return False
+
+
+def resource_shortfall(cfg: StudyConfig) -> str | None:
+    """None if one alive node of the connected Ray can hold a trial's ``resources``, else why not."""
+    import ray
+
+    need = {k: float(v) for k, v in (("CPU", cfg.resources.cpu), ("GPU", cfg.resources.gpu)) if v and v > 0}
+    nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")]
+    if any(all(r.get(k, 0.0) >= v for k, v in need.items()) for r in nodes):
+        return None
+    total = ray.cluster_resources()
+    have = f"{total.get('CPU', 0):g} CPU and {total.get('GPU', 0):g} GPU on {len(nodes)} node(s)"
+    for k, v in need.items():
+        most = max((r.get(k, 0.0) for r in nodes), default=0.0)
+        if most < v:
+            key = f"resources.{k.lower()}"
+            more = "a Ray with GPUs" if k == "GPU" and not most else f"bigger nodes (--num-{k.lower()}s for the local Ray)"
+            return (f"{key}: each trial asks for {v:g} {k}, but no node of this Ray cluster has more than {most:g} "
+                    f"(the cluster has {have}); valid choices: {key} <= {most:g} (--set {key}={most:g}), or {more}")
+    return (f"resources: each trial asks for {', '.join(f'{v:g} {k}' for k, v in need.items())} together, but no node "
+            f"of this Ray cluster has all of them (the cluster has {have}); valid choices: lower resources.cpu or "
+            f"resources.gpu")
+
+
+def check_resources(cfg: StudyConfig, address: str | None, log=print, wait_s: float | None = None) -> None:
+    """Refuse, before any trial starts, a per-trial request no node can meet (trials would stay PENDING forever).
+
+    On a cluster that may still grow (autoscaler, workers joining) wait up to ``wait_s`` seconds
+    (default ``$SALIENCY_RESOURCE_WAIT_S`` or 120) for a node that fits, then warn and go on.
+    """
+    why = resource_shortfall(cfg)
+    if why is None:
+        return
+    if not _cluster_may_grow(address):
+        raise ConfigError(why)
+    wait_s = float(os.environ.get(RESOURCE_WAIT_ENV, 120)) if wait_s is None else wait_s
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+        if resource_shortfall(cfg) is None:
+            return
+    log(f"[study] warning: still no node for a trial after {wait_s:g} s, trials stay PENDING until the cluster "
+        f"grows (Ctrl-C to stop): {why.split('; valid choices')[0]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -210,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["AWS_ENDPOINT_URL_S3"] = storage.check_endpoint(args.storage_endpoint)
         if args.storage:
             storage.normalize(args.storage)
+        check_address(args.address)
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -217,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
         return launch_on_cluster(args)
     try:
         cfg = resolve_config(args)
+        for w in config_warnings(cfg):
+            print(f"warning: {w}", file=sys.stderr, flush=True)
         check_data(cfg)
+        check_output_writable(cfg)
         from study import search
 
         search.check_output(cfg)
@@ -233,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[study] Ray up in {time.perf_counter() - t0:.1f} s", flush=True)
             try:
                 check_cluster_storage(cfg, args.address)
-            except storage.StorageError as exc:
+                if args.stage != "evaluate":
+                    check_resources(cfg, args.address, log=lambda s: print(s, file=sys.stderr, flush=True))
+            except (storage.StorageError, ConfigError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             if args.stage == "evaluate":
@@ -247,10 +388,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 selected = search.run_search(cfg, verbose=verbose, log=lambda s: print(s, flush=True))
             print("\nselected models:\n" + search.format_selected(selected), flush=True)
+            if "none" not in cfg.penalties and len(selected):
+                print("(no baseline: `none` was not searched, so within_tolerance is not checked against any accuracy)",
+                      flush=True)
             if args.stage in ("evaluate", "all"):
                 run_later_stages(cfg, selected, log=lambda s: print(s, flush=True))
     except (KeyboardInterrupt, search.SearchInterrupted) as exc:
-        print(f"\n[study] interrupted ({exc or 'Ctrl-C'}); rerun the same command to continue", file=sys.stderr)
+        print(f"\n[study] interrupted ({str(exc) or 'Ctrl-C'}); rerun the same command to continue", file=sys.stderr)
         return 130
     print(f"[study] finished in {time.perf_counter() - t0:.1f} s; results in {cfg.location}", flush=True)
     return 0

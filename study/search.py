@@ -28,6 +28,7 @@ not thread-safe, so Tuners are not run from threads), each running up to
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import math
@@ -59,6 +60,82 @@ DONE_FILE = "search_done.json"
 
 class SearchInterrupted(RuntimeError):
     """A search stopped before all its trials finished (its state is saved; rerun to resume)."""
+
+
+# ---------------------------------------------------------------- Ctrl-C during Tuner.fit()
+# Tune catches SIGINT itself and returns a partial ResultGrid whose interrupted trials look
+# TERMINATED. The search stage therefore takes SIGINT itself while a Tuner runs: it records
+# the interrupt (``_SIGINT``) and asks Tune to stop through Tune's own stop signal (SIGUSR1),
+# so Tune saves its state, and run_one never mistakes the partial grid for a finished search.
+_SIGINT = threading.Event()
+
+
+def _tune_not_listening(signum, frame) -> None:  # SIGUSR1 placeholder until Tune installs its handler
+    pass
+
+
+def _on_sigint(signum, frame) -> None:
+    first = not _SIGINT.is_set()
+    _SIGINT.set()
+    if first and signal.getsignal(signal.SIGUSR1) not in (_tune_not_listening, signal.SIG_DFL, signal.SIG_IGN, None):
+        os.kill(os.getpid(), signal.SIGUSR1)  # Tune stops its loop gracefully and saves its state
+        return
+    raise KeyboardInterrupt  # Tune not running yet, or a second Ctrl-C: stop at once
+
+
+class _NoTuneResumeAdvice(logging.Filter):
+    """Drop Tune's "Resume experiment with: Tuner.restore(...)" (launcher users rerun the command) and,
+    after a Ctrl-C, its warning about trials that had not reported yet (expected then)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return "Tuner.restore" not in msg and not ("Failed to fetch metrics" in msg and _SIGINT.is_set())
+
+
+def _fit(tuner):
+    """``tuner.fit()`` with Ctrl-C recorded in ``_SIGINT`` (see above); handlers restored afterwards."""
+    _SIGINT.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return tuner.fit()
+    logs, quiet = [logging.getLogger(n) for n in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")], _NoTuneResumeAdvice()
+    old_int, old_usr1 = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGUSR1)
+    old_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # SIGINT stays ours; Tune still listens to SIGUSR1
+    signal.signal(signal.SIGUSR1, _tune_not_listening)
+    signal.signal(signal.SIGINT, _on_sigint)
+    for lg in logs:
+        lg.addFilter(quiet)
+    try:
+        return tuner.fit()
+    finally:
+        for lg in logs:
+            lg.removeFilter(quiet)
+        signal.signal(signal.SIGINT, old_int if old_int is not None else signal.default_int_handler)
+        signal.signal(signal.SIGUSR1, old_usr1 if old_usr1 is not None else signal.SIG_DFL)
+        if old_env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = old_env
+
+
+def unfinished_trials(cfg: StudyConfig, dataset: str, grid) -> int:
+    """How many trials of a returned fit neither reached their epochs nor failed.
+
+    A trial stopped early by ASHA is finished; ASHA stops trials only in a single-objective
+    search with ``scheduler: asha`` and at least 2 epochs (see :func:`build_tuner`).
+    """
+    epochs = cfg.for_dataset(dataset, "epochs")
+    asha = cfg.objective != "multi" and cfg.scheduler == "asha" and epochs >= 2
+    n = 0
+    for res in grid:
+        if res.error is not None:
+            continue
+        reached = (res.metrics or {}).get("epoch")
+        reached = int(reached) if isinstance(reached, (int, float)) and math.isfinite(reached) else 0
+        if reached >= epochs or (asha and reached >= 1):
+            continue
+        n += 1
+    return n
 
 
 # --------------------------------------------------------------------------- provenance
@@ -97,20 +174,34 @@ def make_sampler(cfg: StudyConfig, dataset: str, penalty: str):
 
 
 class OptunaSpace:
-    """Define-by-run search space: λ and lr (log-uniform) when searched, seed from the trial number.
+    """Define-by-run search space: each of λ and lr is fixed, searched log-uniformly, or on a grid.
 
-    A class (not a closure) so that Tune can pickle the searcher with its experiment state.
+    Trial k (Optuna's trial number) with grids of sizes n_1, n_2 … takes grid combination
+    ``k % (n_1 n_2 …)`` and seed ``seed0 + k // (n_1 n_2 …)``: every value is crossed with the same
+    seeds, and without a grid trial k simply trains with seed ``seed0 + k``. A class (not a closure)
+    so that Tune can pickle the searcher with its experiment state.
     """
 
-    def __init__(self, lam: list[float] | None, lr: list[float] | None, seed0: int):
+    def __init__(self, lam, lr, seed0: int):
         self.lam, self.lr, self.seed0 = lam, lr, seed0
 
     def __call__(self, trial) -> dict:
-        if self.lam:
-            trial.suggest_float("lam", self.lam[0], self.lam[1], log=True)
-        if self.lr:
-            trial.suggest_float("lr", self.lr[0], self.lr[1], log=True)
-        return {"seed": self.seed0 + trial.number}
+        from study.config import Space
+
+        out, grids = {}, []
+        for name, v in (("lam", self.lam), ("lr", self.lr)):
+            kind = Space.kind(v)
+            if kind == "range":
+                trial.suggest_float(name, v[0], v[1], log=True)
+            elif kind == "fixed":
+                out[name] = float(v)
+            elif kind == "grid":
+                grids.append((name, list(v["grid"])))
+        combos = list(itertools.product(*(g for _, g in grids)))
+        for (name, _), value in zip(grids, combos[trial.number % len(combos)]):
+            out[name] = float(value)
+        out["seed"] = self.seed0 + trial.number // len(combos)
+        return out
 
 
 def trial_dirname(trial) -> str:
@@ -196,7 +287,7 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
         trainable,
         param_space=param_space(cfg, dataset, penalty),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=cfg.trials,
+            search_alg=searcher, scheduler=scheduler, num_samples=cfg.n_trials(penalty),
             max_concurrent_trials=cfg.max_concurrent_trials, reuse_actors=True,  # no process start per trial
             trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname, **tune_metric,
         ),
@@ -306,11 +397,11 @@ def _jsonable(v):
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
-def _export(cfg: StudyConfig, row: pd.Series, extra: dict) -> tuple[str, str]:
-    """Copy the trial's final weights to models/<dataset>/<penalty>/ (state_dict .pt + config JSON)."""
+def _export(cfg: StudyConfig, row: pd.Series, extra: dict, sub: str | None = None) -> tuple[str, str]:
+    """Copy the trial's final weights to models/<dataset>/<penalty>/[<sub>/] (state_dict .pt + config JSON)."""
     from trainables.trainable import load_state
 
-    folder = storage.join(cfg.location, "models", row["dataset"], row["penalty"])
+    folder = storage.join(cfg.location, "models", row["dataset"], row["penalty"], *([sub] if sub else []))
     state = load_state(row["checkpoint_path"])
     weights, conf = storage.join(folder, "model.pt"), storage.join(folder, "config.json")
     buf = io.BytesIO()
@@ -342,20 +433,28 @@ def select(cfg: StudyConfig, trials: pd.DataFrame, export: bool = True) -> pd.Da
                 continue
             ok = p[p["val_acc"] >= baseline - cfg.tolerance - 1e-12] if np.isfinite(baseline) else p
             within = not ok.empty
-            pick = (ok.sort_values(["val_morf", "val_acc"], ascending=False) if within
-                    else p.sort_values(["val_acc", "val_morf"], ascending=False)).iloc[0]
-            info = {"baseline_val_acc": baseline, "tolerance": cfg.tolerance, "within_tolerance": within}
-            weights, conf = _export(cfg, pick, info) if export else ("", "")
+            if cfg.replicated(penalty):  # the seeds are replicates: every finished one is kept
+                picks = [r for _, r in p.sort_values("trial_id").iterrows()]
+            else:
+                picks = [(ok.sort_values(["val_morf", "val_acc"], ascending=False) if within
+                          else p.sort_values(["val_acc", "val_morf"], ascending=False)).iloc[0]]
             all_p = d[d["penalty"] == penalty]
-            rows.append({
-                "study": cfg.name, "dataset": dataset, "penalty": penalty, "trial_id": pick["trial_id"],
-                "model": pick["model"], "lam": pick["lam"], "lr": pick["lr"], "seed": pick["seed"],
-                "val_acc": pick["val_acc"], "val_morf": pick["val_morf"], **info,
-                "on_pareto_front": bool(pick["on_pareto_front"]),
-                "on_dataset_pareto_front": pick["trial_id"] in on_front,
-                "n_trials": len(all_p), "n_failed": int((all_p["status"] == "error").sum()),
-                "weights_path": weights, "config_path": conf, "git_commit": pick["git_commit"],
-            })
+            for pick in picks:
+                if cfg.replicated(penalty):
+                    within = bool(np.isfinite(baseline) and pick["val_acc"] >= baseline - cfg.tolerance - 1e-12) \
+                        or not np.isfinite(baseline)
+                info = {"baseline_val_acc": baseline, "tolerance": cfg.tolerance, "within_tolerance": within}
+                sub = pick["trial_id"] if cfg.replicated(penalty) else None
+                weights, conf = _export(cfg, pick, info, sub) if export else ("", "")
+                rows.append({
+                    "study": cfg.name, "dataset": dataset, "penalty": penalty, "trial_id": pick["trial_id"],
+                    "model": pick["model"], "lam": pick["lam"], "lr": pick["lr"], "seed": pick["seed"],
+                    "val_acc": pick["val_acc"], "val_morf": pick["val_morf"], **info,
+                    "on_pareto_front": bool(pick["on_pareto_front"]),
+                    "on_dataset_pareto_front": pick["trial_id"] in on_front,
+                    "n_trials": len(all_p), "n_failed": int((all_p["status"] == "error").sum()),
+                    "weights_path": weights, "config_path": conf, "git_commit": pick["git_commit"],
+                })
     return pd.DataFrame(rows, columns=R.SELECTED.names)
 
 
@@ -364,11 +463,14 @@ def summary_line(trials: pd.DataFrame, seconds: float | None = None) -> str:
     """One line for a finished (dataset, penalty) search."""
     r = trials.iloc[0]
     n_err = int((trials["status"] == "error").sum())
+    n_stop = int((trials["status"] == "stopped").sum())  # ASHA's early stops: finished, but not "ok"
     ok = trials[trials["status"] != "error"]
     took = f" in {seconds:.1f} s" if seconds is not None else " (already done)"
     best = (f"; best val_acc {ok['val_acc'].max():.4f}, best val_morf {ok['val_morf'].max():.4f}"
             if len(ok) else "")
-    return f"[search] {r['dataset']}/{r['penalty']}: {len(trials)} trials ({len(trials) - n_err} ok, {n_err} failed){took}{best}"
+    stopped = f", {n_stop} stopped early" if n_stop else ""
+    return (f"[search] {r['dataset']}/{r['penalty']}: {len(trials)} trials "
+            f"({len(trials) - n_err - n_stop} ok{stopped}, {n_err} failed){took}{best}")
 
 
 def run_one(cfg: StudyConfig, dataset: str, penalty: str, data: Callable[[], object], provenance: dict,
@@ -388,14 +490,13 @@ def run_one(cfg: StudyConfig, dataset: str, penalty: str, data: Callable[[], obj
             log(summary_line(t))
             return t
     t0 = time.perf_counter()
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        grid = build_tuner(cfg, dataset, penalty, data(), verbose).fit()
-    finally:  # Tune leaves its own SIGINT handler behind: Ctrl-C in a later stage would be swallowed
-        if handler is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, handler)
-    if len(grid) < cfg.trials or grid.num_terminated + grid.num_errors < len(grid):  # Ctrl-C: Tune saved, returned
-        raise SearchInterrupted(f"{dataset}/{penalty}: search stopped before all trials finished")
+    grid = _fit(build_tuner(cfg, dataset, penalty, data(), verbose))
+    if _SIGINT.is_set():  # even if every trial happened to finish: never go on to the next search
+        raise SearchInterrupted(f"Ctrl-C during the {dataset}/{penalty} search; its state is saved")
+    short = max(0, cfg.n_trials(penalty) - len(grid)) + unfinished_trials(cfg, dataset, grid)
+    if short or grid.num_terminated + grid.num_errors < len(grid):  # stopped from outside: Tune saved, returned
+        raise SearchInterrupted(f"{dataset}/{penalty}: search stopped before all trials finished "
+                                f"({short or len(grid) - grid.num_terminated - grid.num_errors} unfinished)")
     trials, epochs = tables_from_results(cfg, dataset, penalty, grid, provenance)
     R.write_table(trials, cfg.location, "trials", key=key)
     if len(epochs):
@@ -419,8 +520,10 @@ def check_output(cfg: StudyConfig) -> None:
         if diff:
             detail = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff)
             raise ValueError(
-                f"{out} holds study {old.name!r} searched with different settings ({detail}); "
-                f"use another --output, or delete {out} to start again"
+                f"output: {out} holds study {old.name!r} searched with different settings ({detail}); "
+                f"valid choices: --resume to continue it with its saved settings (--set may still change "
+                f"resources, concurrency, retries, tolerance, evaluation), another --output for a new study, "
+                f"or delete {out} to discard its results and start again"
             )
     elif cfg.remote:
         storage.check_access(out)  # bucket, endpoint and credentials work, before any search

@@ -83,6 +83,8 @@ def _validate(name: str, p: dict) -> None:
             raise ValueError(f"penalty {name!r}: {key} must be a number >= 0, got {p[key]!r}")
     if "class_rule" in p and p["class_rule"] not in CLASS_RULES:
         raise ValueError(f"penalty {name!r}: class_rule {p['class_rule']!r}; valid: {', '.join(CLASS_RULES)}")
+    if "interpolation" in p and p["interpolation"] not in INTERPOLATIONS:
+        raise ValueError(f"penalty {name!r}: interpolation {p['interpolation']!r}; valid choices: {', '.join(INTERPOLATIONS)}")
     if "angles" in p:
         angles = tuple(p["angles"])
         if not angles:
@@ -111,8 +113,13 @@ def _cos_gram(a: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return n @ n.T
 
 
-def rotate(x: torch.Tensor, angle) -> torch.Tensor:
-    """Rotate B×C×H×W images by ``angle`` degrees (bilinear, zero fill) or an exact isometry."""
+INTERPOLATIONS = ("nearest", "bilinear")
+
+
+def rotate(x: torch.Tensor, angle, interpolation: str = "bilinear") -> torch.Tensor:
+    """Rotate B×C×H×W images by ``angle`` degrees about the centre, counter-clockwise, zero fill,
+    with ``interpolation`` ``nearest`` (torchvision's default, the seed's) or ``bilinear``; or apply
+    an exact isometry. Equals ``torchvision.transforms.functional.rotate`` with the same mode."""
     if angle == "rot90":
         return torch.rot90(x, 1, dims=(2, 3))
     if angle == "rot180":
@@ -123,10 +130,12 @@ def rotate(x: torch.Tensor, angle) -> torch.Tensor:
         return torch.flip(x, dims=(3,))
     if angle == "vflip":
         return torch.flip(x, dims=(2,))
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation {interpolation!r}; valid choices: {', '.join(INTERPOLATIONS)}")
     t = math.radians(float(angle))
     theta = torch.tensor([[math.cos(t), -math.sin(t), 0.0], [math.sin(t), math.cos(t), 0.0]], dtype=x.dtype, device=x.device)
     grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x, grid, mode=interpolation, padding_mode="zeros", align_corners=False)
 
 
 # --------------------------------------------------------------------------- penalties
@@ -194,15 +203,16 @@ def draw_angle(angles, generator: torch.Generator | None):
     return tuple(angles)[i]
 
 
-@register("symmetry", angles=(5.0, 10.0, 15.0, 20.0))
-def symmetry_penalty(ctx: Batch, angles) -> torch.Tensor:
+@register("symmetry", angles=(5.0, 10.0, 15.0, 20.0), interpolation="nearest")
+def symmetry_penalty(ctx: Batch, angles, interpolation) -> torch.Tensor:
     """mean_b (1 − |cos(rot_θ(g(x)), g(rot_θ(x)))|), θ drawn per step from ``angles``.
 
-    Angles are degrees (bilinear rotation, zero fill) or exact isometries
-    (``rot90``, ``rot180``, ``rot270``, ``hflip``, ``vflip``).
+    Angles are degrees (rotation with ``interpolation``: ``nearest``, torchvision's default and the
+    seed's, or ``bilinear``; zero fill) or exact isometries (``rot90``, ``rot180``, ``rot270``,
+    ``hflip``, ``vflip``).
     """
     theta = draw_angle(angles, ctx.generator)
     with frozen_running_stats(ctx.model):
-        _, g_rot_input = input_gradient(ctx.model, rotate(ctx.x, theta), ctx.y, create_graph=True)
-    rot_g = rotate(ctx.g, theta)
+        _, g_rot_input = input_gradient(ctx.model, rotate(ctx.x, theta, interpolation), ctx.y, create_graph=True)
+    rot_g = rotate(ctx.g, theta, interpolation)
     return (1 - _cos_rows(rot_g.flatten(1), g_rot_input.flatten(1)).abs()).mean()

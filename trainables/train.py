@@ -244,25 +244,41 @@ def train(cfg: TrainConfig, splits: data_mod.Splits | None = None) -> Iterator[d
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainables.train", description="Train one model and print per-epoch records.")
-    p.add_argument("--dataset", default="mnist", choices=data_mod.DATASETS)
+    p.add_argument("--dataset", default="mnist", choices=data_mod.DATASETS, help="dataset (default: mnist)")
     p.add_argument("--model", default="", help=f"one of {', '.join(MODELS)} (default: the dataset's)")
     p.add_argument("--penalty", default="none", help=f"one of {', '.join(PENALTIES)}")
-    p.add_argument("--lam", type=float, default=0.1, help="penalty weight λ")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=JSON", help="penalty hyper-parameter, e.g. m=0.2")
-    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=30)
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-fraction", type=float, default=1.0)
-    p.add_argument("--device", default="auto", choices=DEVICES)
-    p.add_argument("--data-root", default="")
+    p.add_argument("--lam", type=float, default=0.1, help="penalty weight λ (default: 0.1)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=JSON",
+                   help="""penalty hyper-parameter as JSON (repeatable), e.g. m=0.2 or 'angles=["rot90", 10]'""")
+    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="optimiser (default: adam)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 0.001)")
+    p.add_argument("--batch-size", type=int, default=30, help="training batch size (default: 30)")
+    p.add_argument("--epochs", type=int, default=8, help="epochs to train (default: 8)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the data subset, shuffling, initialisation, dropout and penalty randomness (default: 0)")
+    p.add_argument("--data-fraction", type=float, default=1.0,
+                   help="fraction of the training split used, in (0, 1] (default: 1)")
+    p.add_argument("--device", default="auto", choices=DEVICES, help="auto: the GPU if there is one (default: auto)")
+    p.add_argument("--data-root", default="",
+                   help="folder of prepared data (default: $SALIENCY_DATA_ROOT or ./data)")
     a = p.parse_args(argv)
     try:
         params = {}
         for item in a.param:
-            k, _, v = item.partition("=")
-            params[k] = json.loads(v)
+            k, sep, v = item.partition("=")
+            if not sep or not k:
+                raise ValueError(f"--param {item}: expected KEY=JSON, e.g. m=0.2")
+            try:
+                params[k] = json.loads(v)
+            except json.JSONDecodeError:
+                raise ValueError(f"--param {k}: {v!r} is not JSON; give KEY=JSON, e.g. m=0.2, class_rule='\"prediction\"' "
+                                 f"""or angles='["rot90"]' (strings in double quotes, lists in brackets)""") from None
+        if a.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device: 'cuda' requested but no GPU is available; valid choices: auto, cpu")
+        try:
+            data_mod.verify(a.data_root or data_mod.default_root(), a.dataset)
+        except data_mod.DataError as exc:
+            raise ValueError(f"--data-root: {exc}") from None
         cfg = TrainConfig(
             dataset=a.dataset, model=a.model, penalty=a.penalty, lam=a.lam, penalty_params=params,
             optimizer=a.optimizer, lr=a.lr, batch_size=a.batch_size, epochs=a.epochs, seed=a.seed,

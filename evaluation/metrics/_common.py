@@ -95,6 +95,18 @@ def trapezoid(y: Tensor, x: Tensor) -> Tensor:
     return torch.trapezoid(y, x.to(y), dim=-1)
 
 
+def area_with_clean_point(y: Tensor, x: Tensor, clean: Tensor) -> Tensor:
+    """Trapezoid area of the curve ``(0, clean), (x_1, y_1), …`` (SPEC §5: every accuracy curve starts
+    at x = 0 with the clean accuracy). ``y`` (B, L), ``x`` (L,), ``clean`` (B,); when x_1 = 0 the
+    curve already holds its clean point and this is :func:`trapezoid`."""
+    x = x.to(y)
+    if x.numel() and float(x[0]) == 0.0:
+        return trapezoid(y, x)
+    xs = torch.cat([x.new_zeros(1), x])
+    ys = torch.cat([clean.to(y).reshape(-1, 1).expand(y.shape[0], 1), y], dim=-1)
+    return trapezoid(ys, xs)
+
+
 def pearson(a: Tensor, b: Tensor) -> Tensor:
     """Pearson correlation along the last dim (float64); 0 where either side is constant."""
     a = a.double() - a.double().mean(-1, keepdim=True)

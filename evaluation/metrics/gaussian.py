@@ -7,6 +7,8 @@ no clipping to [0, 1]). For each σ in ``sigmas`` (strictly increasing, ≥ 0):
 
     accuracy_σ(x)  = (1/K) Σ_k 1[argmax f(x + σ ε_k) = label]
     area(x)        = ∫ accuracy_σ dσ over the given σ's (trapezoid rule; units of σ)
+    area_clean(x)  = the same area with the clean point (σ = 0, accuracy on x itself) first,
+                     as the seed's curves and SPEC §5 (equals ``area`` when σ_1 = 0)
 
 and, given the attribution method as ``attribute_fn`` (a_σ,k = attribution of x + σ ε_k for
 the same target, the class predicted on the clean x by default),
@@ -48,12 +50,13 @@ from evaluation.metrics._common import (
     eval_mode,
     forward_chunked,
     generator,
+    area_with_clean_point,
     trapezoid,
 )
 
 NAME = "gaussian"
 HIGHER_IS_BETTER = True
-OUTPUTS = {"gaussian_accuracy": True, "gaussian_auc": True, "max_sensitivity": False, "avg_sensitivity": False}
+OUTPUTS = {"gaussian_accuracy": True, "gaussian_auc": True, "gaussian_auc_clean": True, "max_sensitivity": False, "avg_sensitivity": False}
 REFERENCE = "Yeh et al. 2019, NeurIPS (sensitivity); Bhatt et al. 2020, IJCAI; Hendrycks & Dietterich 2019, ICLR"
 SIGMAS = (0.1, 0.5, 1.0, 1.5)
 
@@ -68,6 +71,8 @@ class GaussianResult:
     area: Tensor
     max_sensitivity: Tensor | None = None
     avg_sensitivity: Tensor | None = None
+    clean_accuracy: Tensor | None = None  # (B,) accuracy at σ = 0 (no noise)
+    area_clean: Tensor | None = None  # (B,) area of the curve that starts at (0, clean accuracy)
 
 
 def draw_noise(n_draws: int, shape: Sequence[int], seed: int = 0) -> Tensor:
@@ -150,8 +155,10 @@ def gaussian(
         pred = forward_chunked(model, s * k * b, make, batch_size).argmax(1).view(s, k, b)
     accuracy = (pred == labels).double().mean(1).T.cpu()  # (B, S)
     area = trapezoid(accuracy, sig)
+    clean = (predicted(model, x, batch_size) == labels).double().cpu()
+    area_clean = area_with_clean_point(accuracy, sig, clean)
     if attribute_fn is None:
-        return GaussianResult(sigmas=sig, accuracy=accuracy, area=area)
+        return GaussianResult(sigmas=sig, accuracy=accuracy, area=area, clean_accuracy=clean, area_clean=area_clean)
     if attributions is None:
         raise ValueError("attribute_fn needs the clean attributions (attributions=None was given)")
     t = predicted(model, x, batch_size) if target is None else torch.as_tensor(target).long().to(x.device)
@@ -161,4 +168,5 @@ def gaussian(
     return GaussianResult(
         sigmas=sig, accuracy=accuracy, area=area,
         max_sensitivity=sens.amax(1).T.cpu(), avg_sensitivity=sens.mean(1).T.cpu(),
+        clean_accuracy=clean, area_clean=area_clean,
     )

@@ -12,11 +12,19 @@ x̃ = x with the block set to v. Then, per s_max in ``s_max`` (strictly increasi
 
     accuracy(x)   = (1/K) Σ_k 1[argmax f(x̃_k) = label]
     area(x)       = ∫ accuracy d s_max (trapezoid rule over the given s_max values)
-    infidelity(x) = (1/K) Σ_k ( Σ_i I_k,i a_i − (f_t(x) − f_t(x̃_k)) )²,  I_k = x − x̃_k
+    area_clean(x) = the same with the clean point (s_max = 0: no block, accuracy on x) first
+    raw infidelity(x)        = (1/K) Σ_k ( L_k − D_k )²
+    normalised infidelity(x) = (1/K) Σ_k ( β L_k − D_k )²,  β = Σ_k L_k D_k / Σ_k L_k²  (0 if Σ L² = 0)
+    with L_k = Σ_i I_k,i a_i, D_k = f_t(x) − f_t(x̃_k), I_k = x − x̃_k
 
-with f_t the logit of the explained class t (predicted on the clean x by default). Accuracy and
-area: higher = more robust model. Infidelity: lower = the attribution predicts the effect of the
-patch better (Captum's ``infidelity`` with these perturbations and ``normalize=False``).
+with f_t the logit of the explained class t (predicted on the clean x by default), one β per
+image and s_max. Accuracy and area: higher = more robust model. Infidelity: lower = the
+attribution predicts the effect of the patch better. The raw value is Captum's ``infidelity``
+with these perturbations and ``normalize=False``; it grows with the square of the maps' scale
+(×10 maps: ~×100), so a penalty that shrinks |g| scores better for its scale alone. The
+normalised value (Yeh et al. 2019's optimal scaling, Captum's ``normalize=True``) is invariant to
+that scale and is the primary value (SPEC §5). It needs K ≥ 2 draws (with K = 1, β fits exactly
+and the value is 0).
 
 References
 ----------
@@ -36,6 +44,7 @@ from torch import Tensor, nn
 
 from evaluation.metrics._common import (
     DEFAULT_BATCH_SIZE,
+    area_with_clean_point,
     check_batch,
     check_batch_size,
     check_increasing,
@@ -49,7 +58,8 @@ from evaluation.metrics._common import (
 
 NAME = "square_block"
 HIGHER_IS_BETTER = True
-OUTPUTS = {"block_accuracy": True, "block_auc": True, "block_infidelity": False}
+OUTPUTS = {"block_accuracy": True, "block_auc": True, "block_auc_clean": True, "block_infidelity": False,
+           "block_infidelity_raw": False}
 REFERENCE = "Yeh et al. 2019, NeurIPS (infidelity); Zeiler & Fergus 2014, ECCV (occlusion)"
 S_MAX = (6, 8, 10, 12)
 
@@ -62,7 +72,10 @@ class BlockResult:
     s_max: Tensor
     accuracy: Tensor
     area: Tensor
-    infidelity: Tensor | None = None
+    infidelity: Tensor | None = None  # raw (scale-dependent)
+    infidelity_normalized: Tensor | None = None  # scale-invariant (optimal β), SPEC's primary value
+    clean_accuracy: Tensor | None = None  # (B,) no block
+    area_clean: Tensor | None = None  # (B,) area including the clean point at s_max = 0
 
 
 def draw_blocks(n_draws: int, b: int, seed: int = 0) -> Tensor:
@@ -148,13 +161,20 @@ def square_block(
         logits = logits.view(sm.numel(), k, b, -1)
         accuracy = (logits.argmax(-1) == labels).double().mean(1).T.cpu()  # (B, S)
         area = trapezoid(accuracy, sm)
-        if attributions is None:
-            return BlockResult(s_max=sm, accuracy=accuracy, area=area)
         clean = forward_chunked(model, b, lambda i, j: x[i:j].to(dev), batch_size)
+        clean_acc = (clean.argmax(1) == labels).double().cpu()
+        area_clean = area_with_clean_point(accuracy, sm, clean_acc)
+        if attributions is None:
+            return BlockResult(s_max=sm, accuracy=accuracy, area=area, clean_accuracy=clean_acc, area_clean=area_clean)
     t = clean.argmax(1) if target is None else torch.as_tensor(target).long().to(dev)
     f0 = clean.gather(1, t[:, None])[:, 0].double()  # (B,)
     fp = logits.gather(3, t.view(1, 1, b, 1).expand(sm.numel(), k, b, 1))[..., 0].double()  # (S, K, B)
     a = attributions.to(x.device).flatten(1)
     lin = torch.einsum("skbd,bd->skb", (x[None, None] - perturbed).flatten(3), a).double().to(fp.device)
-    infid = (lin - (f0 - fp)).square().mean(1).T.cpu()
-    return BlockResult(s_max=sm, accuracy=accuracy, area=area, infidelity=infid)
+    diff = f0 - fp  # (S, K, B)
+    infid = (lin - diff).square().mean(1).T.cpu()
+    den = lin.square().sum(1, keepdim=True)
+    beta = (lin * diff).sum(1, keepdim=True) / torch.where(den != 0, den, torch.ones_like(den))
+    infid_n = (beta * lin - diff).square().mean(1).T.cpu()
+    return BlockResult(s_max=sm, accuracy=accuracy, area=area, infidelity=infid, infidelity_normalized=infid_n,
+                       clean_accuracy=clean_acc, area_clean=area_clean)

@@ -44,7 +44,7 @@ def test_layout(frame, batch):
     assert set(df.loc[df["metric"] == "block_infidelity", "method"]) == {"saliency", "random"}
     # levels: 20 MoRF fractions, the σ and s_max lists, NaN for scalars
     lv = lambda m: sorted(df.loc[df["metric"] == m, "level"].unique().tolist())  # noqa: E731
-    assert len(lv("morf_curve")) == 20 and lv("gaussian_accuracy") == [0.5, 1.0] and lv("block_accuracy") == [6.0, 10.0]
+    assert len(lv("morf_curve")) == 20 and lv("gaussian_accuracy") == [0.0, 0.5, 1.0] and lv("block_accuracy") == [0.0, 6.0, 10.0]  # clean point first (SPEC §5)
     assert all(math.isnan(v) for v in lv("complexity"))
     # one per-sample row per (method, metric, level) and sample; the aggregate is the mean
     sal = per[(per["method"] == "saliency") & (per["metric"] == "morf_curve")]
@@ -72,7 +72,7 @@ def test_curves_frame(frame):
     c = curves_frame(df)
     assert list(c.columns) == CURVE_COLUMNS
     assert set(c["curve"]) == {"morf_curve", "gaussian_accuracy", "max_sensitivity", "avg_sensitivity",
-                               "block_accuracy", "block_infidelity"}
+                               "block_accuracy", "block_infidelity", "block_infidelity_raw"}
     morf_sal = c[(c["method"] == "saliency") & (c["curve"] == "morf_curve")]
     assert len(morf_sal) == 20 and morf_sal["x"].is_monotonic_increasing and morf_sal["y"].iloc[0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="lacks columns"):

@@ -99,3 +99,21 @@ def test_other_bad_input(batch):
         gaussian(model, x[:2], labels[:2], n_draws=0)
     with pytest.raises(ValueError, match="non-empty"):
         gaussian(model, x[:0], labels[:0])
+
+
+def test_area_clean_starts_at_the_clean_accuracy():
+    """SPEC §5: the Gaussian area includes σ = 0 (the clean accuracy), as a naive trapezoid says."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+    x = torch.rand(6, 1, 28, 28)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    y = pred.clone()
+    y[:2] = (y[:2] + 1) % 10  # two wrong labels: clean accuracy 0 there
+    r = gaussian(model, x, y, sigmas=[0.5, 1.0], n_draws=2, seed=0)
+    torch.testing.assert_close(r.clean_accuracy, (pred == y).double())
+    for i in range(6):
+        c, a0, a1 = float(r.clean_accuracy[i]), float(r.accuracy[i, 0]), float(r.accuracy[i, 1])
+        assert float(r.area_clean[i]) == pytest.approx(0.5 * (c + a0) / 2 + 0.5 * (a0 + a1) / 2)
+    assert torch.equal(gaussian(model, x, y, sigmas=[0.0, 1.0], n_draws=2).area_clean,
+                       gaussian(model, x, y, sigmas=[0.0, 1.0], n_draws=2).area)

@@ -92,3 +92,49 @@ def test_bad_blocks_and_shape(batch):
         square_block(model, x[:2], labels[:2], blocks=torch.rand(2, 3, 4))
     with pytest.raises(ValueError, match="shape of x"):
         square_block(model, x[:2], labels[:2], a[:1])
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 10.0])
+def test_normalized_infidelity_equals_captum_and_ignores_scale(batch, scale):
+    """SPEC §5: the primary infidelity is Captum's normalize=True (optimal β), invariant to the maps' scale."""
+    model, x, labels, t, a = batch
+    x, t, a = x[:8], t[:8], a[:8]
+    k, sm = 5, 8
+    blocks = draw_blocks(k, 8, seed=2)
+    r = square_block(model, x, labels[:8], a * scale, s_max=[sm], blocks=blocks, target=t)
+    base = square_block(model, x, labels[:8], a, s_max=[sm], blocks=blocks, target=t)
+    perturbed = block_images(x, blocks, sm).transpose(0, 1).reshape(-1, *x.shape[1:])
+
+    def perturb(inputs):
+        return inputs - perturbed, perturbed
+
+    ref = infidelity(model, perturb, x, a * scale, target=t, n_perturb_samples=k, normalize=True)
+    torch.testing.assert_close(r.infidelity_normalized[:, 0], ref.double(), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(r.infidelity_normalized, base.infidelity_normalized, atol=1e-6, rtol=1e-5)
+    if scale != 1.0:  # the raw value is not scale-invariant: that is why it is only reported beside
+        assert not torch.allclose(r.infidelity, base.infidelity, rtol=1e-2)
+
+
+def test_area_with_clean_point_is_a_naive_trapezoid(batch):
+    """Areas include the clean point (x = 0, clean accuracy): checked against a hand-written trapezoid."""
+    from evaluation.metrics._common import area_with_clean_point
+
+    y = torch.tensor([[0.9, 0.5, 0.2], [1.0, 1.0, 0.0]], dtype=torch.float64)
+    xs = torch.tensor([2.0, 4.0, 8.0], dtype=torch.float64)
+    clean = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    naive = []
+    for row, c in zip(y.tolist(), clean.tolist()):
+        px, py = [0.0, 2.0, 4.0, 8.0], [c, *row]
+        naive.append(sum((px[i + 1] - px[i]) * (py[i + 1] + py[i]) / 2 for i in range(3)))
+    torch.testing.assert_close(area_with_clean_point(y, xs, clean), torch.tensor(naive, dtype=torch.float64))
+    # a curve that already starts at 0 keeps its own first point
+    xs0 = torch.tensor([0.0, 4.0, 8.0], dtype=torch.float64)
+    torch.testing.assert_close(area_with_clean_point(y, xs0, clean), torch.trapezoid(y, xs0, dim=-1))
+    # in square_block: the clean point is the accuracy on x itself
+    model, x, labels, _, _ = batch
+    r = square_block(model, x, labels, s_max=[4, 8], n_draws=2, seed=0)
+    with torch.no_grad():
+        clean_acc = (model(x).argmax(1) == labels).double()
+    torch.testing.assert_close(r.clean_accuracy, clean_acc)
+    expect = [(4 * (c + a0) / 2 + 4 * (a0 + a1) / 2) for c, (a0, a1) in zip(clean_acc.tolist(), r.accuracy.tolist())]
+    torch.testing.assert_close(r.area_clean, torch.tensor(expect, dtype=torch.float64))

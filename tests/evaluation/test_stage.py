@@ -50,8 +50,10 @@ def test_writes_all_tables_with_schema_and_computed_row_counts(study, mnist, tra
     assert (acc["method"] == "").all()
     assert set(ev["penalty"].astype(str)) == set(selected["penalty"])
     ro = pd.read_parquet(out / "roar")
-    assert len(ro) == n_roar == len(selected) * len(s.roar_fractions) + len(s.roar_fractions)  # + random control
-    assert set(ro["method"]) == {"saliency", "random"}
+    # + the random control and the clean retrain (t = 0, SPEC §5), once per dataset
+    assert len(ro) == n_roar == len(selected) * len(s.roar_fractions) + len(s.roar_fractions) + s.roar_repeats
+    assert set(ro["method"]) == {"saliency", "random", ""}
+    assert (ro.loc[ro["method"] == "", "fraction"] == 0).all()
     assert ro["accuracy"].between(0, 1).all()
     for table, schema in stage.TABLES.items():
         for f in _files(out, table):
@@ -108,6 +110,7 @@ def test_killed_worker_is_retried(study):
     assert killed is not None and not th.is_alive()
     ro = pd.read_parquet(out / "roar")
     assert len(ro) == sum(t.kind == "roar" for t in stage.plan(selected, s))
-    key = killed[0][len("roar__"):-len(".json")]
-    row_pid = ro.loc[ro.apply(lambda r: f"{r['model_id']}__{r['method']}__t{r['fraction']:.2f}__r{r['repeat']}", axis=1) == key, "pid"]
+    key = killed[0][len("roar__"):-len(".json")].rsplit("__s", 1)[0]  # without the settings fingerprint
+    row_pid = ro.loc[ro.apply(lambda r: f"{r['model_id']}__{r['method'] or 'clean'}__t{r['fraction']:.2f}__r{r['repeat']}",
+                              axis=1) == key, "pid"]
     assert len(row_pid) == 1 and int(row_pid.iloc[0]) != killed[1]  # redone by another worker

@@ -163,9 +163,11 @@ def test_summary_rows_columns_and_means(study):
     raw = raw[~raw["metric"].isin(A.ACCURACY_METRICS)]
     keys = ["dataset", "penalty", "model_id", "method", "metric"]
     expected = raw.groupby(keys)["value"].agg(["mean", "size"])
-    roar_groups = study.roar.groupby(["dataset", "penalty", "model_id", "method"]).ngroups
-    assert len(summ) == len(expected) + roar_groups
-    ev = summ[summ["metric"] != "roar"].set_index(keys)
+    # two ROAR areas (without and with the clean point, SPEC §5) per scored group; the clean retrains
+    # (method "") are every curve's first point, not scored themselves
+    roar_groups = study.roar[study.roar["method"] != ""].groupby(["dataset", "penalty", "model_id", "method"]).ngroups
+    assert len(summ) == len(expected) + 2 * roar_groups
+    ev = summ[~summ["metric"].isin(["roar", "roar_clean"])].set_index(keys)
     assert np.allclose(ev.loc[expected.index, "mean"], expected["mean"])
     assert (ev.loc[expected.index, "n"] == expected["size"]).all()
     assert (ev["ci_over"] == "samples").all()
@@ -205,8 +207,8 @@ def test_summary_is_seeded(study):
 def test_summary_with_levels_adds_one_row_per_level(study):
     e = study.evaluation[(study.evaluation["sample"] >= 0) & ~study.evaluation["metric"].isin(A.ACCURACY_METRICS)]
     n_groups = e.groupby(["dataset", "penalty", "model_id", "method", "metric", "level"], dropna=False).ngroups
-    roar_groups = study.roar.groupby(["dataset", "penalty", "model_id", "method"]).ngroups
-    assert len(study.summary(levels=True)) == n_groups + roar_groups
+    roar_groups = study.roar[study.roar["method"] != ""].groupby(["dataset", "penalty", "model_id", "method"]).ngroups
+    assert len(study.summary(levels=True)) == n_groups + 2 * roar_groups  # roar and roar_clean
 
 
 def test_bootstrap_interval_narrows_with_more_samples(study):
@@ -246,7 +248,7 @@ def expected_comparisons(s: A.Study, baseline="none") -> int:
     areas = A.roar_scores(s)
     for _, g in areas.groupby(["dataset", "method"]):
         if (g["penalty"] == baseline).any():
-            n += g[g["penalty"] != baseline].groupby(["penalty", "model_id"]).ngroups
+            n += 2 * g[g["penalty"] != baseline].groupby(["penalty", "model_id"]).ngroups  # roar, roar_clean
     return n
 
 
@@ -286,7 +288,7 @@ def test_compare_detects_a_planted_difference(study):
     rng = np.random.default_rng(0)
     s = with_evaluation(study, planted(study, lambda n: 0.1 + rng.normal(0, 0.03, n)))
     comp = s.compare()
-    ev = comp[comp["metric"] != "roar"]
+    ev = comp[~comp["metric"].isin(["roar", "roar_clean"])]  # the ROAR areas come from the roar table
     assert len(ev) > 0
     assert ev["significant"].all(), ev[["method", "metric", "p_value", "p_adjusted"]]
     assert np.allclose(ev["mean_diff"], 0.1, atol=0.03)
@@ -299,7 +301,7 @@ def test_compare_detects_a_planted_difference(study):
 def test_compare_does_not_detect_identical_inputs(study):
     s = with_evaluation(study, planted(study, lambda n: np.zeros(n)))
     ev = s.compare()
-    ev = ev[ev["metric"] != "roar"]
+    ev = ev[~ev["metric"].isin(["roar", "roar_clean"])]
     assert len(ev) > 0
     assert (~ev["significant"]).all()
     assert (ev["p_value"] == 1).all() and (ev["mean_diff"] == 0).all() and (ev["rank_biserial"] == 0).all()

@@ -102,18 +102,43 @@ def test_fidelity_matches_per_sample_loop():
     assert penalty("fidelity", c, m=m).item() == pytest.approx(ref, rel=1e-9, abs=1e-12)
 
 
+def _tv_rotate(x, angle, interpolation):
+    """The independent reference: torchvision's rotate (the seed's), or torch's exact isometries."""
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    iso = {"rot90": lambda t: torch.rot90(t, 1, dims=(2, 3)), "hflip": lambda t: torch.flip(t, dims=(3,))}
+    if angle in iso:
+        return iso[angle](x)
+    return TF.rotate(x, float(angle), interpolation=InterpolationMode(interpolation))
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
 @pytest.mark.parametrize("angle", [10.0, "rot90", "hflip"])
-def test_symmetry_matches_per_sample_loop(angle):
+def test_symmetry_matches_per_sample_loop(angle, interpolation):
     c = _model_ctx()
     vals = []
     for i in range(len(c.x)):
         xi = c.x[i : i + 1]
-        xr = rotate(xi, angle).detach().requires_grad_(True)
+        xr = _tv_rotate(xi, angle, interpolation).detach().requires_grad_(True)
         (g_rot_input,) = torch.autograd.grad(c.model(xr)[0, c.y[i]], xr)
-        rot_g = rotate(c.g[i : i + 1], angle)
+        rot_g = _tv_rotate(c.g[i : i + 1], angle, interpolation)
         vals.append(1 - abs(naive_cos(rot_g.flatten(), g_rot_input.flatten())))
-    got = penalty("symmetry", c, angles=(angle,))
-    assert got.item() == pytest.approx(sum(vals) / len(vals), rel=1e-9, abs=1e-12)
+    got = penalty("symmetry", c, angles=(angle,), interpolation=interpolation)
+    # torchvision's bilinear grid differs from torch.affine_grid's in the last float bits only
+    tol = 1e-9 if interpolation == "nearest" or isinstance(angle, str) else 1e-5
+    assert got.item() == pytest.approx(sum(vals) / len(vals), rel=tol, abs=1e-12)
+
+
+def test_symmetry_default_is_the_seeds_nearest_rotation():
+    """SPEC §4: the seed rotates with torchvision's default (nearest); bilinear differs and is selectable."""
+    assert resolve_params("symmetry")["interpolation"] == "nearest"
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for mode in ("nearest", "bilinear"):
+        torch.testing.assert_close(rotate(x, 15.0, mode), _tv_rotate(x, 15.0, mode), atol=1e-5, rtol=0)
+    assert (rotate(x, 15.0, "nearest") - rotate(x, 15.0, "bilinear")).abs().max() > 0.05
+    with pytest.raises(ValueError, match="interpolation 'cubic'; valid choices: nearest, bilinear"):
+        resolve_params("symmetry", {"interpolation": "cubic"})
 
 
 # ------------------------------------------------------------------ analytic cases
