@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     verbose = 0 if args.quiet else min(args.verbose, 2)
     print(f"[study] {cfg.name}: {len(cfg.datasets)} dataset(s) x {len(cfg.penalties)} penalties x {cfg.trials} trials "
           f"-> {cfg.location}", flush=True)
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     try:
         with ray_session(args.address, args.num_cpus, args.num_gpus):
             print(f"[study] Ray up in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -394,10 +394,57 @@ def main(argv: list[str] | None = None) -> int:
             if args.stage in ("evaluate", "all"):
                 run_later_stages(cfg, selected, log=lambda s: print(s, flush=True))
     except (KeyboardInterrupt, search.SearchInterrupted) as exc:
+        record_run(cfg, argv, started, time.perf_counter() - t0, "interrupted")
         print(f"\n[study] interrupted ({str(exc) or 'Ctrl-C'}); rerun the same command to continue", file=sys.stderr)
         return 130
+    record_run(cfg, argv, started, time.perf_counter() - t0, "finished")
     print(f"[study] finished in {time.perf_counter() - t0:.1f} s; results in {cfg.location}", flush=True)
     return 0
+
+
+RUNS_FILE = "runs.jsonl"
+
+
+def machine() -> str:
+    """This machine in words: CPUs, memory, GPUs (recorded with every run)."""
+    import platform
+
+    mem = ""
+    try:
+        mem = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
+    except (ValueError, OSError, AttributeError):
+        pass
+    gpus = ""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpus = f", {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    except Exception:  # noqa: BLE001 - a description only
+        pass
+    return f"{platform.machine()}, {os.cpu_count()} CPUs{mem}{gpus}, {platform.system()} {platform.release()}"
+
+
+def record_run(cfg: StudyConfig, argv: list[str] | None, started: float, seconds: float, status: str) -> None:
+    """Append one line to ``<output>/runs.jsonl``: the command, its wall time, the machine and commit.
+
+    The report's results page reads it (what ran, where, how long); a failure to write it is reported,
+    never fatal."""
+    import json
+    import platform
+
+    from study.results import git_commit
+
+    line = {"command": "python -m study.launch " + " ".join(sys.argv[1:] if argv is None else argv),
+            "status": status, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "wall_seconds": round(seconds, 1), "host": platform.node(), "machine": machine(),
+            "git_commit": git_commit(), "python": platform.python_version()}
+    loc = storage.join(cfg.location, RUNS_FILE)
+    try:
+        old = storage.read_text(loc) if storage.exists(loc) else ""
+        storage.write_text(loc, old + json.dumps(line) + "\n")
+    except Exception as exc:  # noqa: BLE001
+        print(f"[study] could not record the run in {loc}: {exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":

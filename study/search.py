@@ -259,8 +259,14 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
         if tune.Tuner.can_restore(exp_path, storage_filesystem=tune_fs):
             # trials that never reported have no result file yet: expected here, not worth a warning
             logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-            return tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=False,
-                                      restart_errored=False, storage_filesystem=tune_fs)
+            tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=False,
+                                       restart_errored=False, storage_filesystem=tune_fs)
+            # the saved RunConfig holds the first run's output settings: this run's -q / -v win
+            local = getattr(tuner, "_local_tuner", None)
+            if local is not None and hasattr(local, "get_run_config"):
+                rc = local.get_run_config()
+                rc.verbose, rc.progress_reporter = verbose, progress.get("progress_reporter")
+            return tuner
         storage.delete(exp_loc)  # stopped before Tune saved anything: start again
 
     space = cfg.space_for(penalty)

@@ -87,6 +87,7 @@ def test_ctrl_c_in_first_epoch_loses_nothing_and_resume_finishes(tmp_path, data_
                        timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "(already done)" not in r.stdout, r.stdout
+    assert "== Status ==" not in r.stdout and "Trial name" not in r.stdout, r.stdout  # -q holds for a restored search
     assert "[search] mnist/none: 2 trials (2 ok, 0 failed)" in r.stdout, r.stdout
     trials = R.read_table(out, "trials")
     assert len(trials) == 4 and (trials["status"] == "ok").all() and (trials["epochs_done"] == 2).all()
