@@ -6,7 +6,7 @@ PRESET ?= configs/quick.yaml
 # project's build machines' disk; elsewhere any torch>=2.2 with its torchvision works).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install data test study bench clean
+.PHONY: install data test test-fast lint study bench clean
 
 install: .install-stamp
 
@@ -26,6 +26,15 @@ data: install
 
 test: data
 	SALIENCY_DATA_ROOT=$(abspath $(DATA_ROOT)) $(PYTHON) -m pytest -q tests
+
+# Unit tests only: no Ray, no SSH, no launcher subprocesses (markers in tests/conftest.py); under two minutes.
+test-fast: data
+	SALIENCY_DATA_ROOT=$(abspath $(DATA_ROOT)) $(PYTHON) -m pytest -q -m "not ray and not slow" tests
+
+# ruff's settings are in pyproject.toml ([tool.ruff]).
+lint:
+	$(PYTHON) -m ruff --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q ruff
+	$(PYTHON) -m ruff check .
 
 study: data
 	SALIENCY_DATA_ROOT=$(abspath $(DATA_ROOT)) $(PYTHON) -m study.launch --config $(PRESET)

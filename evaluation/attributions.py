@@ -43,7 +43,7 @@ def check_method(method: str) -> str:
     return method
 
 
-def resolve_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+def resolve_method_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
     """The method's defaults updated with ``params``; unknown keys are a ValueError."""
     check_method(method)
     allowed = DEFAULT_PARAMS[method]
@@ -98,7 +98,7 @@ def attribute(
     """
     from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
 
-    p = resolve_params(method, params)
+    p = resolve_method_params(method, params)
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise ValueError(f"x must be a floating-point tensor, got {type(x).__name__} {getattr(x, 'dtype', '')}")
     if x.dim() < 2 or x.shape[0] == 0:

@@ -46,42 +46,23 @@ import torch
 from torch import Tensor, nn
 
 from evaluation.attributions import METHODS, attribute, check_method
-from evaluation.attributions import resolve_params as resolve_attribution_params
-from evaluation.metrics import METRICS
-from evaluation.metrics._common import DEFAULT_BATCH_SIZE, check_batch, check_batch_size
-from evaluation.metrics.complexity import complexity
-from evaluation.metrics.faithfulness import faithfulness_correlation, faithfulness_nested
-from evaluation.metrics.gaussian import gaussian, predicted
-from evaluation.metrics.morf import morf
-from evaluation.metrics.square_block import square_block
+from evaluation.attributions import resolve_method_params as resolve_attribution_params
+from evaluation.metrics import METRICS, registry
+from evaluation.metrics._common import DEFAULT_BATCH_SIZE, MetricInput, check_batch, check_batch_size
+from study import seeds
+from evaluation.metrics.gaussian import predicted
 
 COLUMNS = ["dataset", "penalty", "model_id", "method", "metric", "level", "sample", "value", "seed"]
-CURVE_COLUMNS = ["dataset", "penalty", "model_id", "method", "curve", "x", "y"]
+CURVE_FRAME_COLUMNS = ["dataset", "penalty", "model_id", "method", "curve", "x", "y"]
 DEFAULT_METHODS = ("saliency", "integrated_gradients", "input_x_gradient", "smoothgrad")
 
+# Views of evaluation/metrics/registry.py (the one description of every metric), for this module's readers:
 # metric name -> higher is better (None: a curve point, no direction on its own)
-HIGHER_IS_BETTER: dict[str, bool | None] = {
-    "morf": True, "morf_curve": None,
-    "faithfulness_nested": True, "faithfulness_correlation": True,
-    "complexity": False,
-    "gaussian_accuracy": True, "gaussian_auc": True, "gaussian_auc_clean": True,
-    "max_sensitivity": False, "avg_sensitivity": False,
-    "block_accuracy": True, "block_auc": True, "block_auc_clean": True,
-    "block_infidelity": False, "block_infidelity_raw": False,
-}
+HIGHER_IS_BETTER: dict[str, bool | None] = {n: o.higher_is_better for n, o in registry.outputs("evaluate").items()}
 # x-axis of each curve metric (for the curves table)
-CURVE_X = {
-    "morf_curve": "fraction removed", "gaussian_accuracy": "sigma", "max_sensitivity": "sigma",
-    "avg_sensitivity": "sigma", "block_accuracy": "s_max", "block_infidelity": "s_max", "block_infidelity_raw": "s_max",
-}
-# tunable parameters of each metric group (defaults live in the metric functions)
-METRIC_PARAMS = {
-    "morf": {"levels", "baseline"},
-    "faithfulness": {"levels", "baseline", "n_subsets", "subset_fraction"},
-    "complexity": set(),
-    "gaussian": {"sigmas", "n_draws"},
-    "square_block": {"s_max", "n_draws"},
-}
+CURVE_X = registry.curve_axes("evaluate")
+# tunable parameters of each metric group (defaults: registry.params())
+METRIC_PARAMS = {g: set(p) for g, p in registry.params().items()}
 
 
 def _check_names(kind: str, names: Sequence[str], valid: Sequence[str]) -> list[str]:
@@ -101,15 +82,7 @@ def select_samples(n_total: int, n_samples: int | None, seed: int) -> Tensor:
         return torch.arange(n_total)
     if not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be an integer >= 1 or None, got {n_samples!r}")
-    g = torch.Generator().manual_seed(int(seed))
-    return torch.randperm(n_total, generator=g)[:n_samples].sort().values
-
-
-def _with_clean_point(acc: Tensor, levels: Tensor, clean: Tensor) -> tuple[Tensor, Tensor]:
-    """An accuracy curve (B, L) at ``levels`` with its clean point (level 0) first, unless it has one."""
-    if levels.numel() and float(levels[0]) == 0.0:
-        return acc, levels
-    return torch.cat([clean.to(acc).reshape(-1, 1), acc], 1), torch.cat([levels.new_zeros(1), levels])
+    return seeds.subset(n_total, n_samples, seed)
 
 
 class _Rows:
@@ -192,17 +165,19 @@ def evaluate_model(
     methods = _check_names("attribution methods", methods, METHODS)
     for m in methods:
         check_method(m)
-    metrics = _check_names("metrics", metrics, METRICS)
+    groups = registry.groups("evaluate")  # every registered metric group, in the registry's order
+    metrics = _check_names("metrics", metrics, groups)
     method_params = dict(method_params or {})
     for m, params in method_params.items():
         check_method(m)
         resolve_attribution_params(m, params)
     metric_params = dict(metric_params or {})
     for group, params in metric_params.items():
-        _check_names("metric_params keys", [group], METRICS)
-        bad = sorted(set(params) - METRIC_PARAMS[group])
+        _check_names("metric_params keys", [group], groups)
+        bad = sorted(set(params) - set(registry.REGISTRY[group].params))
         if bad:
-            raise ValueError(f"metric {group!r}: unknown parameter(s) {bad}; valid: {sorted(METRIC_PARAMS[group]) or 'none'}")
+            valid = sorted(registry.REGISTRY[group].params) or "none"
+            raise ValueError(f"metric {group!r}: unknown parameter(s) {bad}; valid: {valid}")
     times: dict[str, float] = {} if timings is None else timings
 
     def timed(stage: str, fn, *args, **kwargs):
@@ -215,8 +190,8 @@ def evaluate_model(
     xs, ys = x[idx], torch.as_tensor(y)[idx].long()
     t = predicted(model, xs, batch_size) if target is None else torch.as_tensor(target)[idx].long().to(xs.device)
     rows = _Rows(idx.numpy())
-    kw = {"batch_size": batch_size}
-    mp = lambda g: metric_params.get(g, {})  # noqa: E731
+    specs = [registry.REGISTRY[g] for g in groups if g in metrics]  # the registry's order, whatever the caller's
+    compute = {spec.name: spec.rows_function() for spec in specs}
     model_level_done = False
     for method in methods:
         fn = functools.partial(
@@ -224,42 +199,20 @@ def evaluate_model(
             **method_params.get(method, {}),
         )
         a = timed("attribution", fn, xs, t)
-        if "morf" in metrics:
-            r = timed("morf", morf, model, xs, t, a, **mp("morf"), **kw)
-            rows.add(method, "morf", r.score)
-            rows.add(method, "morf_curve", r.curve, r.fractions)
-        if "faithfulness" in metrics:
-            p = mp("faithfulness")
-            nested = timed("faithfulness", faithfulness_nested, model, xs, t, a,
-                           **{k: v for k, v in p.items() if k in ("levels", "baseline")}, **kw)
-            corr = timed("faithfulness", faithfulness_correlation, model, xs, t, a, seed=seed,
-                         **{k: v for k, v in p.items() if k != "levels"}, **kw)
-            rows.add(method, "faithfulness_nested", nested)
-            rows.add(method, "faithfulness_correlation", corr)
-        if "complexity" in metrics:
-            rows.add(method, "complexity", timed("complexity", complexity, model, xs, t, a))
-        if "gaussian" in metrics:
-            g = timed("gaussian", gaussian, model, xs, ys, a, seed=seed, attribute_fn=fn, target=t, **mp("gaussian"), **kw)
-            rows.add(method, "max_sensitivity", g.max_sensitivity, g.sigmas)
-            rows.add(method, "avg_sensitivity", g.avg_sensitivity, g.sigmas)
-            if not model_level_done:
-                rows.add("", "gaussian_accuracy", *_with_clean_point(g.accuracy, g.sigmas, g.clean_accuracy))
-                rows.add("", "gaussian_auc", g.area)
-                rows.add("", "gaussian_auc_clean", g.area_clean)
-        if "square_block" in metrics:
-            s = timed("square_block", square_block, model, xs, ys, a, seed=seed, target=t, **mp("square_block"), **kw)
-            rows.add(method, "block_infidelity", s.infidelity_normalized, s.s_max)
-            rows.add(method, "block_infidelity_raw", s.infidelity, s.s_max)
-            if not model_level_done:
-                rows.add("", "block_accuracy", *_with_clean_point(s.accuracy, s.s_max, s.clean_accuracy))
-                rows.add("", "block_auc", s.area)
-                rows.add("", "block_auc_clean", s.area_clean)
+        for spec in specs:
+            inp = MetricInput(model, xs, ys, t, a, fn, seed=seed, batch_size=batch_size,
+                              params=dict(metric_params.get(spec.name, {})))
+            for output, values, levels in timed(spec.name, compute[spec.name], inp):
+                if not spec.output(output).model_level:
+                    rows.add(method, output, values, levels)
+                elif not model_level_done:  # a value of the model, not of the method: once, method ""
+                    rows.add("", output, values, levels)
         model_level_done = True
     return rows.frame(dataset, penalty, model_id, seed)
 
 
 def curves_frame(results: pd.DataFrame) -> pd.DataFrame:
-    """The mean curves of a results frame as a ``curves`` table (:data:`CURVE_COLUMNS`).
+    """The mean curves of a results frame as a ``curves`` table (:data:`CURVE_FRAME_COLUMNS`).
 
     One row per (model, method, curve, x): the aggregate (``sample = -1``) rows of every metric
     with a level (MoRF curve, Gaussian accuracy/sensitivity, block accuracy/infidelity).
@@ -268,5 +221,5 @@ def curves_frame(results: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise ValueError(f"results frame lacks columns {missing}; expected {COLUMNS}")
     sel = results[(results["sample"] == -1) & results["level"].notna() & results["metric"].isin(list(CURVE_X))]
-    out = sel.rename(columns={"metric": "curve", "level": "x", "value": "y"})[CURVE_COLUMNS]
+    out = sel.rename(columns={"metric": "curve", "level": "x", "value": "y"})[CURVE_FRAME_COLUMNS]
     return out.sort_values(["dataset", "penalty", "model_id", "method", "curve", "x"]).reset_index(drop=True)

@@ -30,13 +30,16 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from evaluation.metrics.registry import REGISTRY
+from study import seeds
 from study.data import Splits, to_float
 from trainables.train import TrainConfig, TrainRun, accuracy
 
-NAME = "roar"
-HIGHER_IS_BETTER = False  # area under retrained accuracy vs fraction removed
-REFERENCE = "Hooker et al. 2019, A Benchmark for Interpretability Methods in Deep Neural Networks"
-FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
+SPEC = REGISTRY["roar"]  # outputs roar / roar_clean, directions, references: evaluation/metrics/registry.py
+NAME = SPEC.name
+HIGHER_IS_BETTER = SPEC.higher_is_better  # area under retrained accuracy vs fraction removed: lower is better
+REFERENCE = SPEC.reference
+FRACTIONS = tuple(SPEC.params["fractions"])
 REPLACEMENTS = ("mean", "zero")
 D = 28 * 28
 
@@ -80,8 +83,7 @@ def replacement_value(splits: Splits, replacement: str) -> float:
 
 
 def subset_indices(n: int, fraction: float, seed: int) -> torch.Tensor:
-    keep = max(1, int(round(n * fraction)))
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:keep].sort().values
+    return seeds.subset(n, max(1, int(round(n * fraction))), seed)
 
 
 def pixel_ranks(

@@ -34,11 +34,11 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from study import results, storage
-from study.results import CURVES, EVALUATION, ROAR
+from study import results, seeds, storage
+from study.results import CURVES, EVALUATION, GALLERY, ROAR
 
 # the three tables of this stage; their schemas live with the others in study/results.py
-TABLES = {"evaluation": EVALUATION, "roar": ROAR, "curves": CURVES}
+STAGE_SCHEMAS = {"evaluation": EVALUATION, "roar": ROAR, "curves": CURVES}
 PARTS = results.PARTITIONS["evaluation"]
 
 
@@ -97,6 +97,7 @@ class StageSettings:
     data_root: str = ""
     method_params: dict = field(default_factory=dict)  # e.g. {"integrated_gradients": {"n_steps": 16}}
     metric_params: dict = field(default_factory=dict)  # e.g. {"gaussian": {"n_draws": 2}}
+    gallery_n: int = 6  # test images per model in the `gallery` table (the report's saliency gallery); 0: none
 
 
 def settings_from_config(cfg) -> StageSettings:
@@ -112,6 +113,7 @@ def settings_from_config(cfg) -> StageSettings:
         cpu=cfg.resources.cpu, gpu=cfg.resources.gpu, data_root=str(cfg.data_path),
         method_params=dict(getattr(ev, "method_params", None) or {}),
         metric_params=dict(getattr(ev, "metric_params", None) or {}),
+        gallery_n=int(getattr(ev, "gallery_n", 6)),
     )
 
 
@@ -142,8 +144,7 @@ def model_id(row) -> str:
 
 def sample_indices(n_test: int, n_samples: int, seed: int) -> torch.Tensor:
     """The evaluated test images: a seeded subset, the same for every model (paired comparisons)."""
-    n = min(n_samples, n_test)
-    return torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return seeds.subset(n_test, n_samples, seed)
 
 
 def plan(selected: pd.DataFrame, s: StageSettings, n_test: int = 10_000) -> list[Task]:
@@ -264,20 +265,49 @@ def metrics_task(task: Task, row: dict, splits, s: StageSettings, out: str) -> d
     y = splits.test_y[idx].to(dev)
     # per-chunk seed: independent draws across chunks, identical across models (paired comparisons)
     df = evaluate_model(model, x, y, methods=s.methods, metrics=s.metrics, n_samples=len(idx),
-                        seed=s.seed * 1_000_003 + task.chunk, dataset=task.dataset, penalty=task.penalty,
+                        seed=seeds.mix(s.seed, task.chunk), dataset=task.dataset, penalty=task.penalty,
                         model_id=task.model_id, method_params=s.method_params, metric_params=s.metric_params)
     df = df[df["sample"] >= 0].copy()  # per-sample rows; aggregates are for analysis, over all chunks
     with torch.no_grad():  # clean test accuracy, per image (0/1), a model-level row like gaussian_accuracy
         correct = (model(x).argmax(1) == y).double().cpu().numpy()
     acc = pd.DataFrame({"dataset": task.dataset, "penalty": task.penalty, "model_id": task.model_id, "method": "",
                         "metric": "accuracy", "level": float("nan"), "sample": range(len(idx)), "value": correct,
-                        "seed": s.seed * 1_000_003 + task.chunk})
+                        "seed": seeds.mix(s.seed, task.chunk)})
     df = pd.concat([acc, df], ignore_index=True)
     df["sample"] = idx.numpy()[df["sample"].to_numpy()]  # chunk position -> test-set index
     node, _ = _node()
     df["study"], df["chunk"], df["node_id"] = s.study, task.chunk, node
+    if task.chunk == 0 and s.gallery_n > 0:  # before the evaluation file: that one marks the task done
+        write_gallery(task, model, x[: s.gallery_n], y[: s.gallery_n], idx[: s.gallery_n], s, out)
     results.write_table(df, out, "evaluation", PARTS, task.key, schema=EVALUATION)
     return {"key": task.key, "seconds": time.perf_counter() - t0, "rows": len(df), "node_id": node}
+
+
+def gallery_path(task: Task, out: Path | str) -> Path | str:
+    """The model's ``gallery`` file (one per model, rewritten by every run of its chunk-0 metrics task)."""
+    p = storage.join(out, "gallery", f"dataset={task.dataset}", f"penalty={task.penalty}", f"{task.model_id}.parquet")
+    return p if storage.is_remote(p) else Path(p)
+
+
+def write_gallery(task: Task, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, samples: torch.Tensor,
+                  s: StageSettings, out: Path | str) -> None:
+    """The report's saliency gallery for one model: the first ``gallery_n`` evaluated test images, their
+    label, the model's prediction and each method's map towards it (seeded as chunk 0's metrics)."""
+    from evaluation.attributions import attribute
+
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    seed = seeds.mix(s.seed, 0)  # chunk 0's seed: the maps the metrics of these images saw
+    image = x.flatten(1).float().cpu().numpy()
+    rows = []
+    for method in s.methods:
+        a = attribute(model, x, pred, method, seed=seed, **s.method_params.get(method, {}))
+        maps = a.flatten(1).float().cpu().numpy()
+        for j in range(len(x)):
+            rows.append({"study": s.study, "dataset": task.dataset, "penalty": task.penalty, "model_id": task.model_id,
+                         "method": method, "position": j, "sample": int(samples[j]), "label": int(y[j]),
+                         "prediction": int(pred[j]), "image": image[j], "map": maps[j], "seed": seed})
+    results.write_table(pd.DataFrame(rows, columns=GALLERY.names), out, "gallery", PARTS, task.model_id, schema=GALLERY)
 
 
 def ranks_task(row: dict | None, splits, method: str, s: StageSettings):
@@ -325,65 +355,140 @@ def _progress(log: Callable[[str], None], done: int, total: int, t0: float, ever
     log(f"[evaluate] {done}/{total} tasks done, {el:.0f} s elapsed, ETA {eta:.0f} s")
 
 
+class Runner:
+    """Submits evaluation tasks to the connected Ray cluster as they become known, at most
+    ``max_in_flight`` at once, and collects them. :func:`run_stage` adds every task at once; the
+    study's concurrent schedule (study/schedule.py) adds a model's tasks as soon as the model is
+    selected, while searches still run, and polls it in the same loop as the searches.
+    """
+
+    def __init__(self, s: StageSettings, out: str | Path, log: Callable[[str], None] = print,
+                 progress_every: float = 10.0) -> None:
+        import ray
+
+        self.s, self.out, self.log, self.progress_every = s, storage.normalize(out), log, progress_every
+        opts = dict(num_cpus=s.cpu, num_gpus=s.gpu, max_retries=s.max_retries)
+        self._metrics = ray.remote(metrics_task).options(**opts)
+        self._roar = ray.remote(roar_task).options(**opts)
+        self._ranks = ray.remote(ranks_task).options(**opts)
+        self.max_in_flight = s.max_in_flight or max(1, int(2 * ray.cluster_resources().get("CPU", 1) / max(s.cpu, 1e-3)))
+        self._splits: dict[str, object] = {}
+        self.n_test: dict[str, int] = {}
+        self.rows: dict[str, dict] = {}
+        self._ranks_refs: dict[tuple[str, str], object] = {}
+        self.pending: dict = {}
+        self.queue: list[Task] = []
+        self.stats = {"total": 0, "submitted": 0, "task_seconds": 0.0, "nodes": {}, "done": 0, "first_start": None}
+        self.t0, self._last = time.perf_counter(), [0.0]
+
+    def splits(self, dataset: str):
+        """The dataset's full splits (the test set included) in the object store, put once."""
+        import ray
+
+        from study import data as data_mod
+
+        if dataset not in self._splits:
+            sp = data_mod.load(dataset, self.s.data_root or None)
+            self._splits[dataset], self.n_test[dataset] = ray.put(sp), len(sp.test_y)
+        return self._splits[dataset]
+
+    def tasks_for(self, selected: pd.DataFrame, model_ids: set[str] | None = None) -> list[Task]:
+        """The plan of ``selected`` (per dataset), restricted to ``model_ids`` when given."""
+        tasks = []
+        for ds in sorted(selected["dataset"].unique()):
+            self.splits(ds)
+            tasks += plan(selected[selected["dataset"] == ds], self.s, self.n_test[ds])
+        return [t for t in tasks if model_ids is None or t.model_id in model_ids]
+
+    def add(self, selected: pd.DataFrame, tasks: list[Task]) -> int:
+        """Queue the tasks whose file is missing (rows of ``selected`` describe their models)."""
+        self.rows.update({model_id(r): r.to_dict() for _, r in selected.iterrows()})
+        todo = missing(tasks, self.out)
+        self.stats["total"] += len(tasks)
+        self.stats["submitted"] += len(todo)
+        self.queue += todo
+        return len(todo)
+
+    def _submit(self) -> None:
+        s, out = self.s, str(self.out)
+        while self.queue and len(self.pending) < self.max_in_flight:
+            task = self.queue.pop(0)
+            row, ref_splits = self.rows[task.model_id], self.splits(task.dataset)
+            if task.kind == "metrics":
+                ref = self._metrics.remote(task, row, ref_splits, s, out)
+            else:
+                # the random control and the clean retrain (method "": nothing removed) share the random ranks
+                method = task.method or "random"
+                rk = (task.model_id if method != "random" else task.dataset, method)
+                if rk not in self._ranks_refs:
+                    self._ranks_refs[rk] = self._ranks.remote(row, ref_splits, method, s)
+                ref = self._roar.remote(task, row, ref_splits, self._ranks_refs[rk], s, out)
+            if self.stats["first_start"] is None:
+                self.stats["first_start"] = time.time()
+            self.pending[ref] = task
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.queue or self.pending)
+
+    def refs(self) -> list:
+        """Submit what fits, then the references of the running tasks (to ``ray.wait`` on)."""
+        self._submit()
+        return list(self.pending)
+
+    def complete(self, ref) -> dict:
+        """Collect one finished task (raises its error)."""
+        import ray
+
+        self.pending.pop(ref)
+        info = ray.get(ref)
+        st = self.stats
+        st["done"] += 1
+        st["task_seconds"] += info["seconds"]
+        st["nodes"][info["node_id"]] = st["nodes"].get(info["node_id"], 0) + 1
+        _progress(self.log, st["done"], st["submitted"], self.t0, self.progress_every, self._last)
+        return info
+
+    def finish(self, selected: pd.DataFrame) -> dict:
+        """After the last task: remove files no planned task writes (other settings, models no longer
+        selected) and derive the curves table."""
+        old = stale(self.tasks_for(selected) if len(selected) else [], self.out)
+        if old:
+            self.log(f"[evaluate] removing {len(old)} result file(s) of other evaluation settings or of models no "
+                     f"longer selected (the tables then hold only this plan's results)")
+            for f in old:
+                storage.delete(f)
+        self.stats["wall_seconds"] = time.perf_counter() - self.t0
+        write_curves(self.out, self.s.study)
+        return self.stats
+
+
 def run_stage(selected: pd.DataFrame, s: StageSettings, out: str | Path, log: Callable[[str], None] = print,
               progress_every: float = 10.0) -> dict:
     """Run every missing task of the stage on the connected Ray cluster; return counts and timings."""
     import ray
 
-    from study import data as data_mod
-
     out = storage.normalize(out)  # an absolute path, or a URI
     if selected.empty:
         log("[evaluate] no selected models: nothing to evaluate")
         return {"total": 0, "submitted": 0}
-    rows = {model_id(r): r.to_dict() for _, r in selected.iterrows()}
-    splits_refs = {ds: ray.put(data_mod.load(ds, s.data_root or None)) for ds in sorted(selected["dataset"].unique())}
-    n_test = {ds: len(data_mod.load(ds, s.data_root or None).test_y) for ds in splits_refs}
-    all_tasks = [t for ds in splits_refs for t in plan(selected[selected["dataset"] == ds], s, n_test[ds])]
-    old = stale(all_tasks, out)
+    runner = Runner(s, out, log, progress_every)
+    all_tasks = runner.tasks_for(selected)
+    old = stale(all_tasks, out)  # before planning what is missing: a stale file never counts as done
     if old:
         log(f"[evaluate] removing {len(old)} result file(s) of other evaluation settings or of models no longer "
             f"selected (the tables then hold only this plan's results)")
         for f in old:
             storage.delete(f)
-    todo = missing(all_tasks, out)
+    todo = runner.add(selected, all_tasks)
     log(describe_plan(all_tasks, s))
-    log(f"[evaluate] {len(all_tasks)} tasks, {len(all_tasks) - len(todo)} already done, {len(todo)} to run")
-    opts = dict(num_cpus=s.cpu, num_gpus=s.gpu, max_retries=s.max_retries)
-    metrics_remote = ray.remote(metrics_task).options(**opts)
-    roar_remote = ray.remote(roar_task).options(**opts)
-    ranks_remote = ray.remote(ranks_task).options(**opts)
-    max_in_flight = s.max_in_flight or max(1, int(2 * ray.cluster_resources().get("CPU", 1) / max(s.cpu, 1e-3)))
-    ranks_refs: dict[tuple[str, str], object] = {}
-    pending: dict = {}
-    stats = {"total": len(all_tasks), "submitted": len(todo), "task_seconds": 0.0, "nodes": {}}
-    t0, last, done = time.perf_counter(), [0.0], 0
-    queue = list(todo)
-    while queue or pending:
-        while queue and len(pending) < max_in_flight:
-            task = queue.pop(0)
-            row, ref_splits = rows[task.model_id], splits_refs[task.dataset]
-            if task.kind == "metrics":
-                ref = metrics_remote.remote(task, row, ref_splits, s, str(out))
-            else:
-                # the random control and the clean retrain (method "": nothing removed) share the random ranks
-                method = task.method or "random"
-                rk = (task.model_id if method != "random" else task.dataset, method)
-                if rk not in ranks_refs:
-                    ranks_refs[rk] = ranks_remote.remote(row, ref_splits, method, s)
-                ref = roar_remote.remote(task, row, ref_splits, ranks_refs[rk], s, str(out))
-            pending[ref] = task
-        ready, _ = ray.wait(list(pending), num_returns=1)
+    log(f"[evaluate] {len(all_tasks)} tasks, {len(all_tasks) - todo} already done, {todo} to run")
+    runner.t0 = time.perf_counter()
+    while runner.busy:
+        ready, _ = ray.wait(runner.refs(), num_returns=1)
         for ref in ready:
-            pending.pop(ref)
-            info = ray.get(ref)
-            done += 1
-            stats["task_seconds"] += info["seconds"]
-            stats["nodes"][info["node_id"]] = stats["nodes"].get(info["node_id"], 0) + 1
-        _progress(log, done, len(todo), t0, progress_every, last)
-    stats["wall_seconds"] = time.perf_counter() - t0
-    write_curves(out, s.study)
-    return stats
+            runner.complete(ref)
+    return runner.finish(selected)
 
 
 def write_curves(out: str | Path, study: str) -> pd.DataFrame:
@@ -414,7 +519,7 @@ def write_curves(out: str | Path, study: str) -> pd.DataFrame:
 
 def read(out: str | Path, table: str) -> pd.DataFrame:
     """Read a stage table (an empty frame with the schema's columns if nothing was written yet)."""
-    return results.read_table(out, table, TABLES[table], PARTS)
+    return results.read_table(out, table, STAGE_SCHEMAS[table], PARTS)
 
 
 def run(cfg, selected: pd.DataFrame, log: Callable[[str], None] = print) -> dict:

@@ -37,11 +37,7 @@ Statistics (SPEC §5: aggregates are computed here, from the per-sample rows):
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import json
-import sys
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -53,12 +49,16 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from evaluation.metrics import registry as metric_registry
 from study import results as R
+from study.statistics import adjust, bootstrap_ci, front_mask, group_seed, holm, paired_test, t_interval  # noqa: F401
 
 # --------------------------------------------------------------------------- schemas
 SEARCH_TABLES = R.SEARCH_TABLES
 EVALUATION_TABLES = R.EVALUATION_TABLES
 TABLES = SEARCH_TABLES + EVALUATION_TABLES
+# Read when present, never listed as missing: the report's saliency gallery (study.results.GALLERY).
+AUXILIARY_TABLES = ("gallery",)
 
 # The columns the analysis needs of the evaluation stage's tables: a subset of their full schemas
 # in study/results.py (the stage's extra columns, chunk, node_id, y_std ..., are kept when present).
@@ -73,37 +73,8 @@ CURVES = _columns(R.CURVES, (*_KEY, "curve", "x", "y"))
 _FALLBACK_SCHEMAS = {"evaluation": EVALUATION, "roar": ROAR, "curves": CURVES}
 EVALUATION_PARTITIONS = ["dataset", "penalty"]
 
-# Metric directions when a metric module cannot be imported (True = higher is better).
-FALLBACK_DIRECTIONS: dict[str, bool | None] = {
-    "accuracy": True,
-    "test_accuracy": True,
-    "test_acc": True,
-    "val_acc": True,
-    "val_morf": True,
-    "morf": True,
-    "morf_curve": None,  # a curve point: no direction on its own
-    "faithfulness": True,
-    "faithfulness_nested": True,
-    "faithfulness_correlation": True,
-    "complexity": False,
-    "gaussian": True,
-    "gaussian_accuracy": True,
-    "gaussian_auc": True,
-    "max_sensitivity": False,
-    "avg_sensitivity": False,
-    "square_block": True,
-    "block_accuracy": True,
-    "block_auc": True,
-    "block_infidelity": False,
-    "roar": False,
-    "roar_clean": False,
-    "gaussian_auc_clean": True,
-    "block_auc_clean": True,
-    "block_infidelity_raw": False,
-}
-METRIC_MODULES = ("morf", "faithfulness", "complexity", "gaussian", "square_block")
 # Metrics of the model itself (not of an attribution method): shown as "test accuracy".
-ACCURACY_METRICS = ("accuracy", "test_accuracy", "test_acc")
+ACCURACY_METRICS = tuple(o.name for o in metric_registry.REGISTRY["accuracy"].outputs)  # accuracy, test_accuracy, test_acc
 RANDOM_METHOD = "random"
 # SPEC §4's order (tables and legends); the study's own order (config.yaml) comes first
 PENALTY_ORDER = ("none", "gradient", "consistency", "smoothness", "locality", "fidelity", "symmetry")
@@ -125,56 +96,18 @@ def table_schema(table: str) -> pa.Schema:
     """The columns ``table`` must have: the search tables' full schemas (``study.results``); for the
     evaluation tables the documented columns above (the stage's full schemas in ``study.results``
     add ``chunk``, ``node_id``, ``y_std`` …, which are kept when present)."""
-    if table not in TABLES:
-        raise ValueError(f"unknown table {table!r}; valid: {', '.join(TABLES)}")
+    if table not in TABLES + AUXILIARY_TABLES:
+        raise ValueError(f"unknown table {table!r}; valid: {', '.join(TABLES + AUXILIARY_TABLES)}")
     if table in _FALLBACK_SCHEMAS:
         return _FALLBACK_SCHEMAS[table]
     return R.SCHEMAS[table]
 
 
 # --------------------------------------------------------------------------- directions
-def _constants(modname: str, names: Sequence[str]) -> dict:
-    """Top-level literal constants of a module: live values if it is imported, else read from
-    its source with ``ast`` (no import: the metric modules pull in torch and Captum)."""
-    mod = sys.modules.get(modname)
-    if mod is not None:
-        return {n: getattr(mod, n) for n in names if hasattr(mod, n)}
-    try:
-        spec = importlib.util.find_spec(modname)
-        source = Path(spec.origin).read_text(encoding="utf-8") if spec and spec.origin else None
-    except (ImportError, OSError, ValueError):
-        source = None
-    if source is None:
-        return {}
-    out = {}
-    for node in ast.parse(source).body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        for t in targets:
-            if isinstance(t, ast.Name) and t.id in names and node.value is not None:
-                try:
-                    out[t.id] = ast.literal_eval(node.value)
-                except ValueError:
-                    pass
-    return out
-
-
 def directions() -> dict[str, bool | None]:
-    """Metric name -> higher is better (None: no direction, e.g. a curve point), from
-    ``evaluation.evaluate.HIGHER_IS_BETTER`` and the metric modules' ``NAME``/``HIGHER_IS_BETTER``
-    (and ``OUTPUTS`` where a module reports several values), over :data:`FALLBACK_DIRECTIONS`."""
-    out = dict(FALLBACK_DIRECTIONS)
-    names = _constants("evaluation.metrics", ["METRICS"]).get("METRICS") or METRIC_MODULES
-    for name in (*names, "roar"):
-        modname = "evaluation.roar" if name == "roar" else f"evaluation.metrics.{name}"
-        c = _constants(modname, ["NAME", "HIGHER_IS_BETTER", "OUTPUTS"])
-        if "HIGHER_IS_BETTER" in c:
-            out[c.get("NAME", name)] = bool(c["HIGHER_IS_BETTER"])
-        for k, v in dict(c.get("OUTPUTS") or {}).items():
-            out[k] = bool(v)
-    table = _constants("evaluation.evaluate", ["HIGHER_IS_BETTER"]).get("HIGHER_IS_BETTER")
-    if isinstance(table, dict):  # the evaluation library's reported metrics, the most specific
-        out.update({k: (None if v is None else bool(v)) for k, v in table.items()})
-    return out
+    """Metric name -> higher is better (None: no direction, e.g. a curve point): every metric group
+    and every output of :mod:`evaluation.metrics.registry` (which imports no torch)."""
+    return metric_registry.directions()
 
 
 _DIRECTIONS: dict[str, bool | None] | None = None
@@ -244,6 +177,9 @@ def _conform(t: pa.Table, schema: pa.Schema, where: str, partition: dict[str, st
         if k in t.column_names:
             continue
         t = t.append_column(k, pa.array([v] * t.num_rows, pa.string()))
+    for name in {n for cols in R.ADDED_COLUMNS.values() for n in cols}:  # newer columns: null in older tables
+        if name in schema.names and name not in t.column_names:
+            t = t.append_column(name, pa.nulls(t.num_rows, schema.field(name).type))
     missing = [n for n in schema.names if n not in t.column_names]
     if missing:
         raise SchemaError(f"{where}: missing required column(s) {missing}; expected the columns {schema.names}")
@@ -268,7 +204,7 @@ def _conform(t: pa.Table, schema: pa.Schema, where: str, partition: dict[str, st
     return pa.Table.from_arrays(cols, names=names)
 
 
-def read_table(path_or_uri, table: str) -> tuple[pd.DataFrame, bool]:
+def read_study_table(path_or_uri, table: str) -> tuple[pd.DataFrame, bool]:
     """(rows of ``<study>/<table>``, present). Files whose name starts with ``.`` or ``_``
     (temporary files of a writer) are skipped. Raises :class:`SchemaError` naming the file."""
     schema = table_schema(table)
@@ -316,11 +252,16 @@ class Study:
     missing: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
     config_text: str = ""
+    gallery: pd.DataFrame = field(default_factory=lambda: R.GALLERY.empty_table().to_pandas())
 
     @classmethod
     def from_frames(cls, path: str = "<memory>", config: dict | None = None, **frames: pd.DataFrame) -> "Study":
         """A study from DataFrames (tables not given are empty); columns are checked."""
         tables, missing = {}, []
+        gallery = frames.pop("gallery", None)
+        if gallery is not None:
+            t = pa.Table.from_pandas(gallery, preserve_index=False)
+            tables["gallery"] = _conform(t, R.GALLERY, f"{path}/gallery", {}).to_pandas()
         for name in TABLES:
             schema = table_schema(name)
             df = frames.pop(name, None)
@@ -391,6 +332,12 @@ class Study:
     def curve(self, kind: str) -> pd.DataFrame:
         return curve(self, kind)
 
+    def replicates(self, **kw) -> pd.DataFrame:
+        return replicates(self, **kw)
+
+    def compare_replicates(self, baseline: str = "none", **kw) -> pd.DataFrame:
+        return compare_replicates(self, baseline, **kw)
+
 
 def order_penalties(names: Iterable[str], config_order: Iterable[str] | None = None) -> list[str]:
     names = set(names)
@@ -426,10 +373,11 @@ def load(path_or_uri) -> Study:
         )
     frames, missing = {}, []
     for t in TABLES:
-        df, ok = read_table(path_or_uri, t)
+        df, ok = read_study_table(path_or_uri, t)
         frames[t] = df
         if not ok:
             missing.append(t)
+    frames["gallery"], _ = read_study_table(path_or_uri, "gallery")
     config, text = {}, ""
     if has_cfg:
         import yaml
@@ -450,30 +398,6 @@ def _as_study(s) -> Study:
 
 
 # --------------------------------------------------------------------------- statistics
-def group_seed(seed: int, *key) -> int:
-    """A seed per group, stable across processes and independent of the order of groups."""
-    return (int(seed) * 1_000_003 + zlib.crc32("/".join(map(str, key)).encode())) % (2**32)
-
-
-def bootstrap_ci(values, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
-                 method: str = "percentile") -> tuple[float, float]:
-    """Bootstrap confidence interval of the mean of the finite ``values`` (``scipy.stats.bootstrap``).
-
-    NaN for fewer than 2 values; (v, v) when all values are equal (no spread to resample).
-    """
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if len(v) < 2:
-        return float("nan"), float("nan")
-    if np.all(v == v[0]):
-        return float(v[0]), float(v[0])
-    res = stats.bootstrap((v,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                          method=method, vectorized=True, rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
 def roar_scores(s: Study) -> pd.DataFrame:
     """ROAR scores per (dataset, penalty, model_id, method, repeat), two areas under retrained
     accuracy versus the fraction removed (lower = the attribution found the information):
@@ -536,7 +460,7 @@ def per_sample(s: Study, levels: bool = True) -> pd.DataFrame:
 
 SUMMARY_COLUMNS = [
     "dataset", "penalty", "model_id", "method", "metric", "level", "higher_is_better",
-    "n", "mean", "ci_low", "ci_high", "ci_over",
+    "n", "mean", "ci_low", "ci_high", "ci_over", "random_mean",
     "test_acc", "test_acc_ci_low", "test_acc_ci_high", "lam", "val_acc", "val_morf",
 ]
 GROUP = ["dataset", "penalty", "model_id", "method", "metric", "level"]
@@ -592,9 +516,31 @@ def summary(s, *, levels: bool = False, confidence: float = 0.95, n_resamples: i
     accdf = pd.DataFrame(arows, columns=["dataset", "penalty", "model_id", "test_acc", "test_acc_ci_low", "test_acc_ci_high"])
     out = out.merge(accdf, on=["dataset", "penalty", "model_id"], how="left")
     out = out.merge(_selected_info(s), on=["dataset", "penalty"], how="left")
+    out["random_mean"] = _random_control(out)
     out["n"] = out["n"].astype("int64")
     out["higher_is_better"] = out["higher_is_better"].astype(object)
     return _sort(out, s)[SUMMARY_COLUMNS]
+
+
+def _random_control(out: pd.DataFrame) -> pd.Series:
+    """Per row, the same metric (and level) of the random-attribution control: of the same model for the
+    per-image metrics, of the dataset's random-ranking retrains for ROAR (one control per dataset);
+    NaN for model-level rows (method "") and where no control was evaluated."""
+    rnd = out[out["method"] == RANDOM_METHOD]
+    lv = lambda df: df["level"].fillna(-1.0)  # noqa: E731 - NaN levels must match in a merge
+    by_model = rnd.assign(_lv=lv(rnd)).set_index(["model_id", "metric", "_lv"])["mean"]
+    by_model = by_model[~by_model.index.duplicated()]
+    by_dataset = rnd[rnd["metric"].isin(["roar", "roar_clean"])].drop_duplicates(["dataset", "metric"]).set_index(
+        ["dataset", "metric"])["mean"]
+    vals = []
+    for mid, ds, metric, level, method in zip(out["model_id"], out["dataset"], out["metric"], lv(out), out["method"]):
+        if method == "":
+            vals.append(np.nan)
+        elif (mid, metric, level) in by_model.index:
+            vals.append(float(by_model[(mid, metric, level)]))
+        else:
+            vals.append(float(by_dataset.get((ds, metric), np.nan)))
+    return pd.Series(vals, index=out.index, dtype=float)
 
 
 def _sort(df: pd.DataFrame, s: Study) -> pd.DataFrame:
@@ -608,71 +554,6 @@ def _sort(df: pd.DataFrame, s: Study) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- paired comparison
-def holm(p) -> np.ndarray:
-    """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaN stays NaN."""
-    p = np.asarray(p, float)
-    out = np.full_like(p, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = len(ok)
-    if m == 0:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
-    out[order] = np.minimum(adj, 1.0)
-    return out
-
-
-def adjust(p, method: str = "holm") -> np.ndarray:
-    """Multiple-comparison correction: ``holm`` or ``bh`` (``scipy.stats.false_discovery_control``)."""
-    from scipy import stats
-
-    p = np.asarray(p, float)
-    if method == "holm":
-        return holm(p)
-    if method in ("bh", "by"):
-        out = np.full_like(p, np.nan)
-        ok = np.isfinite(p)
-        if ok.any():
-            out[ok] = stats.false_discovery_control(p[ok], method=method)
-        return out
-    if method == "none":
-        return p.copy()
-    raise ValueError(f"unknown correction {method!r}; valid: holm, bh, by, none")
-
-
-def paired_test(a, b) -> dict:
-    """Wilcoxon signed-rank test of a − b (two-sided, zeros dropped) and effect sizes.
-
-    Returns n, mean_diff, statistic, p_value, rank_biserial (matched pairs: (T+ − T−)/(T+ + T−)
-    over the non-zero differences, in [−1, 1], positive when a > b) and cohens_d (d_z = mean /
-    SD of the differences). Identical inputs give p = 1 and zero effects.
-    """
-    from scipy import stats
-
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    ok = np.isfinite(a) & np.isfinite(b)
-    d = a[ok] - b[ok]
-    n = len(d)
-    out = {"n": n, "mean_diff": float(d.mean()) if n else np.nan, "statistic": np.nan, "p_value": np.nan,
-           "rank_biserial": np.nan, "cohens_d": np.nan}
-    if n == 0:
-        return out
-    nz = d[d != 0]
-    if len(nz) == 0:
-        return {**out, "statistic": 0.0, "p_value": 1.0, "rank_biserial": 0.0, "cohens_d": 0.0}
-    r = stats.rankdata(np.abs(nz))
-    tp, tm = r[nz > 0].sum(), r[nz < 0].sum()
-    out["rank_biserial"] = float((tp - tm) / (tp + tm))
-    sd = d.std(ddof=1) if n > 1 else np.nan
-    out["cohens_d"] = float(d.mean() / sd) if n > 1 and sd > 0 else np.nan
-    try:
-        res = stats.wilcoxon(nz, zero_method="wilcox", alternative="two-sided")
-        out["statistic"], out["p_value"] = float(res.statistic), float(res.pvalue)
-    except ValueError:
-        pass
-    return out
-
-
 COMPARE_COLUMNS = [
     "dataset", "method", "metric", "level", "penalty", "model_id", "baseline", "baseline_model_id",
     "higher_is_better", "n", "mean", "baseline_mean", "mean_diff", "diff_ci_low", "diff_ci_high",
@@ -740,17 +621,6 @@ def compare(s, baseline: str = "none", *, correction: str = "holm", alpha: float
 
 
 # --------------------------------------------------------------------------- search views
-def front_mask(acc, score) -> np.ndarray:
-    """True where no other point is >= in both and > in one (maximising both); NaN never on it."""
-    a, b = np.asarray(acc, float), np.asarray(score, float)
-    ok = np.isfinite(a) & np.isfinite(b)
-    out = np.zeros(len(a), bool)
-    for i in np.flatnonzero(ok):
-        dom = ok & (a >= a[i]) & (b >= b[i]) & ((a > a[i]) | (b > b[i]))
-        out[i] = not dom.any()
-    return out
-
-
 PARETO_COLUMNS = ["dataset", "penalty", "trial_id", "lam", "lr", "seed", "accuracy", "score", "accuracy_metric",
                   "score_metric", "on_dataset_front", "on_penalty_front", "selected"]
 
@@ -860,6 +730,123 @@ def curve(s, kind: str) -> pd.DataFrame:
     return _sort(out, s)[CURVE_COLUMNS]
 
 
+# --------------------------------------------------------------------------- replicates (seeds)
+REPLICATE_COLUMNS = ["dataset", "penalty", "method", "metric", "higher_is_better", "n", "mean", "ci_low", "ci_high",
+                     "sd", "over", "values", "random_mean"]
+
+
+def _model_seeds(s: Study) -> pd.DataFrame:
+    """model_id -> (dataset, penalty, seed) of the selected models (the evaluation names them penalty-trial)."""
+    sel = s.selected
+    if sel.empty:
+        return pd.DataFrame(columns=["model_id", "seed"])
+    return pd.DataFrame({"model_id": sel["penalty"].astype(str) + "-" + sel["trial_id"].astype(str),
+                         "seed": sel["seed"].astype("int64")}).drop_duplicates("model_id")
+
+
+LEVEL_AVERAGED = ("max_sensitivity", "avg_sensitivity", "block_infidelity", "block_infidelity_raw")
+
+
+def per_model(s) -> pd.DataFrame:
+    """One value per (dataset, penalty, model_id, seed, method, metric): the mean over the model's test
+    images (ROAR: over its repeats). Scalar metrics, plus the explanation metrics measured per level
+    (:data:`LEVEL_AVERAGED`) averaged over their levels; test accuracy is metric ``accuracy``."""
+    s = _as_study(s)
+    data = per_sample(s, levels=True)
+    data = data[data["sample"] >= 0].drop_duplicates(GROUP + ["sample"], keep="last")
+    # an explanation metric measured per level (sensitivity per σ, infidelity per s_max) becomes one scalar:
+    # its mean over the levels (each level weighs the same, as in the curve's own mean)
+    levelled = data["level"].notna() & data["metric"].isin(LEVEL_AVERAGED)
+    data = data[data["level"].isna() | levelled]
+    out = data.groupby(["dataset", "penalty", "model_id", "method", "metric"], sort=True)["value"].agg(
+        value="mean", n_units="size").reset_index()
+    return out.merge(_model_seeds(s), on="model_id", how="left")
+
+
+def replicates(s, *, confidence: float = 0.95) -> pd.DataFrame:
+    """Mean and Student-t CI **over seeds** per dataset × penalty × method × metric (the replicate preset).
+
+    Each model contributes one value (:func:`per_model`); ``n`` is the number of seeds (models).
+    Where a group has a single model (ROAR's random-ranking control, filed once per dataset) the
+    interval is over its ROAR repeats instead, and ``over`` says so. ``values`` lists the per-seed
+    values (for plots and for anyone re-checking the interval).
+    """
+    s = _as_study(s)
+    pm = per_model(s)
+    rows = []
+    for key, g in pm.groupby(["dataset", "penalty", "method", "metric"], sort=True):
+        v = g.sort_values("seed")["value"].to_numpy(float)
+        over = "seeds"
+        if len(v) == 1 and key[3] in ("roar", "roar_clean"):
+            r = roar_scores(s)
+            col = "value" if key[3] == "roar" else "value_clean"
+            v = r[(r["dataset"] == key[0]) & (r["penalty"] == key[1]) & (r["method"] == key[2])][col].to_numpy(float)
+            over = "repeats"
+        lo, hi = t_interval(v, confidence)
+        fin = v[np.isfinite(v)]
+        rows.append((*key, higher_is_better(key[3]), len(fin), float(fin.mean()) if len(fin) else np.nan, lo, hi,
+                     float(fin.std(ddof=1)) if len(fin) > 1 else np.nan, over, json.dumps([round(x, 6) for x in fin])))
+    out = pd.DataFrame(rows, columns=REPLICATE_COLUMNS[:-1])
+    out["higher_is_better"] = out["higher_is_better"].astype(object)
+    rnd = out[out["method"] == RANDOM_METHOD]
+    own = rnd.set_index(["dataset", "penalty", "metric"])["mean"]
+    ctrl = rnd[rnd["metric"].isin(["roar", "roar_clean"])].drop_duplicates(["dataset", "metric"]).set_index(
+        ["dataset", "metric"])["mean"]
+    out["random_mean"] = [np.nan if m == "" else own.get((d, p, k), ctrl.get((d, k), np.nan))
+                          for d, p, m, k in zip(out["dataset"], out["penalty"], out["method"], out["metric"])]
+    return _sort(out, s)
+
+
+REPLICATE_COMPARE_COLUMNS = ["dataset", "method", "metric", "penalty", "baseline", "higher_is_better", "n", "mean_diff",
+                             "diff_ci_low", "diff_ci_high", "statistic", "p_value", "p_adjusted", "correction",
+                             "significant", "improved"]
+
+
+def compare_replicates(s, baseline: str = "none", *, correction: str = "holm", alpha: float = 0.05,
+                       confidence: float = 0.95) -> pd.DataFrame:
+    """Each penalty against ``baseline`` over seeds: paired by seed (seed k of the penalty with seed k
+    of the baseline: the same initialisation and data order), two-sided paired t-test on the per-model
+    values of :func:`per_model`, p-values corrected across all rows (Holm by default). With 3 seeds
+    the test has little power: a non-significant row is "not shown", not "no effect"."""
+    from scipy import stats
+
+    s = _as_study(s)
+    pm = per_model(s).dropna(subset=["seed"])
+    rows = []
+    for (dataset, method, metric), g in pm.groupby(["dataset", "method", "metric"], sort=True):
+        base = g[g["penalty"] == baseline][["seed", "value"]]
+        if base.empty:
+            continue
+        for penalty, p in g[g["penalty"] != baseline].groupby("penalty", sort=True):
+            m = p[["seed", "value"]].merge(base, on="seed", suffixes=("", "_base"))
+            d = (m["value"] - m["value_base"]).to_numpy(float)
+            d = d[np.isfinite(d)]
+            if len(d) >= 2 and np.any(d != d[0]):
+                t = stats.ttest_rel(m["value"], m["value_base"], nan_policy="omit")
+                stat, pv = float(t.statistic), float(t.pvalue)
+            else:
+                stat, pv = float("nan"), (1.0 if len(d) >= 2 and np.all(d == 0) else float("nan"))
+            lo, hi = t_interval(d, confidence)
+            md = float(d.mean()) if len(d) else float("nan")
+            hib = higher_is_better(metric)
+            rows.append({"dataset": dataset, "method": method, "metric": metric, "penalty": penalty,
+                         "baseline": baseline, "higher_is_better": hib, "n": len(d), "mean_diff": md,
+                         "diff_ci_low": lo, "diff_ci_high": hi, "statistic": stat, "p_value": pv,
+                         "improved": None if hib is None or not np.isfinite(md) or md == 0 else bool((md > 0) == hib)})
+    out = pd.DataFrame(rows, columns=[c for c in REPLICATE_COMPARE_COLUMNS if c not in ("p_adjusted", "correction", "significant")])
+    out["p_adjusted"] = adjust(out["p_value"].to_numpy(float), correction) if len(out) else pd.Series(dtype=float)
+    out["correction"] = correction
+    out["significant"] = (out["p_adjusted"] < alpha) if len(out) else pd.Series(dtype=bool)
+    out["significant"] = out["significant"].astype(bool)
+    return _sort(out, s)[REPLICATE_COMPARE_COLUMNS]
+
+
+def has_replicates(s) -> bool:
+    """True when some (dataset, penalty) has several selected models (seeds evaluated as replicates)."""
+    sel = _as_study(s).selected
+    return bool(len(sel)) and bool(sel.groupby(["dataset", "penalty"]).size().gt(1).any())
+
+
 # --------------------------------------------------------------------------- provenance
 def provenance(s: Study) -> dict:
     """Git commit(s) and package versions recorded by the stages (from ``trials``/``selected``)."""
@@ -874,9 +861,10 @@ def provenance(s: Study) -> dict:
 
 
 __all__ = [
-    "Study", "StudyError", "NotAStudyError", "SchemaError", "TABLES", "load", "read_table", "table_schema",
+    "Study", "StudyError", "NotAStudyError", "SchemaError", "TABLES", "load", "read_study_table", "table_schema",
     "summary", "compare", "pareto", "lambda_sweep", "per_sample", "curve", "roar_scores", "bootstrap_ci",
     "paired_test", "adjust", "holm", "higher_is_better", "directions", "front_mask", "provenance",
+    "per_model", "replicates", "compare_replicates", "has_replicates", "t_interval",
 ]
 
 

@@ -48,7 +48,7 @@ from typing import Callable
 import yaml
 
 from study import storage
-from study.config import REPO_ROOT, ConfigError, StudyConfig, dump_config
+from study.config import REPO_ROOT, StudyConfig, dump_config
 
 AUTH_MODES = ("disabled", "token")  # Ray 2.60's RAY_AUTH_MODE values (ray._raylet.AuthenticationMode)
 DEFAULT_DASHBOARD_PORT = 8265
@@ -133,6 +133,9 @@ def set_auth_mode(mode: str) -> None:
     """Set RAY_AUTH_MODE for this process (and refresh Ray's cached config if Ray is loaded)."""
     os.environ["RAY_AUTH_MODE"] = mode
     if "ray._raylet" in sys.modules:
+        # Private API (no public way to re-read RAY_AUTH_MODE once Ray is loaded); Ray is pinned to the
+        # tested minor range for it in pyproject.toml. Ray itself calls the same in
+        # ray/_private/authentication/authentication_token_setup.py.
         from ray._raylet import Config
 
         Config.initialize("")
@@ -276,6 +279,9 @@ def validate_with_ray(spec: ClusterSpec) -> None:
     """Ray's own schema check of the (filled-out) config, as one clear message."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
+        # Private API: Ray's public SDK (ray.autoscaler.sdk) validates only inside create_or_update_cluster,
+        # after it starts working; prepare_config also fills the local provider's node types the schema
+        # needs. Ray is pinned to the tested minor range for it in pyproject.toml.
         from ray.autoscaler._private.util import prepare_config, validate_config
     except ImportError as exc:  # pragma: no cover - ray[default] missing
         raise ClusterError(f"the Ray cluster launcher is not installed ({exc}); pip install 'ray[default]'") from None
@@ -289,11 +295,20 @@ def validate_with_ray(spec: ClusterSpec) -> None:
         raise ClusterError(f"{spec.path.name}: invalid cluster config{(' at ' + loc) if loc else ''}: {' '.join(msg.split())[:500]}") from None
 
 
+def _job_exists(client, job_id: str) -> bool:
+    """Whether the job server knows ``job_id`` (asked, instead of reading an error message)."""
+    try:
+        client.get_job_info(job_id)
+    except Exception:  # noqa: BLE001 - RuntimeError (404: no such job) or the server gone
+        return False
+    return True
+
+
 # --------------------------------------------------------------------------- up / down
 def _quiet_sdk():
-    from ray.autoscaler._private.cli_logger import cli_logger
+    from ray.autoscaler import sdk
 
-    cli_logger.configure(log_style="record", color_mode="false", verbosity=0)
+    sdk.configure_logging(log_style="record", color_mode="false", verbosity=0)
 
 
 def cluster_up(spec: ClusterSpec, log: Callable[[str], None] = print) -> None:
@@ -389,19 +404,21 @@ def ssh_tunnel(spec: ClusterSpec, host: str, remote_port: int, timeout: float = 
 def job_client(address: str, timeout: float = 90.0):
     """A JobSubmissionClient, retried while the dashboard starts (right after `up`)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     deadline, last = time.time() + timeout, None
     while time.time() < deadline:
         try:
             return JobSubmissionClient(address)
+        except AuthenticationError as exc:  # HTTP 401/403 from the job server: retrying will not help
+            last = exc
+            break
         except Exception as exc:  # ConnectionError, the dashboard still starting
             last = exc
-            if "401" in str(exc) or "403" in str(exc) or "Unauthorized" in str(exc) or "Forbidden" in str(exc):
-                break
             time.sleep(1.0)
     msg = " ".join(str(last).split())[:500]
-    if "401" in msg or "403" in msg or "nauthorized" in msg or "orbidden" in msg:
+    if isinstance(last, AuthenticationError):
         raise ClusterError(f"the job server at {address} refused this machine's Ray token ({msg}); RAY_AUTH_MODE must be "
                            "the same here and on the cluster, with the same token")
     raise ClusterError(f"no Ray job server at {address} after {timeout:.0f} s ({msg}); is the dashboard running "
@@ -466,7 +483,7 @@ def submit_or_attach(client, cfg: StudyConfig, stage: str, verbose: int, quiet: 
         client.submit_job(entrypoint=entrypoint(stage, verbose, quiet), submission_id=job_id, runtime_env=env,
                           metadata={"study": cfg.name, "output": cfg.output or "(head default)"})
     except RuntimeError as exc:
-        if "already" in str(exc).lower():  # a concurrent launcher submitted it first
+        if _job_exists(client, job_id):  # a concurrent launcher submitted it first
             log(f"[cluster] job {job_id} was just submitted by another launcher: attaching")
             return job_id, "attached"
         raise ClusterError(f"submitting the job failed: {' '.join(str(exc).split())[:800]}") from None
@@ -534,7 +551,7 @@ def run_job(client, cfg: StudyConfig, args, expect_workers: bool, auth_mode: str
     if status == "SUCCEEDED":
         log(results_hint(cfg))
         return 0
-    log(f"[cluster] the study did not finish; rerun the same command to resubmit it (it resumes from its storage)")
+    log("[cluster] the study did not finish; rerun the same command to resubmit it (it resumes from its storage)")
     return 1
 
 

@@ -24,7 +24,7 @@ import yaml
 
 from study.data import DATASETS
 from trainables.models import MODELS
-from trainables.penalties import PENALTIES, resolve_params
+from trainables.penalties import PENALTIES, resolve_penalty_params
 from trainables.train import OPTIMIZERS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +34,7 @@ OBJECTIVES = ("multi", "val_acc", "val_morf")  # multi = maximise (val_acc, val_
 SAMPLERS = ("tpe", "nsga2", "random")
 SCHEDULERS = ("asha", "fifo")
 ROAR_REPLACEMENTS = ("mean", "zero")
+SCHEDULES = ("concurrent", "sequential")
 
 
 class ConfigError(ValueError):
@@ -207,15 +208,17 @@ class Evaluation:
     metric_params: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from evaluation.attributions import METHODS, resolve_params
-        from evaluation.evaluate import METRIC_PARAMS
-        from evaluation.metrics import METRICS
+        from evaluation.attributions import METHODS, resolve_method_params
+        from evaluation.metrics import registry  # the metrics' names and parameters (no torch)
+
+        METRICS = registry.groups("evaluate")
+        METRIC_PARAMS = {g: set(p) for g, p in registry.params().items()}
 
         if self.method_params:
             _check_list("method_params", list(self.method_params), METHODS)
         for m, params in self.method_params.items():
             try:
-                resolve_params(m, dict(params))
+                resolve_method_params(m, dict(params))
             except ValueError as exc:
                 raise ConfigError(f"method_params.{m}: {exc}") from None
         if self.metric_params:
@@ -262,7 +265,14 @@ class StudyConfig:
         scheduler: ``asha`` (early stopping on the single objective; only used when the objective
             is single and epochs >= 2) or ``fifo``.
         resources: per trial CPUs and GPU share.
-        max_concurrent_trials: trials running at once per search.
+        max_concurrent_trials: trials running at once per search (each search keeps its own limit,
+            so that a model-based sampler sees its own results between proposals).
+        schedule: ``concurrent`` (default: every search and evaluation task share the cluster at once,
+            evaluation starting as soon as a model is selected; study/schedule.py) or ``sequential``
+            (one search after the other, then the evaluation stage).
+        max_concurrent_searches: searches running at once (0 = enough to fill the study's slots).
+        max_concurrent_total: the study's slots, in trials (0 = the cluster's CPUs / ``resources.cpu``;
+            set it on an autoscaling cluster, whose current size is not its ceiling).
         max_failures: retries of a trial after a failure (a diverged trial is not retrained).
         tolerance: selection tolerance on validation accuracy, as a fraction (0.01 = 1 point).
         explain_n: validation images of the explanation score (MoRF of Saliency).
@@ -293,6 +303,9 @@ class StudyConfig:
     scheduler: str = "asha"
     resources: Resources = field(default_factory=Resources)
     max_concurrent_trials: int = 2
+    schedule: str = "concurrent"
+    max_concurrent_searches: int = 0
+    max_concurrent_total: int = 0
     max_failures: int = 1
     tolerance: float = 0.01
     explain_n: int = 200
@@ -317,7 +330,7 @@ class StudyConfig:
                 raise ConfigError(f"space.{key}: unknown penalty; valid keys: default, {', '.join(PENALTIES)}")
         for key, params in self.penalty_params.items():
             try:
-                resolve_params(key, params)
+                resolve_penalty_params(key, params)
             except ValueError as exc:
                 raise ConfigError(f"penalty_params.{key}: {exc}") from None
         for key in ("trials", "epochs", "batch_size", "max_concurrent_trials", "explain_n", "morf_levels"):
@@ -340,6 +353,9 @@ class StudyConfig:
                     _check_int_ge(f"per_dataset.{ds}.{key}", getattr(o, key), low)
             if o.model is not None:
                 _check_choice(f"per_dataset.{ds}.model", o.model, MODELS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        for key in ("max_concurrent_searches", "max_concurrent_total"):
+            _check_int_ge(key, getattr(self, key), 0)
         _check_choice("objective", self.objective, OBJECTIVES)
         _check_choice("sampler", self.sampler, SAMPLERS)
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
@@ -436,7 +452,7 @@ class StudyConfig:
         """The settings a finished search depends on (a resumed study must not change them)."""
         d = self.to_dict()
         for k in ("output", "data_root", "resources", "max_concurrent_trials", "max_failures", "tolerance",
-                  "evaluation"):
+                  "evaluation", "schedule", "max_concurrent_searches", "max_concurrent_total"):
             d.pop(k)
         return d
 
@@ -629,6 +645,29 @@ def config_from_raw(data: dict) -> StudyConfig:
             if k != "default" and isinstance(v, dict):
                 space[k] = {**space["default"], **v}
     return build(StudyConfig, data)
+
+
+SAVED = "config.yaml"
+
+
+def read_saved(location: str) -> dict:
+    """The raw mapping of a study's saved ``<location>/config.yaml`` (a folder or a URI).
+
+    The one reader of a saved config: a missing file, invalid YAML or a file that is not a mapping is a
+    :class:`ConfigError` naming the file (never a YAML traceback)."""
+    from study import storage
+
+    loc = storage.join(location, SAVED)
+    if not storage.is_file(loc):
+        raise ConfigError(f"output: no study in {location} (missing {SAVED}); run it without --resume first")
+    try:
+        data = yaml.safe_load(storage.read_text(loc))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"output: {loc} is not valid YAML ({' '.join(str(exc).split())}); restore it, or use "
+                          f"another --output") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"output: {loc} does not hold a study configuration (expected a mapping)")
+    return data
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> StudyConfig:

@@ -22,11 +22,12 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
 
 from study import storage
 from study.cluster import CONFIG_ENV, EXCLUDES
-from study.config import PRESETS, REPO_ROOT, ConfigError, StudyConfig, apply_overrides, config_from_raw, load_config, load_raw
+from study.config import (
+    PRESETS, REPO_ROOT, ConfigError, StudyConfig, apply_overrides, config_from_raw, load_raw, read_saved,
+)
 
 # Stages after the search, in order: (name, "module:function"). Each is called as
 # ``fn(cfg, selected)`` with the study config and the selected-models DataFrame. A later stage
@@ -90,8 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="search: the search stage only; evaluate: the evaluation stage and report on a finished "
                         "search (e.g. with other evaluation settings); all: search, evaluation, report (default)")
     p.add_argument("--smoke-test", action="store_true",
-                   help="a seconds-scale run: first dataset, `none` + one penalty, 2 trials on 1%% of the data "
-                        "(output <name>-smoke)")
+                   help="a small run (~1.5 min on 2 CPUs): first dataset, `none` + one penalty, 2 trials of 1 epoch "
+                        "on 1%% of the data (output <name>-smoke; --resume finds it); an explicit --set wins")
     p.add_argument("-v", "--verbose", action="count", default=1,
                    help="-v: Tune's detailed progress output")
     p.add_argument("-q", "--quiet", action="store_true", help="only the summary lines and the final table")
@@ -121,10 +122,9 @@ def resolve_config(args: argparse.Namespace) -> StudyConfig:
             out = config_from_raw(fresh()).location
             if args.storage:
                 out = storage.join(storage.normalize(args.storage), storage.name(out))
-        saved = storage.join(out, "config.yaml")
-        if not storage.is_file(saved):
+        if not storage.is_file(storage.join(out, "config.yaml")):
             raise ConfigError(f"--resume: no study to resume in {out} (missing config.yaml); run without --resume first")
-        raw = apply_overrides(yaml.safe_load(storage.read_text(saved)), overrides)
+        raw = apply_overrides(read_saved(out), overrides)
     if args.output:
         raw["output"] = storage.normalize(args.output)
     elif args.storage and not args.resume:
@@ -195,8 +195,10 @@ def ray_session(address: str | None, num_cpus: int | None = None, num_gpus: int 
         ray.shutdown()
 
 
-def run_later_stages(cfg: StudyConfig, selected, log=print) -> None:
+def run_later_stages(cfg: StudyConfig, selected, log=print, quiet: bool = False, skip: tuple[str, ...] = ()) -> None:
     for name, target in LATER_STAGES:
+        if name in skip:
+            continue
         module, _, fn = target.partition(":")
         try:
             mod = importlib.import_module(module)
@@ -206,7 +208,10 @@ def run_later_stages(cfg: StudyConfig, selected, log=print) -> None:
             log(f"[{name}] skipped: {module} does not exist yet")
             continue
         t0 = time.perf_counter()
-        getattr(mod, fn)(cfg, selected)
+        stage = getattr(mod, fn)
+        import inspect
+
+        stage(cfg, selected, **({"quiet": True} if quiet and "quiet" in inspect.signature(stage).parameters else {}))
         log(f"[{name}] done in {time.perf_counter() - t0:.1f} s")
 
 
@@ -385,6 +390,11 @@ def main(argv: list[str] | None = None) -> int:
                           file=sys.stderr)
                     return 2
                 selected = read_table(cfg.location, "selected")
+            elif cfg.schedule == "concurrent":  # every search and evaluation task at once (study/schedule.py)
+                from study.schedule import run_study
+
+                selected = run_study(cfg, evaluate=args.stage == "all", verbose=verbose,
+                                     log=lambda s: print(s, flush=True))
             else:
                 selected = search.run_search(cfg, verbose=verbose, log=lambda s: print(s, flush=True))
             print("\nselected models:\n" + search.format_selected(selected), flush=True)
@@ -392,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("(no baseline: `none` was not searched, so within_tolerance is not checked against any accuracy)",
                       flush=True)
             if args.stage in ("evaluate", "all"):
-                run_later_stages(cfg, selected, log=lambda s: print(s, flush=True))
+                done = ("evaluate",) if args.stage == "all" and cfg.schedule == "concurrent" else ()
+                run_later_stages(cfg, selected, log=lambda s: print(s, flush=True), quiet=args.quiet, skip=done)
     except (KeyboardInterrupt, search.SearchInterrupted) as exc:
         record_run(cfg, argv, started, time.perf_counter() - t0, "interrupted")
         print(f"\n[study] interrupted ({str(exc) or 'Ctrl-C'}); rerun the same command to continue", file=sys.stderr)

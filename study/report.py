@@ -30,7 +30,6 @@ import base64
 import datetime as _dt
 import html
 import os
-import platform
 import sys
 import time
 import traceback
@@ -42,6 +41,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from evaluation.metrics import registry as metric_registry
 from study import analysis as A
 from study import results as R
 
@@ -68,18 +68,19 @@ METHOD_LABELS = {
     "smoothgrad": "SmoothGrad",
     "random": "random ranking",
 }
-SIGNED_METHODS = ("integrated_gradients", "input_x_gradient")
-METRIC_LABELS = {
-    "morf": "MoRF score",
-    "faithfulness_nested": "faithfulness (nested)",
-    "faithfulness_correlation": "faithfulness corr.",
-    "complexity": "complexity (nats)",
-    "roar": "ROAR area",
-    "gaussian_auc": "noise AUC",
-    "block_auc": "block AUC",
-    "test_acc": "test acc.",
-    "accuracy": "test acc.",
+CLASS_NAMES = {  # Fashion-MNIST's labels (torchvision's FashionMNIST.classes); MNIST's are the digits
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
 }
+
+
+def class_name(dataset: str, label: int) -> str:
+    names = CLASS_NAMES.get(dataset)
+    return names[label] if names and 0 <= label < len(names) else (f"digit {label}" if dataset == "mnist" else f"class {label}")
+
+
+SIGNED_METHODS = ("integrated_gradients", "input_x_gradient")
+METRIC_LABELS = metric_registry.labels()  # metric -> label: evaluation/metrics/registry.py (Output.label)
 
 
 def style(penalty: str, order: Sequence[str] = ()) -> dict:
@@ -156,12 +157,18 @@ def _num(v, digits: int = 3) -> str:
     return f"{v:.{digits}g}" if abs(v) >= 1000 else f"{v:.{digits}f}"
 
 
+def _pct(v) -> str:
+    """A fraction as a percentage with one decimal (97.5)."""
+    return "–" if v is None or not np.isfinite(v) else f"{100 * float(v):.1f}"
+
+
 def _ci(mean, lo, hi, scale: float = 1.0) -> str:
     if mean is None or not np.isfinite(mean):
         return "–"
-    s = _num(mean * scale)
+    fmt = (lambda v: _pct(v / 100)) if scale == 100 else _num  # percentages: one decimal
+    s = fmt(mean * scale)
     if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
-        s += f" [{_num(lo * scale)}, {_num(hi * scale)}]"
+        s += f" [{fmt(lo * scale)}, {fmt(hi * scale)}]"
     return s
 
 
@@ -178,7 +185,8 @@ def _best_flags(values: list[float], hib) -> list[bool]:
     if hib is None or not np.isfinite(v).any() or np.isfinite(v).sum() < 2:
         return [False] * len(v)
     best = np.nanmax(v) if hib else np.nanmin(v)
-    return [bool(np.isfinite(x) and np.isclose(x, best, rtol=1e-12, atol=0)) for x in v]
+    flags = [bool(np.isfinite(x) and np.isclose(x, best, rtol=1e-12, atol=0)) for x in v]
+    return [False] * len(v) if sum(flags) == np.isfinite(v).sum() else flags  # all equal: none is best
 
 
 # --------------------------------------------------------------------------- figures
@@ -318,10 +326,14 @@ def _model_table(doc: Doc, s: A.Study, summ: pd.DataFrame, dataset: str) -> None
         return
     header = ["penalty", "λ", "val. acc. (%) ↑", "val. MoRF ↑", "test acc. (%) ↑"] + [f"{_label(m)}{_arrow(A.higher_is_better(m))}" for m in model_metrics]
     cols: list[list[tuple[str, float]]] = []
+    flagged: list[str] = []
     for p in penalties:
         r = sel.loc[p] if p in sel.index else None
-        row = [(p, np.nan), (_num(r["lam"]) if r is not None and p != "none" else "–", np.nan)]
-        row.append((_num(100 * r["val_acc"]) if r is not None else "–", r["val_acc"] if r is not None else np.nan))
+        outside = r is not None and p != "none" and r["within_tolerance"] is not None and not bool(r["within_tolerance"]) \
+            and np.isfinite(r["baseline_val_acc"])
+        flagged += [p] if outside else []
+        row = [(f"{p} †" if outside else p, np.nan), (_num(r["lam"]) if r is not None and p != "none" else "–", np.nan)]
+        row.append((_pct(r["val_acc"]) if r is not None else "–", r["val_acc"] if r is not None else np.nan))
         row.append((_num(r["val_morf"]) if r is not None else "–", r["val_morf"] if r is not None else np.nan))
         acc = sd[sd["penalty"] == p][["test_acc", "test_acc_ci_low", "test_acc_ci_high"]].dropna()
         if len(acc):
@@ -343,6 +355,14 @@ def _model_table(doc: Doc, s: A.Study, summ: pd.DataFrame, dataset: str) -> None
         doc.note("Test accuracy is not available: the evaluation table has no per-sample `accuracy` rows "
                  "(metric `accuracy`, method \"\") for these models.")
     doc.table(Table(header, rows, bold, caption=f"{dataset}: the model selected per penalty"))
+    if flagged:
+        tol = sel["tolerance"].dropna()
+        doc.note(f"† selected outside the tolerance ({', '.join(flagged)}): no trial of this penalty reached the best "
+                 f"`none` validation accuracy minus the tolerance ({_pct(tol.iloc[0]) if len(tol) else '?'} points), "
+                 "so the most accurate trial was taken; compare its explanations with that in mind.")
+    if len(sel) and "none" not in sel.index and not np.isfinite(sel["baseline_val_acc"]).any():
+        doc.note("No `none` baseline in this search: the selection had no accuracy to stay within, so "
+                 "within_tolerance is not meaningful here.")
 
 
 def _explanation_table(doc: Doc, s: A.Study, sd: pd.DataFrame) -> None:
@@ -403,6 +423,10 @@ def _compare_section(doc: Doc, s: A.Study, comp: pd.DataFrame, baseline: str) ->
                      _ci(r["mean_diff"], r["diff_ci_low"], r["diff_ci_high"]), _num(r["p_adjusted"]),
                      _num(r["rank_biserial"], 2), _num(r["cohens_d"], 2), verdict])
         bold.append([False] * 9 + [bool(r["significant"])])
+    sig_rows = [i for i, b in enumerate(bold) if b[-1]]
+    if sig_rows:  # shown first, in the open; the whole list stays below, collapsed
+        doc.table(Table(header, [rows[i] for i in sig_rows], [bold[i] for i in sig_rows],
+                        caption=f"the {len(sig_rows)} significant comparisons (after correction)", mark=""))
     doc.table(Table(header, rows, bold, caption="paired comparisons with the baseline; bold: significant", mark=""),
               collapsed=f"all {len(comp)} comparisons")
 
@@ -415,6 +439,11 @@ def _gallery_section(doc: Doc, s: A.Study, figs: _Figures, n_images: int, seed: 
     if s.selected.empty:
         doc.note("No gallery: no model has been selected yet (the `selected` table is missing).")
         return
+    pending = _gallery_from_table(doc, s, figs, n_images)
+    if not pending:
+        return
+    # Models without rows in the `gallery` table (a search not evaluated yet, or evaluated before the table
+    # existed): their maps are computed here from the selected weights and the data.
     try:
         import torch
 
@@ -427,20 +456,26 @@ def _gallery_section(doc: Doc, s: A.Study, figs: _Figures, n_images: int, seed: 
     methods = [m for m in (s.config.get("evaluation") or {}).get("methods") or [] if m in METHODS and m != "random"]
     if not methods:
         methods = [m for m in _methods_of(s.evaluation) if m in METHODS] or ["saliency", "integrated_gradients", "input_x_gradient", "smoothgrad"]
-    doc.p(f"The same test images (the first test image of each of the classes 0–{n_images - 1}) explained by each "
+    doc.p(f"The same test images (the first test image of each of the first {min(n_images, 10)} classes) explained by each "
           "selected model, towards the class the model predicts (SPEC §5); a white box names the prediction when it "
           "is wrong. One colour scale per figure, shared by all penalties (clipped at the 99.5th percentile of the "
           "maps' magnitudes): a penalty that shrinks the gradients shows darker maps. Unsigned methods (Saliency, "
           "SmoothGrad): dark = 0, bright = large. Signed methods: red positive, blue negative, white 0.")
     root = s.config.get("data_root") or None
-    for dataset in s.datasets:
+    if root is None:
+        where = (f"{data_mod.default_root()} ($SALIENCY_DATA_ROOT or ./data of the current directory: the study's "
+                 "config.yaml names no data_root)")
+    else:
+        where = f"{root} (data_root of the study's config.yaml)"
+    for dataset in pending:
         sel = s.selected[s.selected["dataset"] == dataset].drop_duplicates("penalty", keep="last")
         if sel.empty:
             continue
         try:
             splits = data_mod.load(dataset, root)
         except Exception as exc:  # noqa: BLE001
-            doc.note(f"No gallery for {dataset}: the test images cannot be loaded ({type(exc).__name__}: {exc}).")
+            doc.note(f"No gallery for {dataset}: its test images are not in {where} ({type(exc).__name__}: {exc}); "
+                     "set SALIENCY_DATA_ROOT (or data_root in config.yaml) to the prepared data folder and rebuild.")
             continue
         idx = []
         for c in range(min(n_images, 10)):
@@ -485,6 +520,54 @@ def _gallery_section(doc: Doc, s: A.Study, figs: _Figures, n_images: int, seed: 
                               f"saliency gallery {dataset} {method}"))
 
 
+GALLERY_TEXT = ("explained by each selected model, towards the class the model predicts (SPEC §5); a white box names "
+                "the prediction when it is wrong. One colour scale per figure, shared by all penalties (clipped at the "
+                "99.5th percentile of the maps' magnitudes): a penalty that shrinks the gradients shows darker maps. "
+                "Unsigned methods (Saliency, SmoothGrad): dark = 0, bright = large. Signed methods: red positive, blue "
+                "negative, white 0.")
+
+
+def _gallery_from_table(doc: Doc, s: A.Study, figs: _Figures, n_images: int) -> list[str]:
+    """The gallery of every dataset whose selected models all have rows in the ``gallery`` table (written by
+    the evaluation stage: no weights, data or torch needed here). Returns the other datasets."""
+    pending, intro = [], False
+    for dataset in s.datasets:
+        sel = s.selected[s.selected["dataset"] == dataset].drop_duplicates("penalty", keep="last")
+        if sel.empty:
+            continue
+        g = s.gallery[(s.gallery["dataset"] == dataset) & (s.gallery["position"] < n_images)]
+        models, rows = [], {}
+        for penalty in [p for p in s.penalties if p in set(sel["penalty"])]:
+            r = sel[sel["penalty"] == penalty].iloc[0]
+            rows[penalty] = g[g["model_id"] == f"{r['penalty']}-{r['trial_id']}"].sort_values("position")
+            models.append((penalty, r, None))
+        if any(v.empty for v in rows.values()):
+            pending.append(dataset)
+            continue
+        first = next(iter(rows.values()))
+        order = list((s.config.get("evaluation") or {}).get("methods") or []) + list(dict.fromkeys(first["method"]))
+        methods = [m for m in dict.fromkeys(order) if m != A.RANDOM_METHOD and all((v["method"] == m).any()
+                                                                                  for v in rows.values())]
+        ref = first[first["method"] == methods[0]] if methods else first.iloc[:0]
+        if ref.empty:
+            pending.append(dataset)
+            continue
+        if not intro:
+            doc.p(f"The first {len(ref)} evaluated test images (the same for every model) " + GALLERY_TEXT)
+            intro = True
+        images = np.stack([np.asarray(v, np.float32).reshape(28, 28) for v in ref["image"]])
+        labels = ref["label"].to_numpy()
+        preds = {p: v[v["method"] == methods[0]]["prediction"].to_numpy() for p, v in rows.items()}
+        for method in methods:
+            maps = np.stack([np.stack([np.asarray(m, np.float32).reshape(28, 28)
+                                       for m in rows[p][rows[p]["method"] == method]["map"]]) for p, _, _ in models])
+            path = _gallery_figure(figs, dataset, method, images, labels, models, preds, maps)
+            doc.figure(Figure(path, f"{dataset}, {METHOD_LABELS.get(method, method)}: rows = penalties (λ of the "
+                                    f"selected model), columns = test images; shared colour scale.",
+                              f"saliency gallery {dataset} {method}"))
+    return pending
+
+
 def _gallery_figure(figs: _Figures, dataset, method, images, labels, models, preds, maps) -> Path:
     n_img, n_rows = images.shape[0], len(models) + 1
     signed = method in SIGNED_METHODS or (maps < 0).any()
@@ -497,7 +580,7 @@ def _gallery_figure(figs: _Figures, dataset, method, images, labels, models, pre
     for j in range(n_img):
         ax = axes[0, j]
         ax.imshow(images[j], cmap="gray_r", vmin=0, vmax=1)
-        ax.set_title(f"class {int(labels[j])}", fontsize=8)
+        ax.set_title(class_name(dataset, int(labels[j])), fontsize=8)
     axes[0, 0].set_ylabel("input", fontsize=8, rotation=0, ha="right", va="center")
     im = None
     for i, (penalty, row, _m) in enumerate(models, start=1):
@@ -719,15 +802,7 @@ def _search_section(doc: Doc, s: A.Study, figs: _Figures, par: pd.DataFrame, swe
 
 
 def _environment() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("numpy", "pandas", "pyarrow", "scipy", "matplotlib", "torch", "captum"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = ""
-    return out
+    return R.package_versions(("numpy", "pandas", "pyarrow", "scipy", "matplotlib", "torch", "captum"))
 
 
 def _provenance_section(doc: Doc, s: A.Study) -> None:
@@ -802,13 +877,13 @@ def render_html(doc: Doc, title: str, base: Path, embed: bool = False) -> str:
         f"<h1>{html.escape(title)}</h1>",
         f"<p>Generated {html.escape(_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))} by "
         "<code>python -m study.report</code>.</p>",
-        "<nav><ul>" + "".join(f'<li><a href="#{a}">{html.escape(t)}</a></li>' for t, a in toc) + "</ul></nav>",
+        "<nav><ul>" + "".join(f'<li><a href="#{a}">{_html_inline(t)}</a></li>' for t, a in toc) + "</ul></nav>",
     ]
     for b in doc.blocks:
         if b.kind == "h2":
-            parts.append(f'<h2 id="{b.anchor}">{html.escape(b.value)}</h2>')
+            parts.append(f'<h2 id="{b.anchor}">{_html_inline(b.value)}</h2>')
         elif b.kind == "h3":
-            parts.append(f"<h3>{html.escape(b.value)}</h3>")
+            parts.append(f"<h3>{_html_inline(b.value)}</h3>")
         elif b.kind == "p":
             parts.append(f"<p>{_html_inline(b.value)}</p>")
         elif b.kind == "note":
@@ -904,7 +979,11 @@ def build_report(output_dir, formats: Sequence[str] = FORMATS, *, out_dir=None, 
     if not formats or bad:
         raise ValueError(f"formats: unknown {bad or formats!r}; valid choices: {', '.join(FORMATS)}")
     log = log or (lambda _m: None)
+    if not (isinstance(n_images, int) and n_images >= 0):
+        raise ValueError(f"n_images: must be an integer >= 0, got {n_images!r}")
     s = A.load(output_dir)
+    if baseline not in s.penalties:
+        raise ValueError(f"baseline: {baseline!r} is not a penalty of this study; valid choices: {', '.join(s.penalties)}")
     if out_dir is None:
         if "://" in str(output_dir) and not str(output_dir).startswith("file://"):
             raise ValueError("out_dir is required when the study is not a local folder")
@@ -962,23 +1041,34 @@ def build_report(output_dir, formats: Sequence[str] = FORMATS, *, out_dir=None, 
     return written[0]
 
 
-def run(cfg, selected=None) -> Path:
+def run(cfg, selected=None, quiet: bool = False) -> Path:
     """The report stage of ``study.launch``: ``build_report`` of the study, path printed.
 
     A study on an object store (``s3://…``) gets its report built in a local folder of this
     machine, then copied to ``<location>/report/``."""
     from study import storage
 
+    log = None if quiet else (lambda m: print(m, flush=True))  # quiet: the report's path only
     if not cfg.remote:
-        path = build_report(cfg.output_dir, log=lambda m: print(m, flush=True))
+        path = build_report(cfg.output_dir, log=log)
         print(f"[report] {path}", flush=True)
         return path
     local = storage.local_state_dir(cfg.location) / "report"
-    path = build_report(cfg.location, out_dir=local, log=lambda m: print(m, flush=True))
+    path = build_report(cfg.location, out_dir=local, log=log)
     for f in sorted(p for p in local.rglob("*") if p.is_file()):
         storage.upload(f, storage.join(cfg.location, "report", f.relative_to(local).as_posix()))
     print(f"[report] {storage.join(cfg.location, 'report', path.name)} (built in {path})", flush=True)
     return path
+
+
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return v
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -987,12 +1077,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", action="append", choices=FORMATS, default=None,
                    help="html or md (repeatable; default: both)")
     p.add_argument("--out", default=None, help="report folder (default: OUTPUT/report)")
-    p.add_argument("--images", type=int, default=6, help="test images per gallery figure (0: no gallery; default 6)")
+    p.add_argument("--images", type=_count, default=6, help="test images per gallery figure (0: no gallery; default 6)")
     p.add_argument("--baseline", default="none", help="penalty the others are compared with (default: none)")
     p.add_argument("--embed", action="store_true", help="inline the figures in the HTML (a single file)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and noisy attributions (default 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the report's path")
+    p.add_argument("--results", default=None, metavar="PAGE.md",
+                   help="instead of the report, write the published results page of a replicated study "
+                        "(e.g. docs/results.md, with PAGE/summary.csv and PAGE/img/; see study/results_page.py)")
+    p.add_argument("--notes", default=None, metavar="FILE.md", help="with --results: a discussion appended verbatim")
     args = p.parse_args(argv)
+    if args.results:
+        from study.results_page import build_results
+
+        try:
+            path = build_results(args.output, args.results, notes=args.notes, baseline=args.baseline,
+                                 log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
+        except (FileNotFoundError, A.StudyError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(path)
+        return 0
     try:
         path = build_report(args.output, args.format or FORMATS, out_dir=args.out, n_images=args.images,
                             baseline=args.baseline, embed=args.embed, seed=args.seed,

@@ -8,6 +8,7 @@ Layout (under the study folder)::
     evaluation/dataset=mnist/penalty=gradient/<task>.parquet per-image metrics (evaluation stage)
     roar/dataset=mnist/penalty=gradient/<task>.parquet       one ROAR retrain per file
     curves/dataset=mnist/penalty=gradient/curves.parquet     MoRF, ROAR, Gaussian and block curves
+    gallery/dataset=mnist/penalty=gradient/<model>.parquet   a few test images and their maps (the report's gallery)
 
 Each writer writes one file per partition with a deterministic name (``<key>.parquet``), first
 under a temporary name, then renamed: rerunning a writer replaces its files, never adds rows.
@@ -113,6 +114,7 @@ SELECTED = pa.schema(
         ("baseline_val_acc", pa.float64()),  # best `none` trial of the dataset (NaN if none ran)
         ("tolerance", pa.float64()),
         ("within_tolerance", pa.bool_()),  # False: no trial was within tolerance, best accuracy taken
+        ("has_baseline", pa.bool_()),  # False: the dataset has no finished `none` trial, tolerance not checked
         ("on_pareto_front", pa.bool_()),  # within its (dataset, penalty) search
         ("on_dataset_pareto_front", pa.bool_()),  # over all penalties of the dataset
         ("n_trials", pa.int64()),
@@ -177,13 +179,32 @@ CURVES = pa.schema(
     ]
 )
 
+# A few evaluated test images per model, with each method's map: what the report's saliency gallery shows
+# (written by the metrics task of chunk 0, evaluation/stage.py; the report needs no weights, data or torch).
+GALLERY = pa.schema(
+    [
+        ("study", pa.string()),
+        ("dataset", pa.string()),
+        ("penalty", pa.string()),
+        ("model_id", pa.string()),
+        ("method", pa.string()),  # attribution method of `map`
+        ("position", pa.int64()),  # 0..gallery_n-1: the image's place in the gallery
+        ("sample", pa.int64()),  # test-set index of the image (the first evaluated ones)
+        ("label", pa.int64()),  # true class
+        ("prediction", pa.int64()),  # the model's class: the one the map explains
+        ("image", pa.list_(pa.float32())),  # the image, 28 x 28 = 784 values in [0, 1], row-major
+        ("map", pa.list_(pa.float32())),  # the method's attribution map, 784 values, row-major
+        ("seed", pa.int64()),
+    ]
+)
+
 SEARCH_TABLES = ("trials", "epochs", "selected")  # written by study/search.py
 EVALUATION_TABLES = ("evaluation", "roar", "curves")  # written by evaluation/stage.py
 SCHEMAS: dict[str, pa.Schema] = {"trials": TRIALS, "epochs": EPOCHS, "selected": SELECTED,
-                                 "evaluation": EVALUATION, "roar": ROAR, "curves": CURVES}
+                                 "evaluation": EVALUATION, "roar": ROAR, "curves": CURVES, "gallery": GALLERY}
 PARTITIONS: dict[str, list[str]] = {"trials": ["dataset", "penalty"], "epochs": ["dataset", "penalty"], "selected": ["dataset"],
                                     "evaluation": ["dataset", "penalty"], "roar": ["dataset", "penalty"],
-                                    "curves": ["dataset", "penalty"]}
+                                    "curves": ["dataset", "penalty"], "gallery": ["dataset", "penalty"]}
 
 
 def _safe(v) -> str:
@@ -278,3 +299,25 @@ def git_commit(repo: Path | None = None) -> str:
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+RESULT_PACKAGES = ("torch", "torchvision", "ray", "optuna", "numpy", "pandas", "pyarrow", "captum")
+
+
+def package_versions(names: tuple[str, ...] = RESULT_PACKAGES) -> dict:
+    """Versions of Python and of ``names`` ('' for a package that is not installed): provenance of results."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = ""
+    return out
+
+
+# Columns added to a schema after studies were written with it: reading an older table fills them with
+# nulls instead of refusing it (study.analysis).
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"selected": ("has_baseline",)}

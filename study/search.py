@@ -33,25 +33,22 @@ import json
 import logging
 import math
 import os
-import platform
 import signal
 import threading
 import time
-import zlib
 from dataclasses import replace
 from functools import partial
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from study import data as data_mod
 from study import results as R
 from study.results import git_commit  # noqa: F401  (re-exported: provenance of every row)
-from study import storage
+from study import seeds, storage
+from study.statistics import front_mask
 from study.config import StudyConfig, dump_config
 
 OBJECTIVE_METRICS = ("val_acc", "val_morf")
@@ -139,27 +136,13 @@ def unfinished_trials(cfg: StudyConfig, dataset: str, grid) -> int:
 
 
 # --------------------------------------------------------------------------- provenance
-def package_versions() -> dict:
-    """Versions of Python and the packages the results depend on."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("torch", "torchvision", "ray", "optuna", "numpy", "pandas", "pyarrow", "captum"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = ""
-    return out
-
-
-# --------------------------------------------------------------------------- search pieces
 def experiment_name(dataset: str, penalty: str) -> str:
     return f"{dataset}-{penalty}"
 
 
 def sampler_seed(cfg: StudyConfig, dataset: str, penalty: str) -> int:
     """A seed per (study seed, dataset, penalty), stable across processes."""
-    return (cfg.seed * 1_000_003 + zlib.crc32(f"{dataset}/{penalty}".encode())) % (2**31)
+    return seeds.named(cfg.seed, dataset, penalty, bits=31)
 
 
 def make_sampler(cfg: StudyConfig, dataset: str, penalty: str):
@@ -202,6 +185,23 @@ class OptunaSpace:
             out[name] = float(value)
         out["seed"] = self.seed0 + trial.number // len(combos)
         return out
+
+
+def named_trainable(fn: Callable, dataset: str, penalty: str) -> Callable:
+    """``fn`` under a name of its own per search (``train_trial[mnist-gradient]``).
+
+    Tune registers a trainable, and ``with_parameters`` its data, in the cluster's key-value store
+    under the job and the function's name (``str(fn)``: name and address, which are equal in every
+    worker process). Searches that run at once in one job (study/schedule.py) would overwrite each
+    other's entries and a trial could train on another search's data; a name per search keeps them
+    apart."""
+    def trainable(config, splits=None):
+        return fn(config, splits=splits)
+
+    tag = experiment_name(dataset, penalty)
+    trainable.__name__ = f"{fn.__name__}_{tag}".replace("-", "_")
+    trainable.__qualname__ = f"{fn.__qualname__}[{tag}]"
+    return trainable
 
 
 def trial_dirname(trial) -> str:
@@ -248,7 +248,7 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
         )}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, splits=splits),
+        tune.with_parameters(named_trainable(train_trial, dataset, penalty), splits=splits),
         {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
     )
     # Tune's storage: the study folder, or the object store (s3://…) through a pyarrow filesystem
@@ -324,17 +324,6 @@ def _ts(v) -> pd.Timestamp:
     return pd.to_datetime(v, unit="s", utc=True) if v is not None and np.isfinite(v) else pd.NaT
 
 
-def pareto_mask(acc, score) -> np.ndarray:
-    """True where no other point is >= in both (val_acc, val_morf) and > in one; NaN never on it."""
-    a, s = np.asarray(acc, float), np.asarray(score, float)
-    ok = np.isfinite(a) & np.isfinite(s)
-    out = np.zeros(len(a), bool)
-    for i in np.flatnonzero(ok):
-        dom = ok & (a >= a[i]) & (s >= s[i]) & ((a > a[i]) | (s > s[i]))
-        out[i] = not dom.any()
-    return out
-
-
 def tables_from_results(cfg: StudyConfig, dataset: str, penalty: str, grid, provenance: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, epochs) DataFrames of a finished search, conforming to ``results.TRIALS/EPOCHS``."""
     from trainables.trainable import trial_config
@@ -387,7 +376,7 @@ def tables_from_results(cfg: StudyConfig, dataset: str, penalty: str, grid, prov
         })
     t = pd.DataFrame(trials, columns=R.TRIALS.names)
     ok = t["status"] != "error"
-    t["on_pareto_front"] = pareto_mask(t["val_acc"].where(ok), t["val_morf"].where(ok))
+    t["on_pareto_front"] = front_mask(t["val_acc"].where(ok), t["val_morf"].where(ok))
     t = t.sort_values("trial_id").reset_index(drop=True)
     e = pd.DataFrame(epochs, columns=R.EPOCHS.names).sort_values(["trial_id", "epoch"]).reset_index(drop=True)
     return t, e
@@ -431,7 +420,7 @@ def select(cfg: StudyConfig, trials: pd.DataFrame, export: bool = True) -> pd.Da
         done = d[(d["status"] != "error") & np.isfinite(d["val_acc"]) & np.isfinite(d["val_morf"])]
         base = done[done["penalty"] == "none"]["val_acc"]
         baseline = float(base.max()) if len(base) else float("nan")
-        front = pareto_mask(done["val_acc"], done["val_morf"])
+        front = front_mask(done["val_acc"], done["val_morf"])
         on_front = set(done["trial_id"][front])
         for penalty in cfg.penalties:
             p = done[done["penalty"] == penalty]
@@ -449,7 +438,8 @@ def select(cfg: StudyConfig, trials: pd.DataFrame, export: bool = True) -> pd.Da
                 if cfg.replicated(penalty):
                     within = bool(np.isfinite(baseline) and pick["val_acc"] >= baseline - cfg.tolerance - 1e-12) \
                         or not np.isfinite(baseline)
-                info = {"baseline_val_acc": baseline, "tolerance": cfg.tolerance, "within_tolerance": within}
+                info = {"baseline_val_acc": baseline, "tolerance": cfg.tolerance, "within_tolerance": within,
+                        "has_baseline": bool(np.isfinite(baseline))}
                 sub = pick["trial_id"] if cfg.replicated(penalty) else None
                 weights, conf = _export(cfg, pick, info, sub) if export else ("", "")
                 rows.append({
@@ -518,9 +508,9 @@ def check_output(cfg: StudyConfig) -> None:
     out = cfg.location
     saved = storage.join(out, "config.yaml")
     if storage.exists(saved):
-        from study.config import config_from_raw
+        from study.config import config_from_raw, read_saved
 
-        old = config_from_raw(yaml.safe_load(storage.read_text(saved)))
+        old = config_from_raw(read_saved(out))
         a, b = old.search_key(), cfg.search_key()
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         if diff:
@@ -534,7 +524,8 @@ def check_output(cfg: StudyConfig) -> None:
     elif cfg.remote:
         storage.check_access(out)  # bucket, endpoint and credentials work, before any search
         storage.forget_local_state(out)  # a new study here: journals this head kept from an older one go
-    storage.write_text(saved, dump_config(cfg))
+    # the data folder as an absolute path, so that a report built from another directory finds the images
+    storage.write_text(saved, dump_config(cfg if cfg.data_root else replace(cfg, data_root=str(cfg.data_path))))
 
 
 def run_search(cfg: StudyConfig, verbose: int = 1, log: Callable[[str], None] = print) -> pd.DataFrame:
@@ -548,7 +539,7 @@ def run_search(cfg: StudyConfig, verbose: int = 1, log: Callable[[str], None] = 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     check_output(cfg)
     storage.pull_journal(cfg.location)  # a restarted driver on a new head: the search history back first
-    provenance = {"git_commit": git_commit(), "versions": json.dumps(package_versions(), sort_keys=True)}
+    provenance = {"git_commit": git_commit(), "versions": json.dumps(R.package_versions(), sort_keys=True)}
     refs = {}
 
     def data(dataset: str):  # each dataset goes into the object store once, when first needed

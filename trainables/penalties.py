@@ -64,7 +64,7 @@ def check_penalty(name: str) -> str:
     return name
 
 
-def resolve_params(name: str, params: dict | None = None) -> dict:
+def resolve_penalty_params(name: str, params: dict | None = None) -> dict:
     """Defaults of ``name`` overridden by ``params``; unknown or invalid values are errors."""
     pen = PENALTIES[check_penalty(name)]
     params = dict(params or {})
@@ -98,7 +98,7 @@ def _validate(name: str, p: dict) -> None:
 
 def penalty(name: str, ctx: Batch, **params) -> torch.Tensor:
     """Value of penalty ``name`` on ``ctx`` with its hyper-parameters (defaults + ``params``)."""
-    return PENALTIES[check_penalty(name)].fn(ctx, **resolve_params(name, params))
+    return PENALTIES[check_penalty(name)].fn(ctx, **resolve_penalty_params(name, params))
 
 
 # --------------------------------------------------------------------------- helpers

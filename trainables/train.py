@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from study import data as data_mod
+from study import seeds
 from trainables.models import DEFAULT_MODEL, MODELS, build_model
-from trainables.penalties import PENALTIES, Batch, check_penalty, penalty, resolve_params
+from trainables.penalties import PENALTIES, Batch, check_penalty, penalty, resolve_penalty_params
 from trainables.saliency import input_gradient
 
 OPTIMIZERS = ("adam", "sgd")
@@ -83,7 +84,7 @@ class TrainConfig:
         if self.model not in MODELS:
             raise ValueError(f"model: unknown {self.model!r}; valid choices: {', '.join(MODELS)}")
         check_penalty(self.penalty)
-        self.penalty_params = resolve_params(self.penalty, self.penalty_params)
+        self.penalty_params = resolve_penalty_params(self.penalty, self.penalty_params)
         if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam) and self.lam >= 0):
             raise ValueError(f"lam: must be a finite number >= 0, got {self.lam!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -116,10 +117,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _seed(*parts: int) -> int:
-    s = 0
-    for p in parts:
-        s = (s * 1_000_003 + int(p)) % (2**62)
-    return s
+    return seeds.mix(0, *parts, bits=62)
 
 
 @torch.no_grad()
@@ -171,7 +169,7 @@ class TrainRun:
         )
         n = len(self.splits.train_y)
         keep = max(1, int(round(n * cfg.data_fraction)))
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(cfg.seed, 1)))[:keep].sort().values
+        idx = seeds.subset(n, keep, _seed(cfg.seed, 1))
         self.train_x = self.splits.train_x[idx].to(self.device)
         self.train_y = self.splits.train_y[idx].to(self.device)
         self.epoch = 0  # epochs finished

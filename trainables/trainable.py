@@ -33,7 +33,7 @@ from study.data import Splits, to_float
 from trainables.train import NonFiniteLossError, TrainConfig, TrainRun
 
 STATE_FILE = "state.pt"
-METRICS = ("epoch", "train_loss", "ce", "penalty_value", "val_acc", "val_morf", "train_seconds", "samples_per_s", "morf_seconds", "seconds")
+EPOCH_METRICS = ("epoch", "train_loss", "ce", "penalty_value", "val_acc", "val_morf", "train_seconds", "samples_per_s", "morf_seconds", "seconds")
 
 
 def explanation_score(model: torch.nn.Module, x: torch.Tensor, levels: int = 20) -> float:
@@ -141,7 +141,7 @@ def train_trial(config: dict, splits: Splits) -> None:
         try:
             rec = run.run_epoch()
         except NonFiniteLossError as exc:
-            nan = {k: float("nan") for k in METRICS}
+            nan = {k: float("nan") for k in EPOCH_METRICS}
             _report({**nan, "epoch": run.epoch + 1, "start_time": start_time, "end_time": time.time(),
                      **info, "error": f"NonFiniteLossError: {exc}"},
                     {"diverged": str(exc), "start_time": start_time, "history": history})

@@ -1,7 +1,12 @@
 """Explanation and robustness metrics (SPEC §5), one module per metric.
 
-Each module defines ``NAME``, ``HIGHER_IS_BETTER``, ``REFERENCE`` and a function
-``(model, x, y, attributions, ..., seed)`` returning per-sample tensors.
+Each group is described once in :mod:`evaluation.metrics.registry` (outputs with direction, label
+and level axis; parameters with defaults; references; the ``rows`` function that computes it). Each
+module reads its ``NAME``, ``HIGHER_IS_BETTER``, ``OUTPUTS`` and ``REFERENCE`` from there and defines
+a function ``(model, x, y, attributions, ..., seed)`` returning per-sample tensors, plus ``rows``.
+Importing this package (or the registry) does not import torch.
 """
 
-METRICS = ("morf", "faithfulness", "complexity", "gaussian", "square_block")
+from evaluation.metrics.registry import groups as _groups
+
+METRICS = _groups("evaluate")  # ("morf", "faithfulness", "complexity", "gaussian", "square_block")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +16,29 @@ DEFAULT_BATCH_SIZE = 512
 AttributeFn = Callable[[Tensor, Tensor], Tensor]
 """``attribute_fn(x, target) -> attributions`` shaped like ``x`` (e.g. a partial of
 :func:`evaluation.attributions.attribute`)."""
+
+
+@dataclass(frozen=True)
+class MetricInput:
+    """What :func:`evaluation.evaluate.evaluate_model` hands a metric's ``rows`` function, per method.
+
+    ``rows(inp)`` returns ``[(output, values, levels), ...]``: ``values`` (B,) with ``levels`` None,
+    or (B, L) at ``levels`` (L,); ``output`` is one of the group's registered outputs
+    (:mod:`evaluation.metrics.registry`). Model-level outputs are kept for the first method only.
+    """
+
+    model: nn.Module
+    x: Tensor  # the evaluated images (B, 1, 28, 28)
+    labels: Tensor  # their true labels (B,)
+    target: Tensor  # the explained class (B,)
+    attributions: Tensor  # the method's maps, shaped like x
+    attribute_fn: "AttributeFn"  # the method, for metrics that re-attribute perturbed images
+    seed: int = 0
+    batch_size: int = 512
+    params: dict[str, Any] = field(default_factory=dict)  # the group's metric_params
+
+
+Rows = list[tuple[str, Tensor, "Tensor | None"]]
 
 
 def device_of(model: nn.Module) -> torch.device:
@@ -39,7 +63,8 @@ def check_batch(x: Tensor, y: Tensor, attributions: Tensor | None = None) -> Non
             raise ValueError(f"attributions must have the shape of x {tuple(x.shape)}, got {shape}")
         if not torch.isfinite(attributions).all():
             bad = (~torch.isfinite(attributions.flatten(1))).any(1).nonzero().flatten().tolist()
-            raise ValueError(f"attributions contain NaN or infinite values (samples {bad[:10]}{'...' if len(bad) > 10 else ''})")
+            more = "..." if len(bad) > 10 else ""
+            raise ValueError(f"attributions contain NaN or infinite values (samples {bad[:10]}{more})")
 
 
 def check_batch_size(batch_size: int) -> int:
@@ -105,6 +130,13 @@ def area_with_clean_point(y: Tensor, x: Tensor, clean: Tensor) -> Tensor:
     xs = torch.cat([x.new_zeros(1), x])
     ys = torch.cat([clean.to(y).reshape(-1, 1).expand(y.shape[0], 1), y], dim=-1)
     return trapezoid(ys, xs)
+
+
+def with_clean_point(acc: Tensor, levels: Tensor, clean: Tensor) -> tuple[Tensor, Tensor]:
+    """An accuracy curve (B, L) at ``levels`` with its clean point (level 0) first, unless it has one."""
+    if levels.numel() and float(levels[0]) == 0.0:
+        return acc, levels
+    return torch.cat([clean.to(acc).reshape(-1, 1), acc], 1), torch.cat([levels.new_zeros(1), levels])
 
 
 def pearson(a: Tensor, b: Tensor) -> Tensor:

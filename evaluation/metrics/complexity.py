@@ -20,12 +20,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from evaluation.metrics._common import check_batch
+from evaluation.metrics._common import MetricInput, Rows, check_batch
+from evaluation.metrics.registry import REGISTRY
 
-NAME = "complexity"
-HIGHER_IS_BETTER = False
-OUTPUTS = {"complexity": False}
-REFERENCE = "Bhatt, Weller, Moura 2020, IJCAI, doi:10.24963/ijcai.2020/417"
+SPEC = REGISTRY["complexity"]  # direction, outputs, parameters, references: evaluation/metrics/registry.py
+NAME = SPEC.name
+HIGHER_IS_BETTER = SPEC.higher_is_better
+OUTPUTS = SPEC.directions()  # reported metric -> higher is better (curve points have no direction)
+REFERENCE = SPEC.reference
 EPS = 1e-12
 
 
@@ -52,3 +54,8 @@ def complexity(
     """
     check_batch(x, y, attributions)
     return entropy(attributions)
+
+
+def rows(inp: MetricInput) -> Rows:
+    """The registered output for :func:`evaluation.evaluate.evaluate_model`."""
+    return [("complexity", complexity(inp.model, inp.x, inp.target, inp.attributions, **inp.params), None)]

@@ -35,10 +35,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from study import seeds
 from torch import Tensor, nn
 
 from evaluation.metrics._common import (
     DEFAULT_BATCH_SIZE,
+    MetricInput,
+    Rows,
     check_batch,
     check_batch_size,
     check_positive_int,
@@ -48,12 +52,14 @@ from evaluation.metrics._common import (
     masked_sums,
     pearson,
 )
+from evaluation.metrics.registry import REGISTRY
 from evaluation.metrics.morf import removal_masks, removal_probabilities
 
-NAME = "faithfulness"
-HIGHER_IS_BETTER = True
-OUTPUTS = {"faithfulness_nested": True, "faithfulness_correlation": True}
-REFERENCE = "Bhatt, Weller, Moura 2020, IJCAI, doi:10.24963/ijcai.2020/417; Alvarez-Melis & Jaakkola 2018, NeurIPS"
+SPEC = REGISTRY["faithfulness"]  # direction, outputs, parameters, references: evaluation/metrics/registry.py
+NAME = SPEC.name
+HIGHER_IS_BETTER = SPEC.higher_is_better
+OUTPUTS = SPEC.directions()  # reported metric -> higher is better (curve points have no direction)
+REFERENCE = SPEC.reference
 SUBSET_BLOCK = 64  # images per independently seeded block of subset draws
 
 
@@ -99,7 +105,7 @@ def draw_subsets(b: int, d: int, n_subsets: int = 100, subset_fraction: float = 
     k = subset_size(subset_fraction, d)
     out = torch.zeros(b, n_subsets, d, dtype=torch.bool)
     for j, i in enumerate(range(0, b, SUBSET_BLOCK)):
-        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + j)
+        g = torch.Generator().manual_seed(seeds.mix(seed, j))
         u = torch.rand(min(SUBSET_BLOCK, b - i), n_subsets, d, generator=g)
         out[i : i + SUBSET_BLOCK].scatter_(2, u.topk(k, dim=2).indices, True)
     return out
@@ -179,3 +185,13 @@ def faithfulness(
             baseline=baseline, seed=seed, batch_size=batch_size,
         ),
     )
+
+
+def rows(inp: MetricInput) -> Rows:
+    """The registered outputs for :func:`evaluation.evaluate.evaluate_model`: both variants."""
+    p, kw = inp.params, {"batch_size": inp.batch_size}
+    nested = faithfulness_nested(inp.model, inp.x, inp.target, inp.attributions,
+                                 **{k: v for k, v in p.items() if k in ("levels", "baseline")}, **kw)
+    corr = faithfulness_correlation(inp.model, inp.x, inp.target, inp.attributions, seed=inp.seed,
+                                    **{k: v for k, v in p.items() if k != "levels"}, **kw)
+    return [("faithfulness_nested", nested, None), ("faithfulness_correlation", corr, None)]

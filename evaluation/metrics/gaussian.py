@@ -41,6 +41,8 @@ from torch import Tensor, nn
 
 from evaluation.metrics._common import (
     DEFAULT_BATCH_SIZE,
+    MetricInput,
+    Rows,
     AttributeFn,
     check_batch,
     check_batch_size,
@@ -52,13 +54,16 @@ from evaluation.metrics._common import (
     generator,
     area_with_clean_point,
     trapezoid,
+    with_clean_point,
 )
+from evaluation.metrics.registry import REGISTRY
 
-NAME = "gaussian"
-HIGHER_IS_BETTER = True
-OUTPUTS = {"gaussian_accuracy": True, "gaussian_auc": True, "gaussian_auc_clean": True, "max_sensitivity": False, "avg_sensitivity": False}
-REFERENCE = "Yeh et al. 2019, NeurIPS (sensitivity); Bhatt et al. 2020, IJCAI; Hendrycks & Dietterich 2019, ICLR"
-SIGMAS = (0.1, 0.5, 1.0, 1.5)
+SPEC = REGISTRY["gaussian"]  # direction, outputs, parameters, references: evaluation/metrics/registry.py
+NAME = SPEC.name
+HIGHER_IS_BETTER = SPEC.higher_is_better
+OUTPUTS = SPEC.directions()  # reported metric -> higher is better (curve points have no direction)
+REFERENCE = SPEC.reference
+SIGMAS = tuple(SPEC.params["sigmas"])
 
 
 @dataclass(frozen=True)
@@ -170,3 +175,13 @@ def gaussian(
         max_sensitivity=sens.amax(1).T.cpu(), avg_sensitivity=sens.mean(1).T.cpu(),
         clean_accuracy=clean, area_clean=area_clean,
     )
+
+
+def rows(inp: MetricInput) -> Rows:
+    """The registered outputs for :func:`evaluation.evaluate.evaluate_model`: the sensitivities of the
+    method, and the model-level accuracy curve (with its clean point at σ = 0) and areas."""
+    g = gaussian(inp.model, inp.x, inp.labels, inp.attributions, seed=inp.seed, attribute_fn=inp.attribute_fn,
+                 target=inp.target, **inp.params, batch_size=inp.batch_size)
+    return [("max_sensitivity", g.max_sensitivity, g.sigmas), ("avg_sensitivity", g.avg_sensitivity, g.sigmas),
+            ("gaussian_accuracy", *with_clean_point(g.accuracy, g.sigmas, g.clean_accuracy)),
+            ("gaussian_auc", g.area, None), ("gaussian_auc_clean", g.area_clean, None)]

@@ -34,6 +34,8 @@ from torch import Tensor, nn
 
 from evaluation.metrics._common import (
     DEFAULT_BATCH_SIZE,
+    MetricInput,
+    Rows,
     check_batch,
     check_batch_size,
     check_positive_int,
@@ -42,11 +44,13 @@ from evaluation.metrics._common import (
     forward_chunked,
     trapezoid,
 )
+from evaluation.metrics.registry import REGISTRY
 
-NAME = "morf"
-HIGHER_IS_BETTER = True
-OUTPUTS = {"morf": True}  # reported metric -> higher is better (the curve has no direction)
-REFERENCE = "Samek et al. 2017, IEEE TNNLS 28(11), doi:10.1109/TNNLS.2016.2599820"
+SPEC = REGISTRY["morf"]  # direction, outputs, parameters, references: evaluation/metrics/registry.py
+NAME = SPEC.name
+HIGHER_IS_BETTER = SPEC.higher_is_better
+OUTPUTS = SPEC.directions()  # reported metric -> higher is better (curve points have no direction)
+REFERENCE = SPEC.reference
 
 
 @dataclass(frozen=True)
@@ -148,3 +152,9 @@ def morf(
     curve = (pm.double() / p0.double()[:, None]).cpu()
     score = trapezoid(1.0 - curve, t)
     return MorfResult(score=score, curve=curve, fractions=t)
+
+
+def rows(inp: MetricInput) -> Rows:
+    """The registered outputs for :func:`evaluation.evaluate.evaluate_model`: score and curve."""
+    r = morf(inp.model, inp.x, inp.target, inp.attributions, **inp.params, batch_size=inp.batch_size)
+    return [("morf", r.score, None), ("morf_curve", r.curve, r.fractions)]

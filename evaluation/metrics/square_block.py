@@ -44,6 +44,8 @@ from torch import Tensor, nn
 
 from evaluation.metrics._common import (
     DEFAULT_BATCH_SIZE,
+    MetricInput,
+    Rows,
     area_with_clean_point,
     check_batch,
     check_batch_size,
@@ -54,14 +56,16 @@ from evaluation.metrics._common import (
     forward_chunked,
     generator,
     trapezoid,
+    with_clean_point,
 )
+from evaluation.metrics.registry import REGISTRY
 
-NAME = "square_block"
-HIGHER_IS_BETTER = True
-OUTPUTS = {"block_accuracy": True, "block_auc": True, "block_auc_clean": True, "block_infidelity": False,
-           "block_infidelity_raw": False}
-REFERENCE = "Yeh et al. 2019, NeurIPS (infidelity); Zeiler & Fergus 2014, ECCV (occlusion)"
-S_MAX = (6, 8, 10, 12)
+SPEC = REGISTRY["square_block"]  # direction, outputs, parameters, references: evaluation/metrics/registry.py
+NAME = SPEC.name
+HIGHER_IS_BETTER = SPEC.higher_is_better
+OUTPUTS = SPEC.directions()  # reported metric -> higher is better (curve points have no direction)
+REFERENCE = SPEC.reference
+S_MAX = tuple(SPEC.params["s_max"])
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,8 @@ def check_s_max(values: Sequence[int], height: int = 28, width: int = 28) -> Ten
     s = check_increasing("s_max", values)
     hi = min(height, width) // 2
     if (s != s.round()).any() or (s < 2).any() or (s > hi).any():
-        raise ValueError(f"s_max values must be integers in 2..{hi} (block side 2·s_max fits the image), got {list(values)!r}")
+        raise ValueError(f"s_max values must be integers in 2..{hi} (block side 2·s_max fits the image), "
+                         f"got {list(values)!r}")
     return s
 
 
@@ -178,3 +183,13 @@ def square_block(
     infid_n = (beta * lin - diff).square().mean(1).T.cpu()
     return BlockResult(s_max=sm, accuracy=accuracy, area=area, infidelity=infid, infidelity_normalized=infid_n,
                        clean_accuracy=clean_acc, area_clean=area_clean)
+
+
+def rows(inp: MetricInput) -> Rows:
+    """The registered outputs for :func:`evaluation.evaluate.evaluate_model`: both infidelities of the
+    method, and the model-level accuracy curve (with its clean point at s_max = 0) and areas."""
+    s = square_block(inp.model, inp.x, inp.labels, inp.attributions, seed=inp.seed, target=inp.target,
+                     **inp.params, batch_size=inp.batch_size)
+    return [("block_infidelity", s.infidelity_normalized, s.s_max), ("block_infidelity_raw", s.infidelity, s.s_max),
+            ("block_accuracy", *with_clean_point(s.accuracy, s.s_max, s.clean_accuracy)),
+            ("block_auc", s.area, None), ("block_auc_clean", s.area_clean, None)]

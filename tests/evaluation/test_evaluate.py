@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from evaluation.evaluate import COLUMNS, CURVE_COLUMNS, HIGHER_IS_BETTER, curves_frame, evaluate_model, select_samples
+from evaluation.evaluate import COLUMNS, CURVE_FRAME_COLUMNS, HIGHER_IS_BETTER, curves_frame, evaluate_model, select_samples
 from evaluation.metrics.morf import morf
 
 SMALL = {
@@ -70,7 +70,7 @@ def test_values_match_direct_metric_call(frame, batch):
 def test_curves_frame(frame):
     df, _ = frame
     c = curves_frame(df)
-    assert list(c.columns) == CURVE_COLUMNS
+    assert list(c.columns) == CURVE_FRAME_COLUMNS
     assert set(c["curve"]) == {"morf_curve", "gaussian_accuracy", "max_sensitivity", "avg_sensitivity",
                                "block_accuracy", "block_infidelity", "block_infidelity_raw"}
     morf_sal = c[(c["method"] == "saliency") & (c["curve"] == "morf_curve")]

@@ -55,7 +55,7 @@ def test_writes_all_tables_with_schema_and_computed_row_counts(study, mnist, tra
     assert set(ro["method"]) == {"saliency", "random", ""}
     assert (ro.loc[ro["method"] == "", "fraction"] == 0).all()
     assert ro["accuracy"].between(0, 1).all()
-    for table, schema in stage.TABLES.items():
+    for table, schema in stage.STAGE_SCHEMAS.items():
         for f in _files(out, table):
             file_schema = pq.read_schema(f)
             assert [n for n in schema.names if n not in stage.PARTS] == file_schema.names[: len(file_schema.names)]
@@ -71,10 +71,10 @@ def test_writes_all_tables_with_schema_and_computed_row_counts(study, mnist, tra
 
 def test_rerun_submits_nothing_and_duplicates_nothing(study):
     out, selected, s, _, _ = study
-    before = {t: len(pd.read_parquet(out / t)) for t in stage.TABLES}
+    before = {t: len(pd.read_parquet(out / t)) for t in stage.STAGE_SCHEMAS}
     stats = stage.run_stage(selected, s, out, log=lambda _: None)
     assert stats["submitted"] == 0
-    assert {t: len(pd.read_parquet(out / t)) for t in stage.TABLES} == before
+    assert {t: len(pd.read_parquet(out / t)) for t in stage.STAGE_SCHEMAS} == before
 
 
 def test_deleting_one_file_recomputes_exactly_that_key(study):

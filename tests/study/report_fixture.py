@@ -52,7 +52,7 @@ def study_config(root: Path):
 
 def _trial_rows(cfg, splits, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     from study import results as R
-    from study.search import git_commit, package_versions
+    from study.results import git_commit, package_versions
     from study.data import to_float
     from trainables.train import TrainConfig, TrainRun
     from trainables.trainable import explanation_score
@@ -94,7 +94,7 @@ def _trial_rows(cfg, splits, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "end_time": pd.Timestamp.now(tz="UTC"), "node_id": "local", "pid": 0,
             })
     t = pd.DataFrame(trials, columns=R.TRIALS.names)
-    from study.search import pareto_mask
+    from study.statistics import front_mask as pareto_mask
 
     for _, g in t.groupby("penalty"):
         t.loc[g.index, "on_pareto_front"] = pareto_mask(g["val_acc"], g["val_morf"])

@@ -20,6 +20,7 @@ import torch
 
 from study import results as R
 from study import search
+from study.statistics import front_mask
 from study.config import load_config
 
 HUGE, SMALL = 1e50, 1.0
@@ -211,4 +212,4 @@ def test_write_and_read_table_helpers(tmp_path):
 def test_pareto_mask():
     acc = [0.9, 0.8, 0.95, 0.7, float("nan"), 0.9]
     morf = [0.5, 0.6, 0.4, 0.3, 0.9, 0.5]
-    assert search.pareto_mask(acc, morf).tolist() == [True, True, True, False, False, True]
+    assert front_mask(acc, morf).tolist() == [True, True, True, False, False, True]

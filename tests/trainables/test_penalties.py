@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.models import build_model
-from trainables.penalties import PENALTIES, Batch, penalty, resolve_params, rotate
+from trainables.penalties import PENALTIES, Batch, penalty, resolve_penalty_params, rotate
 from trainables.saliency import input_gradient
 
 EPS = 1e-8
@@ -132,13 +132,13 @@ def test_symmetry_matches_per_sample_loop(angle, interpolation):
 
 def test_symmetry_default_is_the_seeds_nearest_rotation():
     """SPEC §4: the seed rotates with torchvision's default (nearest); bilinear differs and is selectable."""
-    assert resolve_params("symmetry")["interpolation"] == "nearest"
+    assert resolve_penalty_params("symmetry")["interpolation"] == "nearest"
     x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     for mode in ("nearest", "bilinear"):
         torch.testing.assert_close(rotate(x, 15.0, mode), _tv_rotate(x, 15.0, mode), atol=1e-5, rtol=0)
     assert (rotate(x, 15.0, "nearest") - rotate(x, 15.0, "bilinear")).abs().max() > 0.05
     with pytest.raises(ValueError, match="interpolation 'cubic'; valid choices: nearest, bilinear"):
-        resolve_params("symmetry", {"interpolation": "cubic"})
+        resolve_penalty_params("symmetry", {"interpolation": "cubic"})
 
 
 # ------------------------------------------------------------------ analytic cases
@@ -241,13 +241,13 @@ def test_parameter_gradient_is_finite_and_nonzero(model_name, name, mnist):
 
 
 def test_parameter_validation():
-    assert resolve_params("locality") == {"s": 0.01}
-    assert resolve_params("fidelity", {"m": 0.2}) == {"m": 0.2}
+    assert resolve_penalty_params("locality") == {"s": 0.01}
+    assert resolve_penalty_params("fidelity", {"m": 0.2}) == {"m": 0.2}
     with pytest.raises(ValueError, match="valid: m"):
-        resolve_params("fidelity", {"margin": 0.2})
+        resolve_penalty_params("fidelity", {"margin": 0.2})
     with pytest.raises(ValueError, match="class_rule 'majority'; valid: label, prediction"):
-        resolve_params("consistency", {"class_rule": "majority"})
+        resolve_penalty_params("consistency", {"class_rule": "majority"})
     with pytest.raises(ValueError, match="angle 'rot45'"):
-        resolve_params("symmetry", {"angles": ["rot45"]})
+        resolve_penalty_params("symmetry", {"angles": ["rot45"]})
     with pytest.raises(ValueError, match="valid choices: none, gradient"):
-        resolve_params("sparsity")
+        resolve_penalty_params("sparsity")

@@ -1,0 +1,204 @@
+"""One study, one schedule: every search and every evaluation task share the cluster at once.
+
+:func:`run_study` runs the search stage and the evaluation stage together:
+
+- **All searches at once.** Each (dataset, penalty) search is its own :class:`ray.tune.Tuner`, run
+  by :func:`search.run_one` inside a zero-CPU Ray task pinned to the driver's node (Tune's registry
+  is per process, so one Tuner per worker process, a fresh process per search). Each keeps its own
+  Optuna sampler, journal and ``max_concurrent_trials``; its trials compete for the cluster's slots
+  with every other search's trials and every evaluation task, so no slot idles while work is left.
+  A search's proposals depend only on its own history and seed (its own Tuner, sampler and
+  journal), never on which searches run beside it. At most ``max_concurrent_searches`` run at once
+  (default: enough to fill the cluster, see :func:`search_limit`), the baselines first.
+- **Evaluation as soon as a model exists.** When a penalty's search is done and its dataset's
+  ``none`` search too, the penalty's model is selected (the rule needs only those two searches) and
+  its evaluation tasks (metric chunks, ROAR ranks and retrains; for the baseline also the dataset's
+  random-ranking control and clean retrains) enter the same cluster while other searches still run.
+- **Same outputs, same guarantees.** The trials, epochs and selected tables, the exported models and
+  the evaluation tables are those of the sequential schedule (``search.run_search`` then
+  ``evaluation.stage.run``), row for row but times, ids and nodes: the ``selected`` table is
+  written once at the end by the same :func:`search.select` (its dataset-wide Pareto column needs
+  every search). A killed driver loses nothing finished: a search's Tune/Optuna state and an
+  evaluation task's file are written as they finish, and a rerun restores the unfinished searches
+  and submits only the missing evaluation files.
+
+Progress: one line per event (a search started or finished, a model selected, evaluation progress
+every 30 s), each with the whole study's state: searches done/running/waiting, busy slots of the
+cluster, evaluation tasks done/running/queued, elapsed time and an ETA.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Callable
+
+import pandas as pd
+
+from study import results as R
+from study import search, storage
+from study.config import StudyConfig
+
+
+def search_limit(cfg: StudyConfig, cluster_cpus: float) -> int:
+    """Searches running at once: ``cfg.max_concurrent_searches``, or (0) enough searches to fill the
+    study's slots (``cfg.max_concurrent_total`` trials, default the cluster's CPUs / CPUs per trial),
+    plus one whose queued trials fill the tails of the others."""
+    if cfg.max_concurrent_searches:
+        return cfg.max_concurrent_searches
+    slots = cfg.max_concurrent_total or max(1, int(cluster_cpus / max(cfg.resources.cpu, 1e-9)))
+    return max(1, math.ceil(slots / cfg.max_concurrent_trials)) + 1
+
+
+def _search_task(cfg: StudyConfig, dataset: str, penalty: str, data: list, provenance: dict) -> dict:
+    """Body of one search's Ray task: ``search.run_one`` in a worker; returns its summary."""
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    lines: list[str] = []
+    t0 = time.perf_counter()
+    trials = search.run_one(cfg, dataset, penalty, lambda: data[0], provenance, verbose=0, log=lines.append)
+    return {"dataset": dataset, "penalty": penalty, "line": lines[-1] if lines else "", "n": len(trials),
+            "seconds": time.perf_counter() - t0}
+
+
+class _Progress:
+    def __init__(self, log: Callable[[str], None], n_searches: int) -> None:
+        self.log, self.n = log, n_searches
+        self.t0 = time.perf_counter()
+        self.durations: list[float] = []
+        self.last = 0.0
+
+    def line(self, event: str, running: int, waiting: int, done: int, runner) -> None:
+        import ray
+
+        el = time.perf_counter() - self.t0
+        total, avail = ray.cluster_resources().get("CPU", 0), ray.available_resources().get("CPU", 0)
+        ev = ""
+        if runner is not None and runner.stats["total"]:
+            st = runner.stats
+            ev = (f"; evaluation {st['done']}/{st['submitted']} tasks done, {len(runner.pending)} running, "
+                  f"{len(runner.queue)} queued")
+        eta = ""
+        if self.durations and (running or waiting):
+            per = sum(self.durations) / len(self.durations)
+            par = max(1, running)
+            eta = f", search ETA ~{per * math.ceil((running + waiting) / par):.0f} s"
+        self.log(f"[study] {event} | searches {done} done, {running} running, {waiting} waiting; "
+                 f"{total - avail:g}/{total:g} CPUs busy{ev}; {el:.0f} s{eta}")
+        self.last = time.perf_counter()
+
+
+def run_study(cfg: StudyConfig, *, evaluate: bool = True, verbose: int = 1,
+              log: Callable[[str], None] = print, progress_every: float = 30.0, stats: dict | None = None) -> pd.DataFrame:
+    """Run (or continue) every search and, with ``evaluate``, every evaluation task, concurrently.
+
+    Needs a connected Ray. Returns the ``selected`` table (written, like the models, as the
+    sequential schedule writes them); the evaluation tables are complete on return. ``stats``, if
+    given, receives the evaluation stage's counts and timings (``task_seconds``, ``wall_seconds`` …).
+    """
+    import ray
+
+    from evaluation import stage
+
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    search.check_output(cfg)
+    storage.pull_journal(cfg.location)
+    provenance = {"git_commit": R.git_commit(), "versions": json.dumps(R.package_versions(), sort_keys=True)}
+    refs: dict[str, object] = {}
+
+    def data(dataset: str) -> list:  # in a list: the task gets the reference, not the splits
+        if dataset not in refs:
+            refs[dataset] = ray.put(search.search_splits(cfg, dataset))
+        return [refs[dataset]]
+
+    here = ray.get_runtime_context().get_node_id()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    remote = ray.remote(num_cpus=0, max_calls=1, max_retries=0)(_search_task).options(  # a fresh process per
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False))  # Tuner, never rerun blindly
+    order = [(d, p) for p in sorted(cfg.penalties, key=lambda p: p != "none") for d in cfg.datasets]  # baselines first
+    waiting = list(order)
+    running: dict = {}
+    done: set[tuple[str, str]] = set()
+    limit = search_limit(cfg, ray.cluster_resources().get("CPU", 1))
+    prog = _Progress(log, len(order))
+    runner = stage.Runner(stage.settings_from_config(cfg), cfg.location, log=lambda _m: None,
+                          progress_every=float("inf")) if evaluate else None
+    evaluated: set[str] = set()  # model ids whose tasks were queued
+
+    def select_ready() -> None:
+        """Queue the evaluation of every (dataset, penalty) whose own search and baseline are done."""
+        if runner is None:
+            return
+        trials = None
+        for d, p in order:
+            if (d, p) not in done or ("none" in cfg.penalties and (d, "none") not in done):
+                continue
+            if "none" not in cfg.penalties and any((d, q) not in done for q in cfg.penalties):
+                continue  # no baseline: the random control's model is only known at the end
+            if trials is None:
+                trials = R.read_table(cfg.location, "trials")
+            # the rule needs only this search and the baseline's: select (and export) over those two
+            both = search.select(cfg, trials[(trials["dataset"] == d) & trials["penalty"].isin(["none", p])],
+                                 export=True)
+            ids = {stage.model_id(r) for _, r in both[both["penalty"] == p].iterrows()} - evaluated
+            if not ids:
+                continue
+            n = runner.add(both, runner.tasks_for(both, ids))
+            evaluated.update(ids)
+            prog.line(f"{d}/{p}: {len(ids)} model(s) selected, {n} evaluation task(s) queued", len(running),
+                      len(waiting), len(done), runner)
+
+    t_search0 = time.perf_counter()
+    try:
+        while waiting or running or (runner is not None and runner.busy):
+            while waiting and len(running) < limit:
+                d, p = waiting.pop(0)
+                running[remote.remote(cfg, d, p, data(d), provenance)] = (d, p, time.perf_counter())
+            wait_on = list(running) + (runner.refs() if runner is not None else [])
+            ready, _ = ray.wait(wait_on, num_returns=1, timeout=progress_every)
+            for ref in ready:
+                if ref in running:
+                    d, p, t0 = running.pop(ref)
+                    info = ray.get(ref)  # a failed search raises here: the study stops, its state is saved
+                    done.add((d, p))
+                    prog.durations.append(time.perf_counter() - t0)
+                    log(info["line"])
+                    prog.line(f"{d}/{p} search done", len(running), len(waiting), len(done), runner)
+                    select_ready()
+                else:
+                    runner.complete(ref)
+            if not ready or time.perf_counter() - prog.last >= progress_every:
+                prog.line("progress", len(running), len(waiting), len(done), runner)
+    except BaseException:
+        for ref in list(running) + (list(runner.pending) if runner is not None else []):
+            ray.cancel(ref)  # Tune saves its state on the interrupt; a rerun continues
+        raise
+    log(f"[study] all {len(order)} searches done in {time.perf_counter() - t_search0:.0f} s")
+    trials = R.read_table(cfg.location, "trials")
+    selected = search.select(cfg, trials)
+    if len(selected):
+        R.write_table(selected, cfg.location, "selected", key=cfg.name)
+    if runner is not None:
+        # anything not planned yet (no baseline in the study): plan it now, then finish the stage
+        rest = runner.tasks_for(selected) if len(selected) else []
+        if runner.add(selected, [t for t in rest if t.model_id not in evaluated]):
+            while runner.busy:
+                ready, _ = ray.wait(runner.refs(), num_returns=1)
+                for ref in ready:
+                    runner.complete(ref)
+        runner.log = log
+        st = runner.finish(selected)
+        if stats is not None:
+            stats.update(st)
+        stats = st
+        if stats.get("submitted"):
+            eff = stats["task_seconds"] / max(stats["wall_seconds"], 1e-9)
+            log(f"[evaluate] {stats['submitted']} tasks ({stats['total']} planned) in {stats['wall_seconds']:.0f} s "
+                f"of the study (task time {stats['task_seconds']:.0f} s, {eff:.2f} task-seconds per second) on "
+                f"{len(stats['nodes'])} node(s)")
+        else:
+            log(f"[evaluate] all {stats['total']} tasks already done")
+    return selected

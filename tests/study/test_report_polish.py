@@ -1,0 +1,152 @@
+"""The report as a new user reads it (issue 11.11): what is marked best, how numbers read, what is flagged."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study import report as R
+from study import results as results_mod
+from tests.study.test_report import copy_study
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_equal_values_mark_no_row_best():
+    assert R._best_flags([0.95, 0.95, 0.95], True) == [False, False, False]
+    assert R._best_flags([0.95, 0.95, 0.5], True) == [True, True, False]  # a real tie at the top still shows
+    assert R._best_flags([0.2, 0.4], False) == [True, False]
+
+
+def test_percentages_read_with_one_decimal():
+    assert R._ci(0.975, 0.95, 0.99, 100) == "97.5 [95.0, 99.0]"
+    assert R._pct(0.8835) == "88.3" and R._pct(float("nan")) == "–"
+
+
+def test_fashion_gallery_names_the_classes():
+    assert R.class_name("fashion-mnist", 0) == "T-shirt/top" and R.class_name("fashion-mnist", 9) == "Ankle boot"
+    assert R.class_name("mnist", 3) == "digit 3"
+
+
+@pytest.fixture(scope="module")
+def flagged_study(tiny_study, tmp_path_factory):
+    """The tiny study with its `gradient` model marked as selected outside the tolerance, data_root unset."""
+    d = copy_study(tiny_study, tmp_path_factory.mktemp("flag") / "study")
+    sel = results_mod.read_table(d, "selected")
+    sel.loc[sel["penalty"] == "gradient", "within_tolerance"] = False
+    results_mod.write_table(sel, d, "selected", key=sel["study"].iloc[0])
+    conf = yaml.safe_load((d / "config.yaml").read_text())
+    conf["data_root"] = ""
+    (d / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
+    return d
+
+
+@pytest.fixture(scope="module")
+def flagged_report(flagged_study):
+    return R.build_report(flagged_study, n_images=3)
+
+
+def test_outside_tolerance_is_flagged(flagged_report):
+    md = flagged_report.with_suffix(".md").read_text()
+    assert "| gradient † |" in md, md[:3000]
+    assert "† selected outside the tolerance" in md
+
+
+def test_headings_render_code_and_significant_comparisons_come_first(flagged_report):
+    html = flagged_report.read_text()
+    assert not re.search(r"<h[23][^>]*>[^<]*`", html), "literal backticks in a heading"
+    assert '<h2 id="compare">Penalties versus the <code>none</code> baseline</h2>' in html
+    section = html.split('<h2 id="compare">', 1)[1].split("<h2", 1)[0]
+    if "<details>" in section:
+        n_sig = int(re.search(r"(\d+) of \d+ comparisons are significant", section).group(1))
+        before = section.split("<details>", 1)[0]
+        assert (n_sig == 0) or "significant comparisons" in before, before
+
+
+def test_percent_cells_have_one_decimal(flagged_report):
+    md = flagged_report.with_suffix(".md").read_text()
+    rows = [ln for ln in md.splitlines() if ln.startswith("| none") or ln.startswith("| gradient")]
+    assert rows
+    for ln in rows[:2]:  # the selected-models table: val. acc. (%) is the 3rd column
+        cell = ln.split("|")[3].strip().strip("*").replace(" ★", "").strip("*")
+        assert re.fullmatch(r"\d{1,3}\.\d", cell), ln
+
+
+def test_a_report_built_elsewhere_says_which_data_is_missing(flagged_study, tmp_path, monkeypatch):
+    """Without stored gallery maps the report computes them from the test images: if those are not found
+    (data_root unset, another directory), the note says where it looked and what to set."""
+    import shutil
+
+    study = copy_study(flagged_study, tmp_path / "study")
+    shutil.rmtree(study / "gallery", ignore_errors=True)  # the evaluation stage's stored maps, where it writes them
+    monkeypatch.delenv("SALIENCY_DATA_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./data here
+    path = R.build_report(study, formats=("md",), out_dir=tmp_path / "rep", n_images=2)
+    md = path.read_text()
+    note = next(ln for ln in md.splitlines() if "No gallery for mnist" in ln)
+    assert str(tmp_path / "data") in note and "SALIENCY_DATA_ROOT" in note and "data_root" in note, note
+
+
+def test_search_config_records_the_absolute_data_root(tmp_path, data_root, monkeypatch):
+    from study.config import load_config
+    from study.search import check_output
+
+    monkeypatch.setenv("SALIENCY_DATA_ROOT", str(data_root))
+    check_output(load_config("quick", [f"output={tmp_path / 's'}"]))
+    saved = yaml.safe_load((tmp_path / "s" / "config.yaml").read_text())
+    assert saved["data_root"] == str(Path(data_root).absolute())
+
+
+def test_bad_cli_values_are_refused(flagged_study):
+    for args, message in ((["--baseline", "bogus"], "error: baseline: 'bogus' is not a penalty of this study; "
+                                                    "valid choices: none, gradient"),
+                          (["--images", "-1"], "argument --images: must be an integer >= 0, got '-1'")):
+        r = subprocess.run([sys.executable, "-m", "study.report", str(flagged_study), *args], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_quiet_report_stage_prints_only_its_path(flagged_study, capsys):
+    from study.config import config_from_raw
+
+    cfg = config_from_raw(yaml.safe_load((flagged_study / "config.yaml").read_text()))
+    cfg.output = str(flagged_study)
+    R.run(cfg, None, quiet=True)
+    out = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    assert len(out) == 1 and out[0].startswith("[report] ") and out[0].endswith("report.html"), out
+
+
+def _quick_row(text: str) -> str:
+    return next(ln for ln in text.splitlines() if ln.startswith("| `quick`"))
+
+
+def test_docs_describe_quick_and_the_smoke_test_as_they_are():
+    """Issue 11.12: docs/search.md and the README disagreed on `quick`; `--smoke-test` is not "seconds"."""
+    readme, search = (REPO / "README.md").read_text(), (REPO / "docs" / "search.md").read_text()
+    assert _quick_row(readme) == _quick_row(search)
+    quick = yaml.safe_load((REPO / "configs" / "quick.yaml").read_text())
+    row = _quick_row(search)
+    assert f"{quick['data_fraction'] * 100:g} %" in row and f"{quick['explain_n']}" in row, row
+    assert "cnn3b on both datasets" in row and quick["per_dataset"]["fashion-mnist"] == {"model": "cnn3b"}
+    for text in (readme, search):
+        smoke = next(ln for ln in text.splitlines() if "--smoke-test " in ln and ln.startswith("python"))
+        assert "seconds" not in smoke and "min" in smoke, smoke
+        assert "25×" not in text
+
+
+def test_gitignore_covers_data_and_outputs_as_symlinks(tmp_path):
+    """Issue 11.12: `/data/` matched only a folder; `data` as a symlink to a shared copy showed up as untracked."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text((REPO / ".gitignore").read_text())
+    for name in ("data", "outputs"):
+        (tmp_path / name).symlink_to(tmp_path.parent)
+        r = subprocess.run(["git", "-C", str(tmp_path), "check-ignore", "-q", name])
+        assert r.returncode == 0, f"{name} (a symlink) is not ignored"
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "data").write_text("x")  # only the top-level ones
+    assert subprocess.run(["git", "-C", str(tmp_path), "check-ignore", "-q", "docs/data"]).returncode == 1
