@@ -116,29 +116,46 @@ def main(argv: list[str] | None = None) -> int:
 
     splits = data_mod.load("mnist", a.data_root)
     t0 = time.perf_counter()
-    run = TrainRun(TrainConfig(dataset="mnist", penalty="none", epochs=1, batch_size=64, data_fraction=0.2, seed=a.seed), splits)
+    run = TrainRun(
+        TrainConfig(dataset="mnist", penalty="none", epochs=1, batch_size=64, data_fraction=0.2, seed=a.seed), splits
+    )
     rec = run.run_epoch()
     model = run.model.eval()
-    print(f"model: cnn3b, 1 epoch on 20% of MNIST train, val acc {rec['val_acc']:.4f}, {time.perf_counter() - t0:.1f} s; "
-          f"torch {torch.__version__}, quantus {quantus.__version__}, {a.threads} threads, device cpu", flush=True)
+    print(
+        f"model: cnn3b, 1 epoch on 20% of MNIST train, val acc {rec['val_acc']:.4f}, {time.perf_counter() - t0:.1f} s; "
+        f"torch {torch.__version__}, quantus {quantus.__version__}, {a.threads} threads, device cpu",
+        flush=True,
+    )
     x = data_mod.to_float(splits.test_x[: a.n])
     labels = splits.test_y[: a.n]
     with torch.no_grad():
         t = model(x).argmax(1)
     attr, s_attr = timed(attribute, model, x, t, "saliency")
-    print(f"N = {a.n} test images; saliency maps in {s_attr:.2f} s; Quantus on {min(a.quantus_n, a.n)} images, "
-          f"loop on {min(a.loop_n, a.n)} images (both scaled per image)\n", flush=True)
+    print(
+        f"N = {a.n} test images; saliency maps in {s_attr:.2f} s; Quantus on {min(a.quantus_n, a.n)} images, "
+        f"loop on {min(a.loop_n, a.n)} images (both scaled per image)\n",
+        flush=True,
+    )
     nq, nl = min(a.quantus_n, a.n), min(a.loop_n, a.n)
     xn, tn, an = x.numpy(), t.numpy(), attr.numpy()
 
     def explain(model, inputs, targets, **kw):
         return attribute(model, torch.as_tensor(inputs), torch.as_tensor(targets), "saliency").numpy()
 
-    print(f"{'metric (s per 1000 images)':<26} {'ours':>9} {'Quantus':>11} {'loop':>10} {'Q/ours':>10} {'loop/ours':>10}   values")
+    print(
+        f"{'metric (s per 1000 images)':<26} {'ours':>9} {'Quantus':>11} {'loop':>10} {'Q/ours':>10} "
+        f"{'loop/ours':>10}   values"
+    )
     # Complexity: identical definitions.
     ours, s_o = timed(complexity, model, x, t, attr)
-    q, s_q = timed(quantus.Complexity(abs=True, normalise=False, disable_warnings=True),
-                   model=model, x_batch=xn[:nq], y_batch=tn[:nq], a_batch=an[:nq].astype(np.float64), device="cpu")
+    q, s_q = timed(
+        quantus.Complexity(abs=True, normalise=False, disable_warnings=True),
+        model=model,
+        x_batch=xn[:nq],
+        y_batch=tn[:nq],
+        a_batch=an[:nq].astype(np.float64),
+        device="cpu",
+    )
     lp, s_l = timed(loop_complexity, attr[:nl])
     d_q = np.abs(ours[:nq].numpy() - np.asarray(q)).max()
     d_l = (ours[:nl] - lp).abs().max().item()
@@ -149,19 +166,56 @@ def main(argv: list[str] | None = None) -> int:
     subsets = draw_subsets(a.n, 784, 100, frac, a.seed)
     ours, s_o = timed(faithfulness_correlation, model, x, t, attr, subsets=subsets)
     np.random.seed(a.seed)
-    q, s_q = timed(quantus.FaithfulnessCorrelation(nr_runs=100, subset_size=224, abs=False, normalise=False,
-                                                   perturb_baseline="black", return_aggregate=False, disable_warnings=True),
-                   model=model, x_batch=xn[:nq], y_batch=tn[:nq], a_batch=an[:nq], device="cpu", softmax=False, batch_size=256)
+    q, s_q = timed(
+        quantus.FaithfulnessCorrelation(
+            nr_runs=100,
+            subset_size=224,
+            abs=False,
+            normalise=False,
+            perturb_baseline="black",
+            return_aggregate=False,
+            disable_warnings=True,
+        ),
+        model=model,
+        x_batch=xn[:nq],
+        y_batch=tn[:nq],
+        a_batch=an[:nq],
+        device="cpu",
+        softmax=False,
+        batch_size=256,
+    )
     lp, s_l = timed(loop_faithfulness_correlation, model, x[:nl], t[:nl], attr[:nl], subsets[:nl])
     d_l = (ours[:nl] - lp).abs().max().item()
-    line("FaithfulnessCorrelation", a.n, s_o, nq, s_q, nl, s_l,
-         f"loop max|diff| {d_l:.1e}; Quantus draws other subsets: mean {np.mean(q):.3f} vs ours {ours[:nq].mean():.3f}")
+    line(
+        "FaithfulnessCorrelation",
+        a.n,
+        s_o,
+        nq,
+        s_q,
+        nl,
+        s_l,
+        f"loop max|diff| {d_l:.1e}; Quantus draws other subsets: mean {np.mean(q):.3f} vs ours {ours[:nq].mean():.3f}",
+    )
 
     # MoRF vs PixelFlipping (49 pixels per step = 16 steps; a different removal grid).
     ours, s_o = timed(morf, model, x, t, attr)
-    q, s_q = timed(quantus.PixelFlipping(features_in_step=49, abs=False, normalise=False, perturb_baseline="black",
-                                         return_auc_per_sample=False, disable_warnings=True),
-                   model=model, x_batch=xn[:nq], y_batch=tn[:nq], a_batch=an[:nq], device="cpu", softmax=True, batch_size=256)
+    q, s_q = timed(
+        quantus.PixelFlipping(
+            features_in_step=49,
+            abs=False,
+            normalise=False,
+            perturb_baseline="black",
+            return_auc_per_sample=False,
+            disable_warnings=True,
+        ),
+        model=model,
+        x_batch=xn[:nq],
+        y_batch=tn[:nq],
+        a_batch=an[:nq],
+        device="cpu",
+        softmax=True,
+        batch_size=256,
+    )
     lp, s_l = timed(loop_morf, model, x[:nl], t[:nl], attr[:nl])
     d_l = (ours.score[:nl] - lp).abs().max().item()
     line("MoRF (Q: PixelFlipping)", a.n, s_o, nq, s_q, nl, s_l, f"loop max|diff| {d_l:.1e}; Quantus: other definition")
@@ -172,37 +226,74 @@ def main(argv: list[str] | None = None) -> int:
     fn = functools.partial(attribute, model, method="saliency")
     ours, s_o = timed(gaussian, model, x, labels, attr, sigmas=[sigma], noise=noise, attribute_fn=fn, target=t)
     np.random.seed(a.seed)
-    q, s_q = timed(quantus.MaxSensitivity(nr_samples=k, perturb_func=quantus.functions.perturb_func.batch_gaussian_noise,
-                                          perturb_func_kwargs={"perturb_std": sigma}, abs=False, normalise=False,
-                                          disable_warnings=True),
-                   model=model, x_batch=xn[:nq], y_batch=tn[:nq], a_batch=an[:nq], device="cpu", explain_func=explain,
-                   explain_func_kwargs={}, batch_size=256)
+    q, s_q = timed(
+        quantus.MaxSensitivity(
+            nr_samples=k,
+            perturb_func=quantus.functions.perturb_func.batch_gaussian_noise,
+            perturb_func_kwargs={"perturb_std": sigma},
+            abs=False,
+            normalise=False,
+            disable_warnings=True,
+        ),
+        model=model,
+        x_batch=xn[:nq],
+        y_batch=tn[:nq],
+        a_batch=an[:nq],
+        device="cpu",
+        explain_func=explain,
+        explain_func_kwargs={},
+        batch_size=256,
+    )
     lp, s_l = timed(loop_max_sensitivity, model, x[:nl], t[:nl], attr[:nl], noise[:, :nl], sigma)
     ms = ours.max_sensitivity[:, 0]
     d_l = (ms[:nl] - lp).abs().max().item()
-    line("MaxSensitivity (σ=0.5)", a.n, s_o, nq, s_q, nl, s_l,
-         f"loop max|diff| {d_l:.1e}; Quantus draws other noise: mean {np.mean(q):.3f} vs ours {ms[:nq].mean():.3f}")
+    line(
+        "MaxSensitivity (σ=0.5)",
+        a.n,
+        s_o,
+        nq,
+        s_q,
+        nl,
+        s_l,
+        f"loop max|diff| {d_l:.1e}; Quantus draws other noise: mean {np.mean(q):.3f} vs ours {ms[:nq].mean():.3f}",
+    )
     print("(ours' MaxSensitivity time also includes the accuracy under the same noise)")
 
     # The floor: these metrics are made of the model's own passes. Time the passes alone (the same
     # number per image, batched, nothing else) and compare: a ratio near 1 leaves nothing to gain.
     with torch.no_grad():
-        _, s_fwd = timed(lambda: [model(x[i:i + 256]) for i in range(0, a.n, 256)])
+        _, s_fwd = timed(lambda: [model(x[i : i + 256]) for i in range(0, a.n, 256)])
     _, s_sal = timed(attribute, model, x, t, "saliency")
     fwd, sal = s_fwd / a.n * 1000, s_sal / a.n * 1000  # seconds per 1000 images, one pass each
     print(f"\nfloor: one forward pass {fwd:.3f} s and one saliency map {sal:.3f} s per 1000 images")
-    for name, passes, secs in [("FaithfulnessCorrelation", f"{100 + 1} forwards", 101 * fwd),
-                               ("MoRF", "20 forwards", 20 * fwd),
-                               ("MaxSensitivity (σ=0.5)", f"{k} maps + {k + 1} forwards", k * sal + (k + 1) * fwd)]:
+    for name, passes, secs in [
+        ("FaithfulnessCorrelation", f"{100 + 1} forwards", 101 * fwd),
+        ("MoRF", "20 forwards", 20 * fwd),
+        ("MaxSensitivity (σ=0.5)", f"{k} maps + {k + 1} forwards", k * sal + (k + 1) * fwd),
+    ]:
         print(f"  {name:<24} {passes:>22} per image: floor {secs:6.2f} s per 1000 images")
 
     if a.skip_full:
         return 0
     timings: dict[str, float] = {}
-    df, wall = timed(evaluate_model, model, x, labels, methods=DEFAULT_METHODS, metrics=METRICS, n_samples=a.n,
-                     seed=a.seed, dataset="mnist", penalty="none", model_id="bench", timings=timings)
-    print(f"\nfull evaluation: {len(DEFAULT_METHODS)} methods × {len(METRICS)} metric groups on {a.n} images: "
-          f"{wall:.1f} s wall, {len(df)} rows")
+    df, wall = timed(
+        evaluate_model,
+        model,
+        x,
+        labels,
+        methods=DEFAULT_METHODS,
+        metrics=METRICS,
+        n_samples=a.n,
+        seed=a.seed,
+        dataset="mnist",
+        penalty="none",
+        model_id="bench",
+        timings=timings,
+    )
+    print(
+        f"\nfull evaluation: {len(DEFAULT_METHODS)} methods × {len(METRICS)} metric groups on {a.n} images: "
+        f"{wall:.1f} s wall, {len(df)} rows"
+    )
     for stage, sec in sorted(timings.items(), key=lambda kv: -kv[1]):
         print(f"  {stage:<14} {sec:8.1f} s  {100 * sec / wall:5.1f} %")
     agg = df[df["sample"] == -1]

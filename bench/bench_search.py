@@ -60,7 +60,12 @@ def plain_loop(cfg, trials, splits) -> list[float]:
     torch.set_num_threads(1)
     out = []
     for _, row in trials.iterrows():
-        conf = {"train": cfg.train_config("mnist", row["penalty"]), "lam": row["lam"], "lr": row["lr"], "seed": int(row["seed"])}
+        conf = {
+            "train": cfg.train_config("mnist", row["penalty"]),
+            "lam": row["lam"],
+            "lr": row["lr"],
+            "seed": int(row["seed"]),
+        }
         t0 = time.perf_counter()
         from trainables.train import TrainRun
 
@@ -91,11 +96,23 @@ def main(argv=None) -> int:
     from study.config import load_config
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_search_"))
-    cfg = load_config("quick", [
-        "name=bench", f"output={tmp / 'search'}", "datasets=[mnist]", f"penalties=[{a.penalty}]",
-        f"trials={a.trials}", "epochs=1", f"data_fraction={a.data_fraction}", "val_limit=2000", "explain_n=100",
-        f"max_concurrent_trials={a.cpus}", "resources.cpu=1", "sampler=random",
-    ])
+    cfg = load_config(
+        "quick",
+        [
+            "name=bench",
+            f"output={tmp / 'search'}",
+            "datasets=[mnist]",
+            f"penalties=[{a.penalty}]",
+            f"trials={a.trials}",
+            "epochs=1",
+            f"data_fraction={a.data_fraction}",
+            "val_limit=2000",
+            "explain_n=100",
+            f"max_concurrent_trials={a.cpus}",
+            "resources.cpu=1",
+            "sampler=random",
+        ],
+    )
     t0 = time.perf_counter()
     ray.init(address="local", num_cpus=a.cpus, include_dashboard=False, log_to_driver=False)
     t_ray = time.perf_counter() - t0
@@ -122,25 +139,47 @@ def main(argv=None) -> int:
     ideal = sum(plain) / a.cpus
     eff = ideal / t_search
     per_trial = (t_search - first_start - ideal) * a.cpus / max(len(ok), 1)
-    print(f"\nsearch: {len(ok)} trials of mnist/{a.penalty}, data_fraction {a.data_fraction}, 1 epoch, "
-          f"{a.cpus} CPUs, {a.cpus} at once")
+    print(
+        f"\nsearch: {len(ok)} trials of mnist/{a.penalty}, data_fraction {a.data_fraction}, 1 epoch, "
+        f"{a.cpus} CPUs, {a.cpus} at once"
+    )
     print(f"  Ray start-up (ray.init)          {t_ray:7.1f} s   (shutdown {t_down:.1f} s)")
     print(f"  search wall time                 {t_search:7.1f} s")
     print(f"  plain loop, sum of trials        {sum(plain):7.1f} s   ({sum(plain) / len(plain):.2f} s per trial)")
     print(f"  ideal wall on {a.cpus} CPUs              {ideal:7.1f} s")
     print(f"  parallel efficiency              {eff:7.0%}")
-    print(f"  ... after the first trial starts {ideal / (t_search - first_start):7.0%}   (steady state, start-up excluded)")
+    print(
+        f"  ... after the first trial starts {ideal / (t_search - first_start):7.0%}   (steady state, "
+        "start-up excluded)"
+    )
     print(f"  fixed overhead (to first trial)  {first_start:7.1f} s")
-    print(f"  per-trial overhead               {per_trial:7.2f} s   (trial in Ray: {in_ray.mean():.2f} s vs plain "
-          f"{sum(plain) / len(plain):.2f} s)")
+    print(
+        f"  per-trial overhead               {per_trial:7.2f} s   (trial in Ray: {in_ray.mean():.2f} s vs plain "
+        f"{sum(plain) / len(plain):.2f} s)"
+    )
     print(f"  CPU of the driver / Ray daemons  {cpu_driver:7.1f} s / {cpu_daemons:.1f} s during the search")
     if a.quick:
         out = tmp / "quick"
         env = {**os.environ, "SALIENCY_DATA_ROOT": os.environ.get("SALIENCY_DATA_ROOT", str(REPO / "data"))}
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "study.launch", "--config", "quick", "--stage", "search",
-                            "--output", str(out), "-q"],
-                           cwd=REPO, env=env, capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "study.launch",
+                "--config",
+                "quick",
+                "--stage",
+                "search",
+                "--output",
+                str(out),
+                "-q",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         t_quick = time.perf_counter() - t0
         if r.returncode != 0:
             print(r.stdout[-2000:], r.stderr[-2000:])

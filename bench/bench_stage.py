@@ -55,14 +55,20 @@ def main() -> None:
     busy = stats["task_seconds"] + rank_s.sum()
     eff = busy / (stats["wall_seconds"] * a.cpus)
     print(f"Ray start-up: {t_start:.1f} s")
-    print(f"1. {stats['submitted']} tasks + {len(rank_s)} ranking tasks on {a.cpus} CPUs: wall {stats['wall_seconds']:.1f} s, "
-          f"sum of task times {stats['task_seconds']:.1f} s + ranking {rank_s.sum():.1f} s, parallel efficiency {eff:.0%} "
-          f"(worker start-up and imports count as overhead)")
+    print(
+        f"1. {stats['submitted']} tasks + {len(rank_s)} ranking tasks on {a.cpus} CPUs: wall "
+        f"{stats['wall_seconds']:.1f} s, "
+        f"sum of task times {stats['task_seconds']:.1f} s + ranking {rank_s.sum():.1f} s, parallel efficiency "
+        f"{eff:.0%} "
+        f"(worker start-up and imports count as overhead)"
+    )
     n_retrains = ro.groupby(["model_id", "method"]).size()
     once, per_retrain = rank_s.sum(), (rank_s * n_retrains).sum()
-    print(f"2. ROAR ranks: computed once per (model, method) {once:.1f} s in total, versus {per_retrain:.1f} s "
-          f"if recomputed in each of the {int(n_retrains.sum())} retrains (saving {per_retrain - once:.1f} s, "
-          f"{per_retrain / max(once, 1e-9):.1f}x); mean retrain {ro['seconds'].mean():.1f} s")
+    print(
+        f"2. ROAR ranks: computed once per (model, method) {once:.1f} s in total, versus {per_retrain:.1f} s "
+        f"if recomputed in each of the {int(n_retrains.sum())} retrains (saving {per_retrain - once:.1f} s, "
+        f"{per_retrain / max(once, 1e-9):.1f}x); mean retrain {ro['seconds'].mean():.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -99,14 +99,22 @@ def main() -> None:
             ref = per_sample_saliency(model, x, y)
         t_loop = (time.perf_counter() - t0) / reps
         diff = (g - ref).abs().max().item()
-        print(f"{m}: batched {t_batch * 1e3:.2f} ms, loop {t_loop * 1e3:.2f} ms, speed-up {t_loop / t_batch:.1f}x, max |diff| {diff:.2e}")
+        print(
+            f"{m}: batched {t_batch * 1e3:.2f} ms, loop {t_loop * 1e3:.2f} ms, speed-up {t_loop / t_batch:.1f}x, "
+            f"max |diff| {diff:.2e}"
+        )
 
     frac = 0.02 if a.smoke else a.epoch_fraction
     print(f"\n3. one epoch of MNIST with cnn3b (batch 30, {frac:.0%} of the 54k training split), samples/s")
     for name in PENALTIES:
-        cfg = TrainConfig(dataset="mnist", penalty=name, lam=0.1, epochs=1, batch_size=30, data_fraction=frac, val_limit=1000)
+        cfg = TrainConfig(
+            dataset="mnist", penalty=name, lam=0.1, epochs=1, batch_size=30, data_fraction=frac, val_limit=1000
+        )
         rec = TrainRun(cfg, mnist).run_epoch()
-        print(f"{name:12} {rec['samples_per_s']:9.0f} samples/s  ({rec['train_seconds']:.1f} s, val acc {rec['val_acc']:.3f})")
+        print(
+            f"{name:12} {rec['samples_per_s']:9.0f} samples/s  ({rec['train_seconds']:.1f} s, val acc "
+            f"{rec['val_acc']:.3f})"
+        )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-import pyarrow as pa
 import torch
 
 from study import results, seeds, storage
@@ -162,7 +161,8 @@ def plan(selected: pd.DataFrame, s: StageSettings, n_test: int = 10_000) -> list
         mid = model_id(row)
         if s.metrics:
             for c in range(n_chunks):
-                tasks.append(Task("metrics", row["dataset"], row["penalty"], mid, "all", chunk=c, settings=fp["metrics"]))
+                tasks.append(Task("metrics", row["dataset"], row["penalty"], mid, "all", chunk=c,
+                                  settings=fp["metrics"]))
         methods = [m for m in roar_methods if m != "random"]
         control = bool(roar_methods) and mid == _control_model(selected, row["dataset"])
         if control:
@@ -170,12 +170,23 @@ def plan(selected: pd.DataFrame, s: StageSettings, n_test: int = 10_000) -> list
         for method in methods:
             for t in s.roar_fractions:
                 for r in range(s.roar_repeats):
-                    tasks.append(Task("roar", row["dataset"], row["penalty"], mid, method, fraction=float(t), repeat=r,
-                                      settings=fp["roar"]))
+                    tasks.append(
+                        Task(
+                            "roar",
+                            row["dataset"],
+                            row["penalty"],
+                            mid,
+                            method,
+                            fraction=float(t),
+                            repeat=r,
+                            settings=fp["roar"],
+                        )
+                    )
         if control:
             for r in range(s.roar_repeats):
-                tasks.append(Task("roar", row["dataset"], row["penalty"], mid, "", fraction=0.0, repeat=r,
-                                  settings=fp["roar"]))
+                tasks.append(
+                    Task("roar", row["dataset"], row["penalty"], mid, "", fraction=0.0, repeat=r, settings=fp["roar"])
+                )
     return tasks
 
 
@@ -193,14 +204,18 @@ def describe_plan(tasks: list[Task], s: StageSettings) -> str:
     roar = [t for t in tasks if t.kind == "roar"]
     models = len({t.model_id for t in tasks})
     ranks = len({(t.model_id if t.method not in ("random", "") else t.dataset, t.method or "random") for t in roar})
-    lines = [f"[evaluate] plan: {models} model(s); {n_metric} metric chunk(s) ({s.n_samples} test images per model "
-             f"in chunks of {s.chunk_size}; methods {', '.join(s.methods)}; metrics {', '.join(s.metrics) or 'none'})"]
+    lines = [
+        f"[evaluate] plan: {models} model(s); {n_metric} metric chunk(s) ({s.n_samples} test images per model "
+        f"in chunks of {s.chunk_size}; methods {', '.join(s.methods)}; metrics {', '.join(s.metrics) or 'none'})"
+    ]
     if roar:
         n_train = "all" if s.roar_data_fraction >= 1 else f"{s.roar_data_fraction:g} of the"
-        lines.append(f"[evaluate] plan: {ranks} ROAR ranking(s) and {len(roar)} ROAR retrain(s) (fractions "
-                     f"{', '.join(f'{t:g}' for t in s.roar_fractions)} + the clean t = 0, {s.roar_repeats} repeat(s), "
-                     f"{s.roar_epochs} epoch(s) on {n_train} training images, "
-                     f"{s.roar_n_test or 'all'} test images)")
+        lines.append(
+            f"[evaluate] plan: {ranks} ROAR ranking(s) and {len(roar)} ROAR retrain(s) (fractions "
+            f"{', '.join(f'{t:g}' for t in s.roar_fractions)} + the clean t = 0, {s.roar_repeats} repeat(s), "
+            f"{s.roar_epochs} epoch(s) on {n_train} training images, "
+            f"{s.roar_n_test or 'all'} test images)"
+        )
     return "\n".join(lines)
 
 
@@ -208,15 +223,21 @@ def stale(tasks: list[Task], out: Path | str) -> list[str]:
     """Files of the stage's tables that no planned task writes: results of other settings or of models
     no longer selected. :func:`run_stage` removes them, so the tables hold exactly the plan."""
     planned = {str(t.path(out)) for t in tasks}
-    found = [str(storage.join(out, table, rel)) for table in ("evaluation", "roar")
-             for rel in storage.list_files(storage.join(out, table), ".parquet")]
+    found = [
+        str(storage.join(out, table, rel))
+        for table in ("evaluation", "roar")
+        for rel in storage.list_files(storage.join(out, table), ".parquet")
+    ]
     return sorted(f for f in found if f not in planned)
 
 
 def missing(tasks: list[Task], out: Path | str) -> list[Task]:
     """The tasks whose file does not exist yet (one listing per table, not one request per task)."""
-    have = {str(storage.join(out, table, rel)) for table in {t.table for t in tasks}
-            for rel in storage.list_files(storage.join(out, table), ".parquet")}
+    have = {
+        str(storage.join(out, table, rel))
+        for table in {t.table for t in tasks}
+        for rel in storage.list_files(storage.join(out, table), ".parquet")
+    }
     return [t for t in tasks if str(t.path(out)) not in have]
 
 
@@ -232,8 +253,10 @@ def _node() -> tuple[str, int]:
 def _marker(out: Path | str, task: Task) -> None:
     """Record which process runs ``task`` (``.tasks/<key>.json``): for operators and fault tests."""
     node, pid = _node()
-    storage.write_text(storage.join(out, ".tasks", f"{task.table}__{task.key}.json"),
-                       json.dumps({"pid": pid, "node_id": node, "time": time.time()}))
+    storage.write_text(
+        storage.join(out, ".tasks", f"{task.table}__{task.key}.json"),
+        json.dumps({"pid": pid, "node_id": node, "time": time.time()}),
+    )
 
 
 def _threads(cpu: float) -> None:
@@ -260,19 +283,42 @@ def metrics_task(task: Task, row: dict, splits, s: StageSettings, out: str) -> d
     model = load_selected_model(row)
     dev = torch.device("cuda" if torch.cuda.is_available() and s.gpu > 0 else "cpu")
     model.to(dev)
-    idx = sample_indices(len(splits.test_y), s.n_samples, s.seed)[task.chunk * s.chunk_size : (task.chunk + 1) * s.chunk_size]
+    idx = sample_indices(len(splits.test_y), s.n_samples, s.seed)[
+        task.chunk * s.chunk_size : (task.chunk + 1) * s.chunk_size
+    ]
     x = to_float(splits.test_x[idx]).to(dev)
     y = splits.test_y[idx].to(dev)
     # per-chunk seed: independent draws across chunks, identical across models (paired comparisons)
-    df = evaluate_model(model, x, y, methods=s.methods, metrics=s.metrics, n_samples=len(idx),
-                        seed=seeds.mix(s.seed, task.chunk), dataset=task.dataset, penalty=task.penalty,
-                        model_id=task.model_id, method_params=s.method_params, metric_params=s.metric_params)
+    df = evaluate_model(
+        model,
+        x,
+        y,
+        methods=s.methods,
+        metrics=s.metrics,
+        n_samples=len(idx),
+        seed=seeds.mix(s.seed, task.chunk),
+        dataset=task.dataset,
+        penalty=task.penalty,
+        model_id=task.model_id,
+        method_params=s.method_params,
+        metric_params=s.metric_params,
+    )
     df = df[df["sample"] >= 0].copy()  # per-sample rows; aggregates are for analysis, over all chunks
     with torch.no_grad():  # clean test accuracy, per image (0/1), a model-level row like gaussian_accuracy
         correct = (model(x).argmax(1) == y).double().cpu().numpy()
-    acc = pd.DataFrame({"dataset": task.dataset, "penalty": task.penalty, "model_id": task.model_id, "method": "",
-                        "metric": "accuracy", "level": float("nan"), "sample": range(len(idx)), "value": correct,
-                        "seed": seeds.mix(s.seed, task.chunk)})
+    acc = pd.DataFrame(
+        {
+            "dataset": task.dataset,
+            "penalty": task.penalty,
+            "model_id": task.model_id,
+            "method": "",
+            "metric": "accuracy",
+            "level": float("nan"),
+            "sample": range(len(idx)),
+            "value": correct,
+            "seed": seeds.mix(s.seed, task.chunk),
+        }
+    )
     df = pd.concat([acc, df], ignore_index=True)
     df["sample"] = idx.numpy()[df["sample"].to_numpy()]  # chunk position -> test-set index
     node, _ = _node()
@@ -289,8 +335,15 @@ def gallery_path(task: Task, out: Path | str) -> Path | str:
     return p if storage.is_remote(p) else Path(p)
 
 
-def write_gallery(task: Task, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, samples: torch.Tensor,
-                  s: StageSettings, out: Path | str) -> None:
+def write_gallery(
+    task: Task,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    samples: torch.Tensor,
+    s: StageSettings,
+    out: Path | str,
+) -> None:
     """The report's saliency gallery for one model: the first ``gallery_n`` evaluated test images, their
     label, the model's prediction and each method's map towards it (seeded as chunk 0's metrics)."""
     from evaluation.attributions import attribute
@@ -304,9 +357,22 @@ def write_gallery(task: Task, model: torch.nn.Module, x: torch.Tensor, y: torch.
         a = attribute(model, x, pred, method, seed=seed, **s.method_params.get(method, {}))
         maps = a.flatten(1).float().cpu().numpy()
         for j in range(len(x)):
-            rows.append({"study": s.study, "dataset": task.dataset, "penalty": task.penalty, "model_id": task.model_id,
-                         "method": method, "position": j, "sample": int(samples[j]), "label": int(y[j]),
-                         "prediction": int(pred[j]), "image": image[j], "map": maps[j], "seed": seed})
+            rows.append(
+                {
+                    "study": s.study,
+                    "dataset": task.dataset,
+                    "penalty": task.penalty,
+                    "model_id": task.model_id,
+                    "method": method,
+                    "position": j,
+                    "sample": int(samples[j]),
+                    "label": int(y[j]),
+                    "prediction": int(pred[j]),
+                    "image": image[j],
+                    "map": maps[j],
+                    "seed": seed,
+                }
+            )
     results.write_table(pd.DataFrame(rows, columns=GALLERY.names), out, "gallery", PARTS, task.model_id, schema=GALLERY)
 
 
@@ -330,16 +396,37 @@ def roar_task(task: Task, row: dict, splits, ranked, s: StageSettings, out: str)
     _threads(s.cpu)
     _marker(out, task)
     base = json.loads(storage.read_text(row["config_path"]))["train_config"]  # the study's training settings
-    cfg = replace(TrainConfig(**base), epochs=s.roar_epochs, seed=s.seed, data_root=s.data_root or base["data_root"],
-                  device="cuda" if (s.gpu > 0 and torch.cuda.is_available()) else "cpu")
+    cfg = replace(
+        TrainConfig(**base),
+        epochs=s.roar_epochs,
+        seed=s.seed,
+        data_root=s.data_root or base["data_root"],
+        device="cuda" if (s.gpu > 0 and torch.cuda.is_available()) else "cpu",
+    )
     res = retrain(splits, ranked, task.fraction, cfg, repeat=task.repeat, replacement=s.roar_replacement)
     node, pid = _node()
-    df = pd.DataFrame([{
-        "study": s.study, "dataset": task.dataset, "penalty": task.penalty, "model_id": task.model_id,
-        "method": task.method, "fraction": task.fraction, "repeat": task.repeat, "accuracy": res["accuracy"],
-        "seconds": res["seconds"], "ranks_seconds": ranked.seconds, "n_train": res["n_train"], "n_test": res["n_test"],
-        "replacement": s.roar_replacement, "seed": s.seed + task.repeat, "node_id": node, "pid": pid,
-    }])
+    df = pd.DataFrame(
+        [
+            {
+                "study": s.study,
+                "dataset": task.dataset,
+                "penalty": task.penalty,
+                "model_id": task.model_id,
+                "method": task.method,
+                "fraction": task.fraction,
+                "repeat": task.repeat,
+                "accuracy": res["accuracy"],
+                "seconds": res["seconds"],
+                "ranks_seconds": ranked.seconds,
+                "n_train": res["n_train"],
+                "n_test": res["n_test"],
+                "replacement": s.roar_replacement,
+                "seed": s.seed + task.repeat,
+                "node_id": node,
+                "pid": pid,
+            }
+        ]
+    )
     results.write_table(df, out, "roar", PARTS, task.key, schema=ROAR)
     return {"key": task.key, "seconds": res["seconds"], "rows": 1, "node_id": node}
 
@@ -362,8 +449,9 @@ class Runner:
     selected, while searches still run, and polls it in the same loop as the searches.
     """
 
-    def __init__(self, s: StageSettings, out: str | Path, log: Callable[[str], None] = print,
-                 progress_every: float = 10.0) -> None:
+    def __init__(
+        self, s: StageSettings, out: str | Path, log: Callable[[str], None] = print, progress_every: float = 10.0
+    ) -> None:
         import ray
 
         self.s, self.out, self.log, self.progress_every = s, storage.normalize(out), log, progress_every
@@ -371,7 +459,9 @@ class Runner:
         self._metrics = ray.remote(metrics_task).options(**opts)
         self._roar = ray.remote(roar_task).options(**opts)
         self._ranks = ray.remote(ranks_task).options(**opts)
-        self.max_in_flight = s.max_in_flight or max(1, int(2 * ray.cluster_resources().get("CPU", 1) / max(s.cpu, 1e-3)))
+        self.max_in_flight = s.max_in_flight or max(
+            1, int(2 * ray.cluster_resources().get("CPU", 1) / max(s.cpu, 1e-3))
+        )
         self._splits: dict[str, object] = {}
         self.n_test: dict[str, int] = {}
         self.rows: dict[str, dict] = {}
@@ -454,8 +544,10 @@ class Runner:
         selected) and derive the curves table."""
         old = stale(self.tasks_for(selected) if len(selected) else [], self.out)
         if old:
-            self.log(f"[evaluate] removing {len(old)} result file(s) of other evaluation settings or of models no "
-                     f"longer selected (the tables then hold only this plan's results)")
+            self.log(
+                f"[evaluate] removing {len(old)} result file(s) of other evaluation settings or of models no "
+                f"longer selected (the tables then hold only this plan's results)"
+            )
             for f in old:
                 storage.delete(f)
         self.stats["wall_seconds"] = time.perf_counter() - self.t0
@@ -463,8 +555,13 @@ class Runner:
         return self.stats
 
 
-def run_stage(selected: pd.DataFrame, s: StageSettings, out: str | Path, log: Callable[[str], None] = print,
-              progress_every: float = 10.0) -> dict:
+def run_stage(
+    selected: pd.DataFrame,
+    s: StageSettings,
+    out: str | Path,
+    log: Callable[[str], None] = print,
+    progress_every: float = 10.0,
+) -> dict:
     """Run every missing task of the stage on the connected Ray cluster; return counts and timings."""
     import ray
 
@@ -476,8 +573,10 @@ def run_stage(selected: pd.DataFrame, s: StageSettings, out: str | Path, log: Ca
     all_tasks = runner.tasks_for(selected)
     old = stale(all_tasks, out)  # before planning what is missing: a stale file never counts as done
     if old:
-        log(f"[evaluate] removing {len(old)} result file(s) of other evaluation settings or of models no longer "
-            f"selected (the tables then hold only this plan's results)")
+        log(
+            f"[evaluate] removing {len(old)} result file(s) of other evaluation settings or of models no longer "
+            f"selected (the tables then hold only this plan's results)"
+        )
         for f in old:
             storage.delete(f)
     todo = runner.add(selected, all_tasks)
@@ -499,15 +598,43 @@ def write_curves(out: str | Path, study: str) -> pd.DataFrame:
         ev = ev[ev["level"].notna() & (ev["sample"] >= 0)]
         g = ev.groupby(["dataset", "penalty", "model_id", "method", "metric", "level"])["value"]
         c = g.agg(["mean", "std", "count"]).reset_index()
-        frames.append(pd.DataFrame({"dataset": c["dataset"], "penalty": c["penalty"], "model_id": c["model_id"],
-                                    "method": c["method"], "curve": c["metric"], "x": c["level"], "y": c["mean"],
-                                    "y_std": c["std"], "n": c["count"]}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "dataset": c["dataset"],
+                    "penalty": c["penalty"],
+                    "model_id": c["model_id"],
+                    "method": c["method"],
+                    "curve": c["metric"],
+                    "x": c["level"],
+                    "y": c["mean"],
+                    "y_std": c["std"],
+                    "n": c["count"],
+                }
+            )
+        )
     ro = read(out, "roar")
     if not ro.empty:
-        c = ro.groupby(["dataset", "penalty", "model_id", "method", "fraction"])["accuracy"].agg(["mean", "std", "count"]).reset_index()
-        frames.append(pd.DataFrame({"dataset": c["dataset"], "penalty": c["penalty"], "model_id": c["model_id"],
-                                    "method": c["method"], "curve": "roar", "x": c["fraction"], "y": c["mean"],
-                                    "y_std": c["std"], "n": c["count"]}))
+        c = (
+            ro.groupby(["dataset", "penalty", "model_id", "method", "fraction"])["accuracy"]
+            .agg(["mean", "std", "count"])
+            .reset_index()
+        )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "dataset": c["dataset"],
+                    "penalty": c["penalty"],
+                    "model_id": c["model_id"],
+                    "method": c["method"],
+                    "curve": "roar",
+                    "x": c["fraction"],
+                    "y": c["mean"],
+                    "y_std": c["std"],
+                    "n": c["count"],
+                }
+            )
+        )
     if not frames:
         return pd.DataFrame(columns=CURVES.names)
     curves = pd.concat(frames, ignore_index=True)
@@ -528,8 +655,11 @@ def run(cfg, selected: pd.DataFrame, log: Callable[[str], None] = print) -> dict
     stats = run_stage(selected, s, cfg.location, log=log)  # a path or a URI
     if stats.get("submitted"):
         eff = stats["task_seconds"] / max(stats["wall_seconds"], 1e-9)
-        log(f"[evaluate] {stats['submitted']} tasks in {stats['wall_seconds']:.0f} s "
-            f"(task time {stats['task_seconds']:.0f} s, {eff:.2f} task-seconds per second) on {len(stats['nodes'])} node(s)")
+        log(
+            f"[evaluate] {stats['submitted']} tasks in {stats['wall_seconds']:.0f} s "
+            f"(task time {stats['task_seconds']:.0f} s, {eff:.2f} task-seconds per second) on "
+            f"{len(stats['nodes'])} node(s)"
+        )
     return stats
 
 
@@ -544,13 +674,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m evaluation.stage",
         description="Run the evaluation stage (attribution metrics, ROAR) and the report on the selected models of a "
-                    "finished search; a rerun computes only what is missing. Equivalent to "
-                    "`python -m study.launch --stage evaluate`, which this calls.",
+        "finished search; a rerun computes only what is missing. Equivalent to "
+        "`python -m study.launch --stage evaluate`, which this calls.",
         epilog="example: python -m evaluation.stage --output outputs/quick --set evaluation.n_samples=200",
     )
     p.add_argument("--output", required=True, help="the study folder (or URI) holding a finished search")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override an evaluation key (repeatable), e.g. --set evaluation.roar.repeats=3")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an evaluation key (repeatable), e.g. --set evaluation.roar.repeats=3",
+    )
     p.add_argument("--address", default=None, help="a running Ray cluster (default: a private local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.add_argument("-q", "--quiet", action="store_true", help="only the summary lines")
@@ -564,8 +700,11 @@ def main(argv: list[str] | None = None) -> int:
         out, found = a.output, exc
     if found is not True:
         why = f" ({found})" if found else ""
-        print(f"error: --output: no study in {out} (missing config.yaml){why}; run the search first: "
-              f"python -m study.launch --stage search --output {a.output}", file=sys.stderr)
+        print(
+            f"error: --output: no study in {out} (missing config.yaml){why}; run the search first: "
+            f"python -m study.launch --stage search --output {a.output}",
+            file=sys.stderr,
+        )
         return 2
     args = ["--stage", "evaluate", "--resume", "--output", a.output]
     args += [x for o in a.overrides for x in ("--set", o)]

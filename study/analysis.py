@@ -74,7 +74,9 @@ _FALLBACK_SCHEMAS = {"evaluation": EVALUATION, "roar": ROAR, "curves": CURVES}
 EVALUATION_PARTITIONS = ["dataset", "penalty"]
 
 # Metrics of the model itself (not of an attribution method): shown as "test accuracy".
-ACCURACY_METRICS = tuple(o.name for o in metric_registry.REGISTRY["accuracy"].outputs)  # accuracy, test_accuracy, test_acc
+ACCURACY_METRICS = tuple(
+    o.name for o in metric_registry.REGISTRY["accuracy"].outputs
+)  # accuracy, test_accuracy, test_acc
 RANDOM_METHOD = "random"
 # SPEC §4's order (tables and legends); the study's own order (config.yaml) comes first
 PENALTY_ORDER = ("none", "gradient", "consistency", "smoothness", "locality", "fidelity", "symmetry")
@@ -190,7 +192,9 @@ def _conform(t: pa.Table, schema: pa.Schema, where: str, partition: dict[str, st
             try:
                 col = pc.cast(col, f.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                raise SchemaError(f"{where}: partition value {f.name}={partition[f.name]!r} is not a valid {f.type}") from None
+                raise SchemaError(
+                    f"{where}: partition value {f.name}={partition[f.name]!r} is not a valid {f.type}"
+                ) from None
         elif not _compatible(col.type, f.type):
             raise SchemaError(f"{where}: column {f.name!r} has type {col.type}, expected {f.type}")
         if col.type != f.type:
@@ -216,13 +220,15 @@ def read_study_table(path_or_uri, table: str) -> tuple[pd.DataFrame, bool]:
     if info.type != pafs.FileType.Directory:
         raise SchemaError(f"{shown}/{table}: expected a folder of Parquet files, found a file")
     files = [
-        f for f in fs.get_file_info(pafs.FileSelector(folder, recursive=True))
-        if f.type == pafs.FileType.File and f.path.endswith(".parquet")
-        and not any(p.startswith((".", "_")) for p in f.path[len(folder) + 1:].split("/"))
+        f
+        for f in fs.get_file_info(pafs.FileSelector(folder, recursive=True))
+        if f.type == pafs.FileType.File
+        and f.path.endswith(".parquet")
+        and not any(p.startswith((".", "_")) for p in f.path[len(folder) + 1 :].split("/"))
     ]
     parts = []
     for f in sorted(files, key=lambda f: f.path):
-        rel = f.path[len(folder) + 1:]
+        rel = f.path[len(folder) + 1 :]
         where = f"{shown}/{table}/{rel}"
         try:
             t = pq.read_table(f.path, filesystem=fs)
@@ -305,9 +311,10 @@ class Study:
             "epochs": "no per-epoch records of the search",
             "selected": "no model selected yet (the search has not finished): no saliency gallery",
             "evaluation": "the evaluation stage has not written per-sample metrics: no summary table, "
-                          "comparisons, or Gaussian/square-block curves from per-sample rows",
+            "comparisons, or Gaussian/square-block curves from per-sample rows",
             "roar": "no ROAR (remove-and-retrain) results",
-            "curves": "no curves table: no MoRF curves (Gaussian/square-block curves fall back to the evaluation table)",
+            "curves": "no curves table: no MoRF curves "
+                      "(Gaussian/square-block curves fall back to the evaluation table)",
         }
         for t in self.missing:
             out.append(f"`{t}` is missing: {what[t]}.")
@@ -362,7 +369,9 @@ def load(path_or_uri) -> Study:
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{shown}: no such study folder")
     if info.type != pafs.FileType.Directory:
-        raise NotAStudyError(f"{shown}: not a study folder (it is a file); pass the folder the study writes its tables to")
+        raise NotAStudyError(
+            f"{shown}: not a study folder (it is a file); pass the folder the study writes its tables to"
+        )
     present = {t for t in TABLES if fs.get_file_info(f"{root.rstrip('/')}/{t}").type == pafs.FileType.Directory}
     cfg_path = f"{root.rstrip('/')}/config.yaml"
     has_cfg = fs.get_file_info(cfg_path).type == pafs.FileType.File
@@ -412,7 +421,7 @@ def roar_scores(s: Study) -> pd.DataFrame:
     if r.empty:
         return pd.DataFrame({c: pd.Series(dtype="float64" if c.startswith("value") else "object") for c in cols})
     method = r["method"].fillna("").astype(str)
-    clean = (r[(method == "") & (r["fraction"] == 0)].groupby(["dataset", "repeat"])["accuracy"].mean().to_dict())
+    clean = r[(method == "") & (r["fraction"] == 0)].groupby(["dataset", "repeat"])["accuracy"].mean().to_dict()
     rows = []
     for key, g in r[method != ""].groupby(["dataset", "penalty", "model_id", "method", "repeat"], sort=True):
         g = g[g["fraction"] > 0].groupby("fraction")["accuracy"].mean().sort_index()
@@ -435,23 +444,39 @@ def per_sample(s: Study, levels: bool = True) -> pd.DataFrame:
     (``sample`` = -1) are kept; ``levels=False`` keeps scalar metrics only (``level`` NaN).
     """
     e = s.evaluation
-    ev = pd.DataFrame({
-        "dataset": e["dataset"].astype(str), "penalty": e["penalty"].astype(str),
-        "model_id": e["model_id"].astype(str), "method": e["method"].fillna("").astype(str),
-        "metric": e["metric"].astype(str), "level": e["level"].astype(float),
-        "sample": e["sample"].astype("int64"), "value": e["value"].astype(float), "source": "evaluation",
-    })
+    ev = pd.DataFrame(
+        {
+            "dataset": e["dataset"].astype(str),
+            "penalty": e["penalty"].astype(str),
+            "model_id": e["model_id"].astype(str),
+            "method": e["method"].fillna("").astype(str),
+            "metric": e["metric"].astype(str),
+            "level": e["level"].astype(float),
+            "sample": e["sample"].astype("int64"),
+            "value": e["value"].astype(float),
+            "source": "evaluation",
+        }
+    )
     parts = [ev]
     if not (ev["metric"] == "roar").any():
         r = roar_scores(s)
         for metric, col in (("roar", "value"), ("roar_clean", "value_clean")):
             if len(r):
-                parts.append(pd.DataFrame({
-                    "dataset": r["dataset"].astype(str), "penalty": r["penalty"].astype(str),
-                    "model_id": r["model_id"].astype(str), "method": r["method"].astype(str), "metric": metric,
-                    "level": np.nan, "sample": r["repeat"].astype("int64"), "value": r[col].astype(float),
-                    "source": "roar",
-                }))
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "dataset": r["dataset"].astype(str),
+                            "penalty": r["penalty"].astype(str),
+                            "model_id": r["model_id"].astype(str),
+                            "method": r["method"].astype(str),
+                            "metric": metric,
+                            "level": np.nan,
+                            "sample": r["repeat"].astype("int64"),
+                            "value": r[col].astype(float),
+                            "source": "roar",
+                        }
+                    )
+                )
     out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else ev
     if not levels:
         out = out[out["level"].isna()]
@@ -459,9 +484,25 @@ def per_sample(s: Study, levels: bool = True) -> pd.DataFrame:
 
 
 SUMMARY_COLUMNS = [
-    "dataset", "penalty", "model_id", "method", "metric", "level", "higher_is_better",
-    "n", "mean", "ci_low", "ci_high", "ci_over", "random_mean",
-    "test_acc", "test_acc_ci_low", "test_acc_ci_high", "lam", "val_acc", "val_morf",
+    "dataset",
+    "penalty",
+    "model_id",
+    "method",
+    "metric",
+    "level",
+    "higher_is_better",
+    "n",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "ci_over",
+    "random_mean",
+    "test_acc",
+    "test_acc_ci_low",
+    "test_acc_ci_high",
+    "lam",
+    "val_acc",
+    "val_morf",
 ]
 GROUP = ["dataset", "penalty", "model_id", "method", "metric", "level"]
 
@@ -479,12 +520,21 @@ def _selected_info(s: Study) -> pd.DataFrame:
     sel = s.selected
     cols = ["dataset", "penalty", "lam", "val_acc", "val_morf"]
     if sel.empty:
-        return pd.DataFrame({c: pd.Series(dtype=float if c in ("lam", "val_acc", "val_morf") else object) for c in cols})
+        return pd.DataFrame(
+            {c: pd.Series(dtype=float if c in ("lam", "val_acc", "val_morf") else object) for c in cols}
+        )
     return sel.drop_duplicates(["dataset", "penalty"], keep="last")[cols].astype({"dataset": str, "penalty": str})
 
 
-def summary(s, *, levels: bool = False, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
-            ci_method: str = "percentile") -> pd.DataFrame:
+def summary(
+    s,
+    *,
+    levels: bool = False,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    ci_method: str = "percentile",
+) -> pd.DataFrame:
     """Mean and bootstrap CI per dataset × penalty × model × attribution method × metric.
 
     One row per group of :func:`per_sample` (``levels=False``: scalar metrics only; ``True``
@@ -501,19 +551,37 @@ def summary(s, *, levels: bool = False, confidence: float = 0.95, n_resamples: i
     rows = []
     for key, g in data.groupby(GROUP, sort=True, dropna=False):
         v, over = _group_values(g)
-        lo, hi = (bootstrap_ci(v, confidence, n_resamples, group_seed(seed, *key), ci_method)
-                  if over != "none" else (float("nan"), float("nan")))
-        rows.append((*key, higher_is_better(key[4]), int(np.isfinite(v).sum()) if over != "none" else 0,
-                     float(np.nanmean(v)) if np.isfinite(v).any() else float("nan"), lo, hi, over))
+        lo, hi = (
+            bootstrap_ci(v, confidence, n_resamples, group_seed(seed, *key), ci_method)
+            if over != "none"
+            else (float("nan"), float("nan"))
+        )
+        rows.append(
+            (
+                *key,
+                higher_is_better(key[4]),
+                int(np.isfinite(v).sum()) if over != "none" else 0,
+                float(np.nanmean(v)) if np.isfinite(v).any() else float("nan"),
+                lo,
+                hi,
+                over,
+            )
+        )
     out = pd.DataFrame(rows, columns=GROUP + ["higher_is_better", "n", "mean", "ci_low", "ci_high", "ci_over"])
     # test accuracy per model (method-independent: one value per sample)
     arows = []
     for key, g in acc.groupby(["dataset", "penalty", "model_id"], sort=True):
         per = g[g["sample"] >= 0].drop_duplicates("sample", keep="last")
         v = per["value"].to_numpy(float) if len(per) else g["value"].to_numpy(float)
-        lo, hi = bootstrap_ci(v, confidence, n_resamples, group_seed(seed, *key, "accuracy"), ci_method) if len(per) else (np.nan, np.nan)
+        lo, hi = (
+            bootstrap_ci(v, confidence, n_resamples, group_seed(seed, *key, "accuracy"), ci_method)
+            if len(per)
+            else (np.nan, np.nan)
+        )
         arows.append((*key, float(np.nanmean(v)), lo, hi))
-    accdf = pd.DataFrame(arows, columns=["dataset", "penalty", "model_id", "test_acc", "test_acc_ci_low", "test_acc_ci_high"])
+    accdf = pd.DataFrame(
+        arows, columns=["dataset", "penalty", "model_id", "test_acc", "test_acc_ci_low", "test_acc_ci_high"]
+    )
     out = out.merge(accdf, on=["dataset", "penalty", "model_id"], how="left")
     out = out.merge(_selected_info(s), on=["dataset", "penalty"], how="left")
     out["random_mean"] = _random_control(out)
@@ -530,8 +598,11 @@ def _random_control(out: pd.DataFrame) -> pd.Series:
     lv = lambda df: df["level"].fillna(-1.0)  # noqa: E731 - NaN levels must match in a merge
     by_model = rnd.assign(_lv=lv(rnd)).set_index(["model_id", "metric", "_lv"])["mean"]
     by_model = by_model[~by_model.index.duplicated()]
-    by_dataset = rnd[rnd["metric"].isin(["roar", "roar_clean"])].drop_duplicates(["dataset", "metric"]).set_index(
-        ["dataset", "metric"])["mean"]
+    by_dataset = (
+        rnd[rnd["metric"].isin(["roar", "roar_clean"])]
+        .drop_duplicates(["dataset", "metric"])
+        .set_index(["dataset", "metric"])["mean"]
+    )
     vals = []
     for mid, ds, metric, level, method in zip(out["model_id"], out["dataset"], out["metric"], lv(out), out["method"]):
         if method == "":
@@ -555,9 +626,29 @@ def _sort(df: pd.DataFrame, s: Study) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- paired comparison
 COMPARE_COLUMNS = [
-    "dataset", "method", "metric", "level", "penalty", "model_id", "baseline", "baseline_model_id",
-    "higher_is_better", "n", "mean", "baseline_mean", "mean_diff", "diff_ci_low", "diff_ci_high",
-    "statistic", "p_value", "p_adjusted", "correction", "significant", "rank_biserial", "cohens_d", "improved",
+    "dataset",
+    "method",
+    "metric",
+    "level",
+    "penalty",
+    "model_id",
+    "baseline",
+    "baseline_model_id",
+    "higher_is_better",
+    "n",
+    "mean",
+    "baseline_mean",
+    "mean_diff",
+    "diff_ci_low",
+    "diff_ci_high",
+    "statistic",
+    "p_value",
+    "p_adjusted",
+    "correction",
+    "significant",
+    "rank_biserial",
+    "cohens_d",
+    "improved",
 ]
 
 
@@ -571,8 +662,17 @@ def _baseline_model(s: Study, dataset: str, baseline: str, models: list[str]) ->
     return sorted(models)[0]
 
 
-def compare(s, baseline: str = "none", *, correction: str = "holm", alpha: float = 0.05, levels: bool = False,
-            confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+def compare(
+    s,
+    baseline: str = "none",
+    *,
+    correction: str = "holm",
+    alpha: float = 0.05,
+    levels: bool = False,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Each penalty against ``baseline`` on per-sample values paired by sample index.
 
     One row per (dataset, method, metric[, level], penalty ≠ baseline, model) whose baseline
@@ -602,16 +702,33 @@ def compare(s, baseline: str = "none", *, correction: str = "holm", alpha: float
             lo, hi = bootstrap_ci(d, confidence, n_resamples, group_seed(seed, *key, penalty, model_id, "diff"))
             md = t["mean_diff"]
             improved = None if hib is None or not np.isfinite(md) or md == 0 else bool((md > 0) == hib)
-            rows.append({
-                "dataset": key[0], "method": key[1], "metric": key[2], "level": key[3], "penalty": penalty,
-                "model_id": model_id, "baseline": baseline, "baseline_model_id": bm, "higher_is_better": hib,
-                "n": t["n"], "mean": float(m["value"].mean()) if len(m) else np.nan,
-                "baseline_mean": float(m["value_base"].mean()) if len(m) else np.nan,
-                "mean_diff": md, "diff_ci_low": lo, "diff_ci_high": hi, "statistic": t["statistic"],
-                "p_value": t["p_value"], "rank_biserial": t["rank_biserial"], "cohens_d": t["cohens_d"],
-                "improved": improved,
-            })
-    out = pd.DataFrame(rows, columns=[c for c in COMPARE_COLUMNS if c not in ("p_adjusted", "correction", "significant")])
+            rows.append(
+                {
+                    "dataset": key[0],
+                    "method": key[1],
+                    "metric": key[2],
+                    "level": key[3],
+                    "penalty": penalty,
+                    "model_id": model_id,
+                    "baseline": baseline,
+                    "baseline_model_id": bm,
+                    "higher_is_better": hib,
+                    "n": t["n"],
+                    "mean": float(m["value"].mean()) if len(m) else np.nan,
+                    "baseline_mean": float(m["value_base"].mean()) if len(m) else np.nan,
+                    "mean_diff": md,
+                    "diff_ci_low": lo,
+                    "diff_ci_high": hi,
+                    "statistic": t["statistic"],
+                    "p_value": t["p_value"],
+                    "rank_biserial": t["rank_biserial"],
+                    "cohens_d": t["cohens_d"],
+                    "improved": improved,
+                }
+            )
+    out = pd.DataFrame(
+        rows, columns=[c for c in COMPARE_COLUMNS if c not in ("p_adjusted", "correction", "significant")]
+    )
     out["p_adjusted"] = adjust(out["p_value"].to_numpy(float), correction) if len(out) else pd.Series(dtype=float)
     out["correction"] = correction
     out["significant"] = (out["p_adjusted"] < alpha) if len(out) else pd.Series(dtype=bool)
@@ -621,8 +738,21 @@ def compare(s, baseline: str = "none", *, correction: str = "holm", alpha: float
 
 
 # --------------------------------------------------------------------------- search views
-PARETO_COLUMNS = ["dataset", "penalty", "trial_id", "lam", "lr", "seed", "accuracy", "score", "accuracy_metric",
-                  "score_metric", "on_dataset_front", "on_penalty_front", "selected"]
+PARETO_COLUMNS = [
+    "dataset",
+    "penalty",
+    "trial_id",
+    "lam",
+    "lr",
+    "seed",
+    "accuracy",
+    "score",
+    "accuracy_metric",
+    "score_metric",
+    "on_dataset_front",
+    "on_penalty_front",
+    "selected",
+]
 
 
 def _finished_trials(s: Study) -> pd.DataFrame:
@@ -648,14 +778,27 @@ def pareto(s, *, accuracy: str = "val_acc", score: str = "val_morf") -> pd.DataF
         t.loc[g.index, "on_dataset_front"] = front_mask(g["accuracy"], g["score"])
     for _, g in t.groupby(["dataset", "penalty"]):
         t.loc[g.index, "on_penalty_front"] = front_mask(g["accuracy"], g["score"])
-    sel = set(zip(s.selected["dataset"].astype(str), s.selected["penalty"].astype(str), s.selected["trial_id"].astype(str)))
+    sel = set(
+        zip(s.selected["dataset"].astype(str), s.selected["penalty"].astype(str), s.selected["trial_id"].astype(str))
+    )
     t["selected"] = [(d, p, i) in sel for d, p, i in zip(t["dataset"], t["penalty"], t["trial_id"])]
     out = t[PARETO_COLUMNS].astype({"on_dataset_front": bool, "on_penalty_front": bool, "selected": bool})
     out = out.sort_values(["dataset", "accuracy", "score"], ascending=[True, False, False], kind="stable")
     return out.reset_index(drop=True)
 
 
-SWEEP_COLUMNS = ["dataset", "penalty", "trial_id", "lam", "lr", "seed", "metric", "value", "higher_is_better", "selected"]
+SWEEP_COLUMNS = [
+    "dataset",
+    "penalty",
+    "trial_id",
+    "lam",
+    "lr",
+    "seed",
+    "metric",
+    "value",
+    "higher_is_better",
+    "selected",
+]
 
 
 def lambda_sweep(s, *, metrics: Iterable[str] = ("val_acc", "val_morf"), baseline: str = "none") -> pd.DataFrame:
@@ -665,11 +808,15 @@ def lambda_sweep(s, *, metrics: Iterable[str] = ("val_acc", "val_morf"), baselin
     metrics = list(metrics)
     bad = [m for m in metrics if m not in s.trials.columns]
     if bad:
-        raise ValueError(f"unknown trial metric(s) {bad}; numeric trial columns: "
-                         f"{[c for c in s.trials.columns if pd.api.types.is_float_dtype(s.trials[c])]}")
+        raise ValueError(
+            f"unknown trial metric(s) {bad}; numeric trial columns: "
+            f"{[c for c in s.trials.columns if pd.api.types.is_float_dtype(s.trials[c])]}"
+        )
     t = _finished_trials(s)
     t = t[t["penalty"].astype(str) != baseline]
-    sel = set(zip(s.selected["dataset"].astype(str), s.selected["penalty"].astype(str), s.selected["trial_id"].astype(str)))
+    sel = set(
+        zip(s.selected["dataset"].astype(str), s.selected["penalty"].astype(str), s.selected["trial_id"].astype(str))
+    )
     base_cols = ["dataset", "penalty", "trial_id", "lam", "lr", "seed"]
     long = t[base_cols + metrics].melt(id_vars=base_cols, value_vars=metrics, var_name="metric", value_name="value")
     long = long[np.isfinite(long["value"].astype(float))].copy()
@@ -705,7 +852,9 @@ def curve(s, kind: str) -> pd.DataFrame:
     Model-level curves (accuracy under noise) have ``method`` "".
     """
     s = _as_study(s)
-    empty = pd.DataFrame({c: pd.Series(dtype=float if c in ("x", "y", "y_low", "y_high") else object) for c in CURVE_COLUMNS})
+    empty = pd.DataFrame(
+        {c: pd.Series(dtype=float if c in ("x", "y", "y_low", "y_high") else object) for c in CURVE_COLUMNS}
+    )
     keys = ["dataset", "penalty", "model_id", "method"]
     if kind == "roar":
         src = s.roar.rename(columns={"fraction": "x", "accuracy": "y"})
@@ -713,7 +862,9 @@ def curve(s, kind: str) -> pd.DataFrame:
     elif kind in CURVE_KINDS:
         names, metric = CURVE_KINDS[kind]
         e = s.evaluation
-        src = e[(e["metric"] == metric) & e["level"].notna() & (e["sample"] >= 0)].rename(columns={"level": "x", "value": "y"})
+        src = e[(e["metric"] == metric) & e["level"].notna() & (e["sample"] >= 0)].rename(
+            columns={"level": "x", "value": "y"}
+        )
         source, lo, hi = "evaluation", (lambda v: v.quantile(0.025)), (lambda v: v.quantile(0.975))
         if src.empty:
             src = s.curves[s.curves["curve"].astype(str).isin(names)]
@@ -731,8 +882,21 @@ def curve(s, kind: str) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- replicates (seeds)
-REPLICATE_COLUMNS = ["dataset", "penalty", "method", "metric", "higher_is_better", "n", "mean", "ci_low", "ci_high",
-                     "sd", "over", "values", "random_mean"]
+REPLICATE_COLUMNS = [
+    "dataset",
+    "penalty",
+    "method",
+    "metric",
+    "higher_is_better",
+    "n",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "sd",
+    "over",
+    "values",
+    "random_mean",
+]
 
 
 def _model_seeds(s: Study) -> pd.DataFrame:
@@ -740,8 +904,12 @@ def _model_seeds(s: Study) -> pd.DataFrame:
     sel = s.selected
     if sel.empty:
         return pd.DataFrame(columns=["model_id", "seed"])
-    return pd.DataFrame({"model_id": sel["penalty"].astype(str) + "-" + sel["trial_id"].astype(str),
-                         "seed": sel["seed"].astype("int64")}).drop_duplicates("model_id")
+    return pd.DataFrame(
+        {
+            "model_id": sel["penalty"].astype(str) + "-" + sel["trial_id"].astype(str),
+            "seed": sel["seed"].astype("int64"),
+        }
+    ).drop_duplicates("model_id")
 
 
 LEVEL_AVERAGED = ("max_sensitivity", "avg_sensitivity", "block_infidelity", "block_infidelity_raw")
@@ -758,8 +926,11 @@ def per_model(s) -> pd.DataFrame:
     # its mean over the levels (each level weighs the same, as in the curve's own mean)
     levelled = data["level"].notna() & data["metric"].isin(LEVEL_AVERAGED)
     data = data[data["level"].isna() | levelled]
-    out = data.groupby(["dataset", "penalty", "model_id", "method", "metric"], sort=True)["value"].agg(
-        value="mean", n_units="size").reset_index()
+    out = (
+        data.groupby(["dataset", "penalty", "model_id", "method", "metric"], sort=True)["value"]
+        .agg(value="mean", n_units="size")
+        .reset_index()
+    )
     return out.merge(_model_seeds(s), on="model_id", how="left")
 
 
@@ -784,26 +955,58 @@ def replicates(s, *, confidence: float = 0.95) -> pd.DataFrame:
             over = "repeats"
         lo, hi = t_interval(v, confidence)
         fin = v[np.isfinite(v)]
-        rows.append((*key, higher_is_better(key[3]), len(fin), float(fin.mean()) if len(fin) else np.nan, lo, hi,
-                     float(fin.std(ddof=1)) if len(fin) > 1 else np.nan, over, json.dumps([round(x, 6) for x in fin])))
+        rows.append(
+            (
+                *key,
+                higher_is_better(key[3]),
+                len(fin),
+                float(fin.mean()) if len(fin) else np.nan,
+                lo,
+                hi,
+                float(fin.std(ddof=1)) if len(fin) > 1 else np.nan,
+                over,
+                json.dumps([round(x, 6) for x in fin]),
+            )
+        )
     out = pd.DataFrame(rows, columns=REPLICATE_COLUMNS[:-1])
     out["higher_is_better"] = out["higher_is_better"].astype(object)
     rnd = out[out["method"] == RANDOM_METHOD]
     own = rnd.set_index(["dataset", "penalty", "metric"])["mean"]
-    ctrl = rnd[rnd["metric"].isin(["roar", "roar_clean"])].drop_duplicates(["dataset", "metric"]).set_index(
-        ["dataset", "metric"])["mean"]
-    out["random_mean"] = [np.nan if m == "" else own.get((d, p, k), ctrl.get((d, k), np.nan))
-                          for d, p, m, k in zip(out["dataset"], out["penalty"], out["method"], out["metric"])]
+    ctrl = (
+        rnd[rnd["metric"].isin(["roar", "roar_clean"])]
+        .drop_duplicates(["dataset", "metric"])
+        .set_index(["dataset", "metric"])["mean"]
+    )
+    out["random_mean"] = [
+        np.nan if m == "" else own.get((d, p, k), ctrl.get((d, k), np.nan))
+        for d, p, m, k in zip(out["dataset"], out["penalty"], out["method"], out["metric"])
+    ]
     return _sort(out, s)
 
 
-REPLICATE_COMPARE_COLUMNS = ["dataset", "method", "metric", "penalty", "baseline", "higher_is_better", "n", "mean_diff",
-                             "diff_ci_low", "diff_ci_high", "statistic", "p_value", "p_adjusted", "correction",
-                             "significant", "improved"]
+REPLICATE_COMPARE_COLUMNS = [
+    "dataset",
+    "method",
+    "metric",
+    "penalty",
+    "baseline",
+    "higher_is_better",
+    "n",
+    "mean_diff",
+    "diff_ci_low",
+    "diff_ci_high",
+    "statistic",
+    "p_value",
+    "p_adjusted",
+    "correction",
+    "significant",
+    "improved",
+]
 
 
-def compare_replicates(s, baseline: str = "none", *, correction: str = "holm", alpha: float = 0.05,
-                       confidence: float = 0.95) -> pd.DataFrame:
+def compare_replicates(
+    s, baseline: str = "none", *, correction: str = "holm", alpha: float = 0.05, confidence: float = 0.95
+) -> pd.DataFrame:
     """Each penalty against ``baseline`` over seeds: paired by seed (seed k of the penalty with seed k
     of the baseline: the same initialisation and data order), two-sided paired t-test on the per-model
     values of :func:`per_model`, p-values corrected across all rows (Holm by default). With 3 seeds
@@ -829,11 +1032,26 @@ def compare_replicates(s, baseline: str = "none", *, correction: str = "holm", a
             lo, hi = t_interval(d, confidence)
             md = float(d.mean()) if len(d) else float("nan")
             hib = higher_is_better(metric)
-            rows.append({"dataset": dataset, "method": method, "metric": metric, "penalty": penalty,
-                         "baseline": baseline, "higher_is_better": hib, "n": len(d), "mean_diff": md,
-                         "diff_ci_low": lo, "diff_ci_high": hi, "statistic": stat, "p_value": pv,
-                         "improved": None if hib is None or not np.isfinite(md) or md == 0 else bool((md > 0) == hib)})
-    out = pd.DataFrame(rows, columns=[c for c in REPLICATE_COMPARE_COLUMNS if c not in ("p_adjusted", "correction", "significant")])
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "method": method,
+                    "metric": metric,
+                    "penalty": penalty,
+                    "baseline": baseline,
+                    "higher_is_better": hib,
+                    "n": len(d),
+                    "mean_diff": md,
+                    "diff_ci_low": lo,
+                    "diff_ci_high": hi,
+                    "statistic": stat,
+                    "p_value": pv,
+                    "improved": None if hib is None or not np.isfinite(md) or md == 0 else bool((md > 0) == hib),
+                }
+            )
+    out = pd.DataFrame(
+        rows, columns=[c for c in REPLICATE_COMPARE_COLUMNS if c not in ("p_adjusted", "correction", "significant")]
+    )
     out["p_adjusted"] = adjust(out["p_value"].to_numpy(float), correction) if len(out) else pd.Series(dtype=float)
     out["correction"] = correction
     out["significant"] = (out["p_adjusted"] < alpha) if len(out) else pd.Series(dtype=bool)
@@ -850,7 +1068,9 @@ def has_replicates(s) -> bool:
 # --------------------------------------------------------------------------- provenance
 def provenance(s: Study) -> dict:
     """Git commit(s) and package versions recorded by the stages (from ``trials``/``selected``)."""
-    commits = sorted((set(s.trials["git_commit"].dropna().astype(str)) | set(s.selected["git_commit"].dropna().astype(str))) - {""})
+    commits = sorted(
+        (set(s.trials["git_commit"].dropna().astype(str)) | set(s.selected["git_commit"].dropna().astype(str))) - {""}
+    )
     versions = {}
     for v in s.trials["versions"].dropna().astype(str).unique():
         try:
@@ -861,10 +1081,34 @@ def provenance(s: Study) -> dict:
 
 
 __all__ = [
-    "Study", "StudyError", "NotAStudyError", "SchemaError", "TABLES", "load", "read_study_table", "table_schema",
-    "summary", "compare", "pareto", "lambda_sweep", "per_sample", "curve", "roar_scores", "bootstrap_ci",
-    "paired_test", "adjust", "holm", "higher_is_better", "directions", "front_mask", "provenance",
-    "per_model", "replicates", "compare_replicates", "has_replicates", "t_interval",
+    "Study",
+    "StudyError",
+    "NotAStudyError",
+    "SchemaError",
+    "TABLES",
+    "load",
+    "read_study_table",
+    "table_schema",
+    "summary",
+    "compare",
+    "pareto",
+    "lambda_sweep",
+    "per_sample",
+    "curve",
+    "roar_scores",
+    "bootstrap_ci",
+    "paired_test",
+    "adjust",
+    "holm",
+    "higher_is_better",
+    "directions",
+    "front_mask",
+    "provenance",
+    "per_model",
+    "replicates",
+    "compare_replicates",
+    "has_replicates",
+    "t_interval",
 ]
 
 
@@ -877,11 +1121,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m study.analysis",
         description="Print the analysis tables of a study folder (or URI). From Python: "
-                    "`from study import analysis; s = analysis.load(path)`, see the module docstring.",
+        "`from study import analysis; s = analysis.load(path)`, see the module docstring.",
     )
     p.add_argument("study", help="study folder or URI, e.g. outputs/quick")
-    p.add_argument("--show", action="append", choices=list(shows), default=None,
-                   help="what to print (repeatable; default: missing and summary)")
+    p.add_argument(
+        "--show",
+        action="append",
+        choices=list(shows),
+        default=None,
+        help="what to print (repeatable; default: missing and summary)",
+    )
     a = p.parse_args(argv)
     try:
         s = load(a.study)

@@ -154,7 +154,8 @@ def load_cluster_config(path: str | Path) -> ClusterSpec:
     p = Path(path).expanduser()
     where = str(path)
     if not p.is_file():
-        raise ClusterError(f"cluster file {where!r} not found (copy cluster.yaml from the repository root and fill in your hosts)")
+        raise ClusterError(f"cluster file {where!r} not found "
+                           "(copy cluster.yaml from the repository root and fill in your hosts)")
     try:
         raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
@@ -167,8 +168,9 @@ def load_cluster_config(path: str | Path) -> ClusterSpec:
             f"{where}: no `provider` section with a `type`; an on-premise cluster needs\n"
             "  provider:\n    type: local\n    head_ip: <head address>\n    worker_ips: [<worker address>, ...]"
         )
-    spec = ClusterSpec(path=p.absolute(), raw=raw, name=str(raw.get("cluster_name") or "default"),
-                       provider=str(provider["type"]))
+    spec = ClusterSpec(
+        path=p.absolute(), raw=raw, name=str(raw.get("cluster_name") or "default"), provider=str(provider["type"])
+    )
     auth = raw.get("auth") or {}
     if not isinstance(auth, dict):
         raise ClusterError(f"{where}: `auth` must be a mapping (ssh_user, ssh_private_key)")
@@ -182,18 +184,26 @@ def load_cluster_config(path: str | Path) -> ClusterSpec:
         else:
             head = provider.get("head_ip")
             if not head or not isinstance(head, str) or not head.strip():
-                raise ClusterError(f"{where}: provider.head_ip is missing: set it to the head machine's address (IP or host name)")
+                raise ClusterError(
+                    f"{where}: provider.head_ip is missing: set it to the head machine's address (IP or host name)"
+                )
             if PLACEHOLDER.search(head):
-                raise ClusterError(f"{where}: provider.head_ip is still the placeholder {head!r}: set it to the head machine's address")
+                raise ClusterError(
+                    f"{where}: provider.head_ip is still the placeholder {head!r}: set it to the head machine's address"
+                )
             spec.head_ip = head.strip()
             workers = provider.get("worker_ips", None)
             if workers is None:
-                raise ClusterError(f"{where}: provider.worker_ips is missing: list the worker addresses ([] for a head-only cluster)")
+                raise ClusterError(
+                    f"{where}: provider.worker_ips is missing: list the worker addresses ([] for a head-only cluster)"
+                )
             if not isinstance(workers, list) or not all(isinstance(w, str) and w.strip() for w in workers):
                 raise ClusterError(f"{where}: provider.worker_ips must be a list of addresses, got {workers!r}")
             bad = [w for w in workers if PLACEHOLDER.search(w)]
             if bad:
-                raise ClusterError(f"{where}: provider.worker_ips still holds placeholder(s) {bad}: list your worker addresses")
+                raise ClusterError(
+                    f"{where}: provider.worker_ips still holds placeholder(s) {bad}: list your worker addresses"
+                )
             spec.worker_ips = [w.strip() for w in workers]
             spec.may_have_workers = bool(spec.worker_ips)
             if provider.get("external_head_ip"):
@@ -207,15 +217,19 @@ def load_cluster_config(path: str | Path) -> ClusterSpec:
             int((t or {}).get("max_workers", 0) or 0) > 0 for t in (raw.get("available_node_types") or {}).values()
         )
     if spec.ssh_key and not os.path.isfile(spec.ssh_key):
-        raise ClusterError(f"{where}: auth.ssh_private_key {auth.get('ssh_private_key')!r} does not exist on this machine")
+        raise ClusterError(
+            f"{where}: auth.ssh_private_key {auth.get('ssh_private_key')!r} does not exist on this machine"
+        )
 
     head_cmds, worker_cmds = _commands(raw, "head_start_ray_commands"), _commands(raw, "worker_start_ray_commands")
     if not any("ray start" in c for c in head_cmds):
         raise ClusterError(f"{where}: head_start_ray_commands must run `ray start --head ...` (see cluster.yaml)")
     head_modes = _auth_modes(head_cmds)
     worker_modes = _auth_modes(worker_cmds) if any("ray start" in c for c in worker_cmds) else set()
-    explain = (f"set it explicitly in the command that runs `ray start`, the same value for the head and the workers "
-               f"(e.g. `export RAY_AUTH_MODE=token; ray start ...`; accepted values: {', '.join(AUTH_MODES)})")
+    explain = (
+        f"set it explicitly in the command that runs `ray start`, the same value for the head and the workers "
+        f"(e.g. `export RAY_AUTH_MODE=token; ray start ...`; accepted values: {', '.join(AUTH_MODES)})"
+    )
     for label, modes in (("head_start_ray_commands", head_modes), ("worker_start_ray_commands", worker_modes)):
         if "<unset>" in modes:
             raise ClusterError(f"{where}: {label}: RAY_AUTH_MODE is not set where Ray starts; {explain}")
@@ -224,11 +238,14 @@ def load_cluster_config(path: str | Path) -> ClusterSpec:
             raise ClusterError(f"{where}: {label}: RAY_AUTH_MODE={unknown[0]!r} is not a Ray 2.60 value; {explain}")
     modes = head_modes | worker_modes
     if len(modes) > 1:
-        raise ClusterError(f"{where}: RAY_AUTH_MODE differs between the head and the workers ({', '.join(sorted(modes))}); {explain}")
+        raise ClusterError(
+            f"{where}: RAY_AUTH_MODE differs between the head and the workers ({', '.join(sorted(modes))}); {explain}"
+        )
     spec.auth_mode = modes.pop()
     if spec.auth_mode == "token" and not token_available():
         raise ClusterError(
-            f"{where}: RAY_AUTH_MODE=token but this machine has no Ray token to send: run `ray get-auth-token --generate` "
+            f"{where}: RAY_AUTH_MODE=token but this machine has no Ray token to send: run `ray get-auth-token "
+            "--generate` "
             "(writes ~/.ray/auth_token, which the file_mounts copy to every node), or set RAY_AUTH_TOKEN_PATH"
         )
     port = _flag(head_cmds, "dashboard-port")
@@ -239,7 +256,9 @@ def load_cluster_config(path: str | Path) -> ClusterSpec:
         spec.dashboard_port = int(port)
     spec.dashboard_host = host or "127.0.0.1"
     if any("--include-dashboard=false" in c.replace(" ", "=").lower() for c in head_cmds):
-        raise ClusterError(f"{where}: the head starts without a dashboard; the job server needs it (drop --include-dashboard=false)")
+        raise ClusterError(
+            f"{where}: the head starts without a dashboard; the job server needs it (drop --include-dashboard=false)"
+        )
     for remote, local in (raw.get("file_mounts") or {}).items():
         lp = _local_path(spec.path, local)
         if not os.path.exists(lp.rstrip("/")):
@@ -292,7 +311,9 @@ def validate_with_ray(spec: ClusterSpec) -> None:
     except Exception as exc:  # jsonschema.ValidationError and friends
         msg = getattr(exc, "message", None) or str(exc)
         loc = "/".join(str(x) for x in getattr(exc, "absolute_path", []) or [])
-        raise ClusterError(f"{spec.path.name}: invalid cluster config{(' at ' + loc) if loc else ''}: {' '.join(msg.split())[:500]}") from None
+        raise ClusterError(
+            f"{spec.path.name}: invalid cluster config{(' at ' + loc) if loc else ''}: {' '.join(msg.split())[:500]}"
+        ) from None
 
 
 def _job_exists(client, job_id: str) -> bool:
@@ -316,8 +337,10 @@ def cluster_up(spec: ClusterSpec, log: Callable[[str], None] = print) -> None:
     from ray.autoscaler import sdk
 
     _quiet_sdk()
-    log(f"[cluster] bringing up {spec.name!r} ({spec.provider}; head {spec.head_ip or 'from the provider'}"
-        f"{', workers ' + ', '.join(spec.worker_ips) if spec.worker_ips else ''}); setup commands run once per node")
+    log(
+        f"[cluster] bringing up {spec.name!r} ({spec.provider}; head {spec.head_ip or 'from the provider'}"
+        f"{', workers ' + ', '.join(spec.worker_ips) if spec.worker_ips else ''}); setup commands run once per node"
+    )
     t0 = time.perf_counter()
     try:
         sdk.create_or_update_cluster(spec.sdk_config(), no_restart=True)
@@ -357,9 +380,26 @@ def free_port() -> int:
 
 def ssh_options(spec: ClusterSpec) -> list[str]:
     """The SSH options the Ray cluster launcher itself uses for this cluster (plus BatchMode)."""
-    opts = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={os.devnull}",
-            "-o", "IdentitiesOnly=yes", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5",
-            "-o", "ServerAliveCountMax=3", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"]
+    opts = [
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        f"UserKnownHostsFile={os.devnull}",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-o",
+        "ServerAliveInterval=5",
+        "-o",
+        "ServerAliveCountMax=3",
+        "-o",
+        "ConnectTimeout=10",
+        "-o",
+        "LogLevel=ERROR",
+    ]
     if spec.ssh_key:
         opts = ["-i", spec.ssh_key, *opts]
     if spec.ssh_proxy:
@@ -373,16 +413,27 @@ def ssh_options(spec: ClusterSpec) -> list[str]:
 def ssh_tunnel(spec: ClusterSpec, host: str, remote_port: int, timeout: float = 30.0):
     """Forward 127.0.0.1:<free port> here to 127.0.0.1:<remote_port> on the head; yields the URL."""
     local = free_port()
-    cmd = ["ssh", "-N", "-L", f"127.0.0.1:{local}:127.0.0.1:{remote_port}", *ssh_options(spec), f"{spec.ssh_user}@{host}"]
+    cmd = [
+        "ssh",
+        "-N",
+        "-L",
+        f"127.0.0.1:{local}:127.0.0.1:{remote_port}",
+        *ssh_options(spec),
+        f"{spec.ssh_user}@{host}",
+    ]
     err = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+    )
     try:
         deadline = time.time() + timeout
         while True:
             if proc.poll() is not None:
                 err.seek(0)
-                raise ClusterError(f"the SSH port-forward to {spec.ssh_user}@{host} failed (exit {proc.returncode}): "
-                                   f"{' '.join(err.read().decode(errors='replace').split())[:500]}")
+                raise ClusterError(
+                    f"the SSH port-forward to {spec.ssh_user}@{host} failed (exit {proc.returncode}): "
+                    f"{' '.join(err.read().decode(errors='replace').split())[:500]}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", local), timeout=1):
                     break
@@ -419,10 +470,14 @@ def job_client(address: str, timeout: float = 90.0):
             time.sleep(1.0)
     msg = " ".join(str(last).split())[:500]
     if isinstance(last, AuthenticationError):
-        raise ClusterError(f"the job server at {address} refused this machine's Ray token ({msg}); RAY_AUTH_MODE must be "
-                           "the same here and on the cluster, with the same token")
-    raise ClusterError(f"no Ray job server at {address} after {timeout:.0f} s ({msg}); is the dashboard running "
-                       "(ray[default] installed, --include-dashboard not false)?")
+        raise ClusterError(
+            f"the job server at {address} refused this machine's Ray token ({msg}); RAY_AUTH_MODE must be "
+            "the same here and on the cluster, with the same token"
+        )
+    raise ClusterError(
+        f"no Ray job server at {address} after {timeout:.0f} s ({msg}); is the dashboard running "
+        "(ray[default] installed, --include-dashboard not false)?"
+    )
 
 
 # --------------------------------------------------------------------------- the job
@@ -459,12 +514,26 @@ def entrypoint(stage: str, verbose: int, quiet: bool) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
-def submit_or_attach(client, cfg: StudyConfig, stage: str, verbose: int, quiet: bool, expect_workers: bool,
-                     auth_mode: str | None, log: Callable[[str], None] = print) -> tuple[str, str]:
+def submit_or_attach(
+    client,
+    cfg: StudyConfig,
+    stage: str,
+    verbose: int,
+    quiet: bool,
+    expect_workers: bool,
+    auth_mode: str | None,
+    log: Callable[[str], None] = print,
+) -> tuple[str, str]:
     """Submit the study, or find its job; returns (submission id, what happened: submitted|attached|done)."""
     base = submission_base(cfg)
-    mine = sorted(((_attempt(j.submission_id or "", base), j) for j in client.list_jobs()
-                   if j.submission_id and _attempt(j.submission_id, base)), key=lambda t: t[0])
+    mine = sorted(
+        (
+            (_attempt(j.submission_id or "", base), j)
+            for j in client.list_jobs()
+            if j.submission_id and _attempt(j.submission_id, base)
+        ),
+        key=lambda t: t[0],
+    )
     if mine:
         n, last = mine[-1]
         status = str(last.status)
@@ -475,13 +544,20 @@ def submit_or_attach(client, cfg: StudyConfig, stage: str, verbose: int, quiet: 
             log(f"[cluster] study {cfg.name!r} already finished as job {last.submission_id}")
             return last.submission_id, "done"
         job_id = f"{base}-r{n + 1}"
-        log(f"[cluster] job {last.submission_id} ended {status}; resubmitting as {job_id} (the study resumes from its storage)")
+        log(
+            f"[cluster] job {last.submission_id} ended {status}; resubmitting as {job_id} (the study resumes from "
+            "its storage)"
+        )
     else:
         job_id = base
     env = runtime_env(cfg, expect_workers, auth_mode)
     try:
-        client.submit_job(entrypoint=entrypoint(stage, verbose, quiet), submission_id=job_id, runtime_env=env,
-                          metadata={"study": cfg.name, "output": cfg.output or "(head default)"})
+        client.submit_job(
+            entrypoint=entrypoint(stage, verbose, quiet),
+            submission_id=job_id,
+            runtime_env=env,
+            metadata={"study": cfg.name, "output": cfg.output or "(head default)"},
+        )
     except RuntimeError as exc:
         if _job_exists(client, job_id):  # a concurrent launcher submitted it first
             log(f"[cluster] job {job_id} was just submitted by another launcher: attaching")
@@ -496,8 +572,9 @@ async def _tail(client, job_id: str, write: Callable[[str], None]) -> None:
         write(chunk)
 
 
-def follow(client, job_id: str, write: Callable[[str], None] = None, poll: float = 2.0,
-           log: Callable[[str], None] = print) -> str:
+def follow(
+    client, job_id: str, write: Callable[[str], None] = None, poll: float = 2.0, log: Callable[[str], None] = print
+) -> str:
     """Stream the job's logs until it ends; returns its final status."""
     write = write or (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
     t0 = time.perf_counter()
@@ -530,14 +607,16 @@ def results_hint(cfg: StudyConfig) -> str:
     if not cfg.output:
         read = "`ray rsync-down cluster.yaml <path> <here>`, or give --storage to write to shared storage"
     elif storage.is_remote(out):
-        read = f"study.analysis.load({out!r}) (pyarrow; same endpoint/credentials), or python -m study.report {out} --out report"
+        read = (f"study.analysis.load({out!r}) (pyarrow; same endpoint/credentials), "
+                f"or python -m study.report {out} --out report")
     else:
         read = f"study.analysis.load({out!r}) or pandas.read_parquet('{out}/trials') on the head (or the shared path)"
     return f"[cluster] results: {out}\n[cluster] read them with {read}"
 
 
-def run_job(client, cfg: StudyConfig, args, expect_workers: bool, auth_mode: str | None,
-            log: Callable[[str], None] = print) -> int:
+def run_job(
+    client, cfg: StudyConfig, args, expect_workers: bool, auth_mode: str | None, log: Callable[[str], None] = print
+) -> int:
     job_id, what = submit_or_attach(client, cfg, args.stage, args.verbose, args.quiet, expect_workers, auth_mode, log)
     if what == "done":
         log(results_hint(cfg))
@@ -545,8 +624,10 @@ def run_job(client, cfg: StudyConfig, args, expect_workers: bool, auth_mode: str
     try:
         status = follow(client, job_id, log=log)
     except KeyboardInterrupt:
-        log(f"\n[cluster] detached from job {job_id}; it keeps running. Re-attach with the same command; "
-            f"stop it with `ray job stop {job_id}`")
+        log(
+            f"\n[cluster] detached from job {job_id}; it keeps running. Re-attach with the same command; "
+            f"stop it with `ray job stop {job_id}`"
+        )
         return 130
     if status == "SUCCEEDED":
         log(results_hint(cfg))
@@ -561,8 +642,10 @@ def prepare_job_config(cfg: StudyConfig, args) -> StudyConfig:
     (the head's default ~/saliency-outputs/<name>); client-local paths are not pinned."""
     if getattr(args, "output", None):
         if not storage.is_remote(args.output) and not os.path.isabs(args.output):
-            raise ClusterError(f"--output {args.output}: on a cluster give an absolute path on the head "
-                               "(or a path every node mounts) or a URI such as s3://bucket/studies/name")
+            raise ClusterError(
+                f"--output {args.output}: on a cluster give an absolute path on the head "
+                "(or a path every node mounts) or a URI such as s3://bucket/studies/name"
+            )
         cfg.output = storage.normalize(args.output)
     elif getattr(args, "storage", None):
         cfg.output = storage.join(storage.normalize(args.storage), cfg.name)
@@ -580,9 +663,18 @@ def launch(args, cfg: StudyConfig, log: Callable[[str], None] = print) -> int:
         check_reachable(spec)
         set_auth_mode(spec.auth_mode)  # this client speaks the cluster's auth mode
         validate_with_ray(spec)
-    if cfg.output and not storage.is_remote(cfg.output) and spec is not None and spec.may_have_workers \
-            and not storage.is_shared_path(cfg.output) and os.environ.get("SALIENCY_STORAGE_SHARED") is None:
-        log(f"[cluster] note: {cfg.output} must be a path every node mounts (it is checked on the head before the search)")
+    if (
+        cfg.output
+        and not storage.is_remote(cfg.output)
+        and spec is not None
+        and spec.may_have_workers
+        and not storage.is_shared_path(cfg.output)
+        and os.environ.get("SALIENCY_STORAGE_SHARED") is None
+    ):
+        log(
+            f"[cluster] note: {cfg.output} must be a path every node mounts (it is checked on the head before the "
+            "search)"
+        )
     if spec is None:
         auth_mode = os.environ.get("RAY_AUTH_MODE")
         if auth_mode and auth_mode not in AUTH_MODES:
@@ -617,7 +709,10 @@ def job_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     text = os.environ.get(CONFIG_ENV)
     if not text:
-        print(f"error: ${CONFIG_ENV} is not set; this entrypoint runs inside a job submitted by study.launch", file=sys.stderr)
+        print(
+            f"error: ${CONFIG_ENV} is not set; this entrypoint runs inside a job submitted by study.launch",
+            file=sys.stderr,
+        )
         return 2
     raw = yaml.safe_load(text)
     if not raw.get("output"):
@@ -636,7 +731,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["job"]:
         return job_main(argv[1:])
-    print("usage: python -m study.cluster job [--stage search|all] [-q]  (run by study.launch --cluster)", file=sys.stderr)
+    print(
+        "usage: python -m study.cluster job [--stage search|all] [-q]  (run by study.launch --cluster)", file=sys.stderr
+    )
     return 2
 
 

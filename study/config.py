@@ -198,8 +198,11 @@ class Evaluation:
         metric_params: per metric group, e.g. ``{gaussian: {n_draws: 2}}``.
     """
 
-    methods: list[str] = field(default_factory=lambda: ["saliency", "integrated_gradients", "input_x_gradient", "smoothgrad"])
-    metrics: list[str] = field(default_factory=lambda: ["morf", "faithfulness", "complexity", "gaussian", "square_block", "roar"])
+    methods: list[str] = field(
+        default_factory=lambda: ["saliency", "integrated_gradients", "input_x_gradient", "smoothgrad"])
+    metrics: list[str] = field(
+        default_factory=lambda: ["morf", "faithfulness", "complexity", "gaussian", "square_block", "roar"]
+    )
     n_samples: int = 1000
     chunk_size: int = 100
     roar: Roar = field(default_factory=Roar)
@@ -226,7 +229,10 @@ class Evaluation:
         for m, params in self.metric_params.items():
             bad = sorted(set(params) - METRIC_PARAMS[m])
             if bad:
-                raise ConfigError(f"metric_params.{m}: unknown parameter(s) {bad}; valid: {', '.join(sorted(METRIC_PARAMS[m])) or 'none'}")
+                raise ConfigError(
+                    f"metric_params.{m}: unknown parameter(s) {bad}; valid: "
+                    f"{', '.join(sorted(METRIC_PARAMS[m])) or 'none'}"
+                )
 
         _check_list("methods", self.methods, METHODS)
         _check_list("metrics", self.metrics, (*METRICS, "roar"))
@@ -360,7 +366,9 @@ class StudyConfig:
         _check_choice("sampler", self.sampler, SAMPLERS)
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
         if not 0 <= self.tolerance < 1:
-            raise ConfigError(f"tolerance: must be a fraction of accuracy in [0, 1) (0.01 = 1 point), got {self.tolerance}")
+            raise ConfigError(
+                f"tolerance: must be a fraction of accuracy in [0, 1) (0.01 = 1 point), got {self.tolerance}"
+            )
         if self.morf_levels < 2:
             raise ConfigError(f"morf_levels: must be >= 2, got {self.morf_levels}")
 
@@ -404,7 +412,7 @@ class StudyConfig:
     def grids(self, penalty: str) -> list[tuple[str, list[float]]]:
         """The gridded keys of ``penalty``'s space, as (key, values); λ is never gridded for ``none``."""
         sp = self.space_for(penalty)
-        keys = (("lr",) if penalty == "none" else ("lam", "lr"))
+        keys = ("lr",) if penalty == "none" else ("lam", "lr")
         return [(k, getattr(sp, k)["grid"]) for k in keys if Space.kind(getattr(sp, k)) == "grid"]
 
     def n_trials(self, penalty: str) -> int:
@@ -451,8 +459,18 @@ class StudyConfig:
     def search_key(self) -> dict:
         """The settings a finished search depends on (a resumed study must not change them)."""
         d = self.to_dict()
-        for k in ("output", "data_root", "resources", "max_concurrent_trials", "max_failures", "tolerance",
-                  "evaluation", "schedule", "max_concurrent_searches", "max_concurrent_total"):
+        for k in (
+            "output",
+            "data_root",
+            "resources",
+            "max_concurrent_trials",
+            "max_failures",
+            "tolerance",
+            "evaluation",
+            "schedule",
+            "max_concurrent_searches",
+            "max_concurrent_total",
+        ):
             d.pop(k)
         return d
 
@@ -494,7 +512,9 @@ def _type_name(tp) -> str:
         return "a mapping"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}.get(tp, str(tp))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}.get(
+        tp, str(tp)
+    )
 
 
 def _coerce(value: Any, tp, key: str) -> Any:
@@ -663,8 +683,9 @@ def read_saved(location: str) -> dict:
     try:
         data = yaml.safe_load(storage.read_text(loc))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"output: {loc} is not valid YAML ({' '.join(str(exc).split())}); restore it, or use "
-                          f"another --output") from None
+        raise ConfigError(
+            f"output: {loc} is not valid YAML ({' '.join(str(exc).split())}); restore it, or use another --output"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"output: {loc} does not hold a study configuration (expected a mapping)")
     return data

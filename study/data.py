@@ -26,12 +26,10 @@ import hashlib
 import io
 import os
 import pickle
-import shutil
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path

@@ -47,7 +47,7 @@ examples:
   python -m study.launch --resume --output outputs/quick   # continue with the saved config
   python -m study.launch --address ray://head:10001 --config full --output /shared/full
   python -m study.launch --cluster cluster.yaml --config full --storage s3://bucket/studies [--down]
-  python -m study.launch --address http://127.0.0.1:8265 --storage s3://bucket/studies   # a running cluster's job server
+  python -m study.launch --address http://127.0.0.1:8265 --storage s3://bucket/studies   # a cluster's job server
 
 Values of --set are parsed as YAML; dotted keys reach nested sections (resources.cpu=2).
 Results: <output>/{trials,epochs,selected}/ (Parquet), <output>/models/ (weights); see docs/search.md.
@@ -58,43 +58,76 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m study.launch",
         description="Search penalty hyper-parameters with Ray Tune + Optuna, select one model per (dataset, penalty).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", default=None,
-                   help=f"YAML config file or preset name ({', '.join(PRESETS)}); default: quick")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (repeatable), e.g. --set trials=20 --set datasets=[mnist]")
+    p.add_argument(
+        "--config", default=None, help=f"YAML config file or preset name ({', '.join(PRESETS)}); default: quick"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable), e.g. --set trials=20 --set datasets=[mnist]",
+    )
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--local", action="store_true",
-                       help="start a private single-node Ray (the default without --address/--cluster)")
-    where.add_argument("--address", default=None,
-                       help="a running Ray cluster: auto, host:6379 or ray://host:10001 (this process is the driver), "
-                            "or http://host:8265 (submit the study to its job server); a multi-node cluster needs "
-                            "--storage or an --output every node mounts")
-    where.add_argument("--cluster", default=None, metavar="CLUSTER_YAML",
-                       help="a Ray cluster-launcher file (cluster.yaml): bring the cluster up (or reuse it), submit "
-                            "the study as a Ray Job, stream its logs; see docs/cluster.md")
-    p.add_argument("--storage", default=None, metavar="URI",
-                   help="where studies are written, one location every node reaches: s3://bucket/prefix, "
-                        "gs://bucket/prefix or a shared path; the study goes to URI/<name>")
-    p.add_argument("--storage-endpoint", default=None, metavar="URL",
-                   help="S3-compatible server for s3:// storage (MinIO, Ceph...), e.g. http://10.0.0.5:9000 "
-                        "(default: $AWS_ENDPOINT_URL or AWS itself)")
+    where.add_argument(
+        "--local", action="store_true", help="start a private single-node Ray (the default without --address/--cluster)"
+    )
+    where.add_argument(
+        "--address",
+        default=None,
+        help="a running Ray cluster: auto, host:6379 or ray://host:10001 (this process is the driver), "
+        "or http://host:8265 (submit the study to its job server); a multi-node cluster needs "
+        "--storage or an --output every node mounts",
+    )
+    where.add_argument(
+        "--cluster",
+        default=None,
+        metavar="CLUSTER_YAML",
+        help="a Ray cluster-launcher file (cluster.yaml): bring the cluster up (or reuse it), submit "
+        "the study as a Ray Job, stream its logs; see docs/cluster.md",
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        metavar="URI",
+        help="where studies are written, one location every node reaches: s3://bucket/prefix, "
+        "gs://bucket/prefix or a shared path; the study goes to URI/<name>",
+    )
+    p.add_argument(
+        "--storage-endpoint",
+        default=None,
+        metavar="URL",
+        help="S3-compatible server for s3:// storage (MinIO, Ceph...), e.g. http://10.0.0.5:9000 "
+        "(default: $AWS_ENDPOINT_URL or AWS itself)",
+    )
     p.add_argument("--down", action="store_true", help="with --cluster: tear the cluster down afterwards")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.add_argument("--num-gpus", type=int, default=None, help="GPUs of the local Ray (default: all visible)")
     p.add_argument("--output", default=None, help="study folder (default: outputs/<name>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the study in the output folder with its saved config (--set may change "
-                        "resources and concurrency); rerunning the same command also continues")
-    p.add_argument("--stage", choices=("search", "evaluate", "all"), default="all",
-                   help="search: the search stage only; evaluate: the evaluation stage and report on a finished "
-                        "search (e.g. with other evaluation settings); all: search, evaluation, report (default)")
-    p.add_argument("--smoke-test", action="store_true",
-                   help="a small run (~1.5 min on 2 CPUs): first dataset, `none` + one penalty, 2 trials of 1 epoch "
-                        "on 1%% of the data (output <name>-smoke; --resume finds it); an explicit --set wins")
-    p.add_argument("-v", "--verbose", action="count", default=1,
-                   help="-v: Tune's detailed progress output")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the study in the output folder with its saved config (--set may change "
+        "resources and concurrency); rerunning the same command also continues",
+    )
+    p.add_argument(
+        "--stage",
+        choices=("search", "evaluate", "all"),
+        default="all",
+        help="search: the search stage only; evaluate: the evaluation stage and report on a finished "
+        "search (e.g. with other evaluation settings); all: search, evaluation, report (default)",
+    )
+    p.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="a small run (~1.5 min on 2 CPUs): first dataset, `none` + one penalty, 2 trials of 1 epoch "
+        "on 1%% of the data (output <name>-smoke; --resume finds it); an explicit --set wins",
+    )
+    p.add_argument("-v", "--verbose", action="count", default=1, help="-v: Tune's detailed progress output")
     p.add_argument("-q", "--quiet", action="store_true", help="only the summary lines and the final table")
     return p.parse_args(argv)
 
@@ -123,7 +156,9 @@ def resolve_config(args: argparse.Namespace) -> StudyConfig:
             if args.storage:
                 out = storage.join(storage.normalize(args.storage), storage.name(out))
         if not storage.is_file(storage.join(out, "config.yaml")):
-            raise ConfigError(f"--resume: no study to resume in {out} (missing config.yaml); run without --resume first")
+            raise ConfigError(
+                f"--resume: no study to resume in {out} (missing config.yaml); run without --resume first"
+            )
         raw = apply_overrides(read_saved(out), overrides)
     if args.output:
         raw["output"] = storage.normalize(args.output)
@@ -135,8 +170,10 @@ def resolve_config(args: argparse.Namespace) -> StudyConfig:
     return cfg
 
 
-NO_BASELINE = ("penalties: no `none` baseline: selection has no baseline accuracy (baseline_val_acc is NaN) and "
-               "keeps every model as within tolerance; add none to penalties for the rule of SPEC §6")
+NO_BASELINE = (
+    "penalties: no `none` baseline: selection has no baseline accuracy (baseline_val_acc is NaN) and "
+    "keeps every model as within tolerance; add none to penalties for the rule of SPEC §6"
+)
 
 
 def config_warnings(cfg: StudyConfig) -> list[str]:
@@ -169,8 +206,10 @@ def check_output_writable(cfg: StudyConfig) -> None:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as exc:
-        raise ConfigError(f"output: cannot write to {loc} ({exc.strerror or type(exc).__name__}); "
-                          f"valid choices: a folder you can write to (--output DIR)") from None
+        raise ConfigError(
+            f"output: cannot write to {loc} ({exc.strerror or type(exc).__name__}); "
+            f"valid choices: a folder you can write to (--output DIR)"
+        ) from None
 
 
 @contextmanager
@@ -182,9 +221,11 @@ def ray_session(address: str | None, num_cpus: int | None = None, num_gpus: int 
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     if address:
         if not os.environ.get(CONFIG_ENV):  # inside a Ray Job the job's runtime_env already ships the project
-            kwargs["runtime_env"] = {"working_dir": str(REPO_ROOT),
-                                     "excludes": list(EXCLUDES),
-                                     "env_vars": storage.worker_env()}
+            kwargs["runtime_env"] = {
+                "working_dir": str(REPO_ROOT),
+                "excludes": list(EXCLUDES),
+                "env_vars": storage.worker_env(),
+            }
         ray.init(address=address, **kwargs)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster, no token needed
@@ -239,8 +280,9 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
         except (urllib.error.URLError, OSError, ValueError) as exc:
             why = getattr(exc, "reason", exc)
             why = getattr(why, "strerror", None) or why
-            raise ConfigError(f"--address: no Ray job server answers at {address} ({why}); "
-                              f"valid choices: {ADDRESS_FORMS}") from None
+            raise ConfigError(
+                f"--address: no Ray job server answers at {address} ({why}); valid choices: {ADDRESS_FORMS}"
+            ) from None
         return
     hostport = address.split("://", 1)[1] if address.startswith("ray://") else address
     parsed = urllib.parse.urlsplit("//" + hostport)
@@ -253,9 +295,11 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:
-        raise ConfigError(f"--address: nothing answers at {host}:{port} ({exc.strerror or type(exc).__name__}"
-                          f"{'' if exc.strerror else ' after ' + format(timeout, 'g') + ' s'}); "
-                          f"valid choices: {ADDRESS_FORMS}") from None
+        raise ConfigError(
+            f"--address: nothing answers at {host}:{port} ({exc.strerror or type(exc).__name__}"
+            f"{'' if exc.strerror else ' after ' + format(timeout, 'g') + ' s'}); "
+            f"valid choices: {ADDRESS_FORMS}"
+        ) from None
 
 
 def launch_on_cluster(args: argparse.Namespace) -> int:
@@ -276,7 +320,9 @@ def check_cluster_storage(cfg: StudyConfig, address: str | None) -> None:
         return
     from study.cluster import EXPECT_WORKERS_ENV
 
-    storage.check_shared(cfg.location, storage.cluster_hosts(), expect_more_hosts=bool(os.environ.get(EXPECT_WORKERS_ENV)))
+    storage.check_shared(
+        cfg.location, storage.cluster_hosts(), expect_more_hosts=bool(os.environ.get(EXPECT_WORKERS_ENV))
+    )
 
 
 RESOURCE_WAIT_ENV = "SALIENCY_RESOURCE_WAIT_S"  # how long a cluster that may grow gets before the warning
@@ -312,12 +358,18 @@ def resource_shortfall(cfg: StudyConfig) -> str | None:
         most = max((r.get(k, 0.0) for r in nodes), default=0.0)
         if most < v:
             key = f"resources.{k.lower()}"
-            more = "a Ray with GPUs" if k == "GPU" and not most else f"bigger nodes (--num-{k.lower()}s for the local Ray)"
-            return (f"{key}: each trial asks for {v:g} {k}, but no node of this Ray cluster has more than {most:g} "
-                    f"(the cluster has {have}); valid choices: {key} <= {most:g} (--set {key}={most:g}), or {more}")
-    return (f"resources: each trial asks for {', '.join(f'{v:g} {k}' for k, v in need.items())} together, but no node "
-            f"of this Ray cluster has all of them (the cluster has {have}); valid choices: lower resources.cpu or "
-            f"resources.gpu")
+            more = (
+                "a Ray with GPUs" if k == "GPU" and not most else f"bigger nodes (--num-{k.lower()}s for the local Ray)"
+            )
+            return (
+                f"{key}: each trial asks for {v:g} {k}, but no node of this Ray cluster has more than {most:g} "
+                f"(the cluster has {have}); valid choices: {key} <= {most:g} (--set {key}={most:g}), or {more}"
+            )
+    return (
+        f"resources: each trial asks for {', '.join(f'{v:g} {k}' for k, v in need.items())} together, but no node "
+        f"of this Ray cluster has all of them (the cluster has {have}); valid choices: lower resources.cpu or "
+        f"resources.gpu"
+    )
 
 
 def check_resources(cfg: StudyConfig, address: str | None, log=print, wait_s: float | None = None) -> None:
@@ -337,8 +389,10 @@ def check_resources(cfg: StudyConfig, address: str | None, log=print, wait_s: fl
         time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
         if resource_shortfall(cfg) is None:
             return
-    log(f"[study] warning: still no node for a trial after {wait_s:g} s, trials stay PENDING until the cluster "
-        f"grows (Ctrl-C to stop): {why.split('; valid choices')[0]}")
+    log(
+        f"[study] warning: still no node for a trial after {wait_s:g} s, trials stay PENDING until the cluster "
+        f"grows (Ctrl-C to stop): {why.split('; valid choices')[0]}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,8 +423,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     verbose = 0 if args.quiet else min(args.verbose, 2)
-    print(f"[study] {cfg.name}: {len(cfg.datasets)} dataset(s) x {len(cfg.penalties)} penalties x {cfg.trials} trials "
-          f"-> {cfg.location}", flush=True)
+    print(
+        f"[study] {cfg.name}: {len(cfg.datasets)} dataset(s) x {len(cfg.penalties)} penalties x {cfg.trials} trials "
+        f"-> {cfg.location}",
+        flush=True,
+    )
     t0, started = time.perf_counter(), time.time()
     try:
         with ray_session(args.address, args.num_cpus, args.num_gpus):
@@ -386,21 +443,26 @@ def main(argv: list[str] | None = None) -> int:
                 from study.results import read_table
 
                 if not storage.exists(storage.join(cfg.location, "selected")):
-                    print(f"error: --stage evaluate: no selected models in {cfg.location}; run the search first",
-                          file=sys.stderr)
+                    print(
+                        f"error: --stage evaluate: no selected models in {cfg.location}; run the search first",
+                        file=sys.stderr,
+                    )
                     return 2
                 selected = read_table(cfg.location, "selected")
             elif cfg.schedule == "concurrent":  # every search and evaluation task at once (study/schedule.py)
                 from study.schedule import run_study
 
-                selected = run_study(cfg, evaluate=args.stage == "all", verbose=verbose,
-                                     log=lambda s: print(s, flush=True))
+                selected = run_study(
+                    cfg, evaluate=args.stage == "all", verbose=verbose, log=lambda s: print(s, flush=True)
+                )
             else:
                 selected = search.run_search(cfg, verbose=verbose, log=lambda s: print(s, flush=True))
             print("\nselected models:\n" + search.format_selected(selected), flush=True)
             if "none" not in cfg.penalties and len(selected):
-                print("(no baseline: `none` was not searched, so within_tolerance is not checked against any accuracy)",
-                      flush=True)
+                print(
+                    "(no baseline: `none` was not searched, so within_tolerance is not checked against any accuracy)",
+                    flush=True,
+                )
             if args.stage in ("evaluate", "all"):
                 done = ("evaluate",) if args.stage == "all" and cfg.schedule == "concurrent" else ()
                 run_later_stages(cfg, selected, log=lambda s: print(s, flush=True), quiet=args.quiet, skip=done)
@@ -446,10 +508,16 @@ def record_run(cfg: StudyConfig, argv: list[str] | None, started: float, seconds
 
     from study.results import git_commit
 
-    line = {"command": "python -m study.launch " + " ".join(sys.argv[1:] if argv is None else argv),
-            "status": status, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "wall_seconds": round(seconds, 1), "host": platform.node(), "machine": machine(),
-            "git_commit": git_commit(), "python": platform.python_version()}
+    line = {
+        "command": "python -m study.launch " + " ".join(sys.argv[1:] if argv is None else argv),
+        "status": status,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_seconds": round(seconds, 1),
+        "host": platform.node(),
+        "machine": machine(),
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+    }
     loc = storage.join(cfg.location, RUNS_FILE)
     try:
         old = storage.read_text(loc) if storage.exists(loc) else ""

@@ -76,7 +76,11 @@ CLASS_NAMES = {  # Fashion-MNIST's labels (torchvision's FashionMNIST.classes); 
 
 def class_name(dataset: str, label: int) -> str:
     names = CLASS_NAMES.get(dataset)
-    return names[label] if names and 0 <= label < len(names) else (f"digit {label}" if dataset == "mnist" else f"class {label}")
+    return (
+        names[label]
+        if names and 0 <= label < len(names)
+        else (f"digit {label}" if dataset == "mnist" else f"class {label}")
+    )
 
 
 SIGNED_METHODS = ("integrated_gradients", "input_x_gradient")
@@ -267,8 +271,17 @@ def _curve_lines(ax, s: A.Study, c: pd.DataFrame, order: list[str], scale: float
             label = _model_label(s, g["dataset"].iloc[0], penalty, model_id, many)
             every = max(1, len(g) // 8)  # markers on ~8 points: dense curves stay readable
             if errors and (g["y_high"] > g["y_low"]).any():
-                ax.errorbar(g["x"], g["y"] * scale, yerr=[(g["y"] - g["y_low"]) * scale, (g["y_high"] - g["y"]) * scale],
-                            capsize=2, lw=1.3, ms=5, label=label, markevery=every, **st)
+                ax.errorbar(
+                    g["x"],
+                    g["y"] * scale,
+                    yerr=[(g["y"] - g["y_low"]) * scale, (g["y_high"] - g["y"]) * scale],
+                    capsize=2,
+                    lw=1.3,
+                    ms=5,
+                    label=label,
+                    markevery=every,
+                    **st,
+                )
             else:
                 ax.plot(g["x"], g["y"] * scale, lw=1.3, ms=5, label=label, markevery=every, **st)
 
@@ -298,10 +311,12 @@ def _status(doc: Doc, s: A.Study) -> None:
 
 def _summary_section(doc: Doc, s: A.Study, summ: pd.DataFrame, figs: _Figures) -> None:
     doc.h2("Summary", "summary")
-    doc.p("Mean over the evaluated test images, with its 95% bootstrap confidence interval in brackets "
-          "(percentile bootstrap of the mean, seeded; ROAR: over retraining repeats). ↑ higher is better, "
-          "↓ lower is better; **bold ★** marks the best value of each column (per dataset, and per attribution "
-          "method in the explanation table). λ and the validation scores are those of the selected trial.")
+    doc.p(
+        "Mean over the evaluated test images, with its 95% bootstrap confidence interval in brackets "
+        "(percentile bootstrap of the mean, seeded; ROAR: over retraining repeats). ↑ higher is better, "
+        "↓ lower is better; **bold ★** marks the best value of each column (per dataset, and per attribution "
+        "method in the explanation table). λ and the validation scores are those of the selected trial."
+    )
     if summ.empty and s.selected.empty:
         doc.note("Nothing to summarise yet: no selected model and no evaluation results.")
         return
@@ -324,13 +339,20 @@ def _model_table(doc: Doc, s: A.Study, summ: pd.DataFrame, dataset: str) -> None
     if not penalties:
         doc.note(f"{dataset}: no selected model.")
         return
-    header = ["penalty", "λ", "val. acc. (%) ↑", "val. MoRF ↑", "test acc. (%) ↑"] + [f"{_label(m)}{_arrow(A.higher_is_better(m))}" for m in model_metrics]
+    header = ["penalty", "λ", "val. acc. (%) ↑", "val. MoRF ↑", "test acc. (%) ↑"] + [
+        f"{_label(m)}{_arrow(A.higher_is_better(m))}" for m in model_metrics
+    ]
     cols: list[list[tuple[str, float]]] = []
     flagged: list[str] = []
     for p in penalties:
         r = sel.loc[p] if p in sel.index else None
-        outside = r is not None and p != "none" and r["within_tolerance"] is not None and not bool(r["within_tolerance"]) \
+        outside = (
+            r is not None
+            and p != "none"
+            and r["within_tolerance"] is not None
+            and not bool(r["within_tolerance"])
             and np.isfinite(r["baseline_val_acc"])
+        )
         flagged += [p] if outside else []
         row = [(f"{p} †" if outside else p, np.nan), (_num(r["lam"]) if r is not None and p != "none" else "–", np.nan)]
         row.append((_pct(r["val_acc"]) if r is not None else "–", r["val_acc"] if r is not None else np.nan))
@@ -352,26 +374,38 @@ def _model_table(doc: Doc, s: A.Study, summ: pd.DataFrame, dataset: str) -> None
             bold[i][j] = f
     rows = [[c[0] for c in row] for row in cols]
     if not (sd["test_acc"].notna().any()):
-        doc.note("Test accuracy is not available: the evaluation table has no per-sample `accuracy` rows "
-                 "(metric `accuracy`, method \"\") for these models.")
+        doc.note(
+            "Test accuracy is not available: the evaluation table has no per-sample `accuracy` rows "
+            '(metric `accuracy`, method "") for these models.'
+        )
     doc.table(Table(header, rows, bold, caption=f"{dataset}: the model selected per penalty"))
     if flagged:
         tol = sel["tolerance"].dropna()
-        doc.note(f"† selected outside the tolerance ({', '.join(flagged)}): no trial of this penalty reached the best "
-                 f"`none` validation accuracy minus the tolerance ({_pct(tol.iloc[0]) if len(tol) else '?'} points), "
-                 "so the most accurate trial was taken; compare its explanations with that in mind.")
+        doc.note(
+            f"† selected outside the tolerance ({', '.join(flagged)}): no trial of this penalty reached the best "
+            f"`none` validation accuracy minus the tolerance ({_pct(tol.iloc[0]) if len(tol) else '?'} points), "
+            "so the most accurate trial was taken; compare its explanations with that in mind."
+        )
     if len(sel) and "none" not in sel.index and not np.isfinite(sel["baseline_val_acc"]).any():
-        doc.note("No `none` baseline in this search: the selection had no accuracy to stay within, so "
-                 "within_tolerance is not meaningful here.")
+        doc.note(
+            "No `none` baseline in this search: the selection had no accuracy to stay within, so "
+            "within_tolerance is not meaningful here."
+        )
 
 
 def _explanation_table(doc: Doc, s: A.Study, sd: pd.DataFrame) -> None:
     sd = sd[sd["level"].isna()]
-    metrics = [m for m in ("morf", "faithfulness_nested", "faithfulness_correlation", "complexity", "roar") if m in set(sd["metric"])]
+    metrics = [
+        m
+        for m in ("morf", "faithfulness_nested", "faithfulness_correlation", "complexity", "roar")
+        if m in set(sd["metric"])
+    ]
     metrics += sorted(set(sd["metric"]) - set(metrics))
     header = ["method", "penalty"] + [f"{_label(m)}{_arrow(A.higher_is_better(m))}" for m in metrics]
     rows, bold = [], []
-    methods = _methods_of(sd, exclude=("",)) + ([A.RANDOM_METHOD] if (sd["method"] == A.RANDOM_METHOD).any() else [])
+    # the random-attribution control sits under every row (its `random_mean`: the same metric on random maps
+    # of the same model; for ROAR the dataset's random-ranking retrains), not in a block of its own
+    methods = _methods_of(sd, exclude=("", A.RANDOM_METHOD)) or [A.RANDOM_METHOD]
     for method in dict.fromkeys(methods):
         block = sd[sd["method"] == method]
         keys = [(p, mid) for p in s.penalties for mid in sorted(block[block["penalty"] == p]["model_id"].unique())]
@@ -392,43 +426,76 @@ def _explanation_table(doc: Doc, s: A.Study, sd: pd.DataFrame) -> None:
             cells.append(row)
         # the random control does not depend on the model: no "best" among its rows
         flags = {m: _best_flags(vals[m], None if method == A.RANDOM_METHOD else A.higher_is_better(m)) for m in metrics}
-        for i, row in enumerate(cells):
+        for i, (row, (p, mid)) in enumerate(zip(cells, keys)):
             rows.append(row)
             bold.append([False, False] + [flags[m][i] for m in metrics])
-    doc.table(Table(header, rows, bold, caption="explanation metrics; the random-ranking rows are ROAR's control"))
+            if method == A.RANDOM_METHOD:
+                continue
+            r = block[(block["penalty"] == p) & (block["model_id"] == mid)].set_index("metric")
+            ctrl = [_num(r.loc[m, "random_mean"]) if m in r.index and "random_mean" in r else "–" for m in metrics]
+            rows.append(["↳ random control", ""] + ctrl)
+            bold.append([False] * (2 + len(metrics)))
+    doc.table(Table(header, rows, bold, caption="explanation metrics per attribution method; under each model its "
+                                                "random control: the same metric on uniform random maps of the same "
+                                                "model (ROAR: the dataset's random-ranking retrains)"))
 
 
 def _compare_section(doc: Doc, s: A.Study, comp: pd.DataFrame, baseline: str) -> None:
     doc.h2(f"Penalties versus the `{baseline}` baseline", "compare")
     if comp.empty:
-        doc.note(f"No paired comparison: it needs per-sample evaluation rows of the `{baseline}` baseline and of at "
-                 "least one penalty.")
+        doc.note(
+            f"No paired comparison: it needs per-sample evaluation rows of the `{baseline}` baseline and of at "
+            "least one penalty."
+        )
         return
     corr = comp["correction"].iloc[0]
-    doc.p(f"Per-sample values paired by test image (ROAR: by repeat); Δ = penalty − {baseline} with a 95% bootstrap CI; "
-          f"two-sided Wilcoxon signed-rank test, p-values corrected with {'Holm' if corr == 'holm' else corr} across "
-          f"all {len(comp)} comparisons; r = matched-pairs rank-biserial correlation (positive: penalty higher), "
-          "d = Cohen's d_z. Verdict: better/worse (in the metric's direction) when significant at 0.05, else n.s.")
+    doc.p(
+        f"Per-sample values paired by test image (ROAR: by repeat); Δ = penalty − {baseline} with a 95% bootstrap CI; "
+        f"two-sided Wilcoxon signed-rank test, p-values corrected with {'Holm' if corr == 'holm' else corr} across "
+        f"all {len(comp)} comparisons; r = matched-pairs rank-biserial correlation (positive: penalty higher), "
+        "d = Cohen's d_z. Verdict: better/worse (in the metric's direction) when significant at 0.05, else n.s."
+    )
     sig = comp[comp["significant"]]
-    doc.p(f"{len(sig)} of {len(comp)} comparisons are significant after correction "
-          f"({int((sig['improved'] == True).sum())} better, {int((sig['improved'] == False).sum())} worse).")  # noqa: E712
+    doc.p(
+        f"{len(sig)} of {len(comp)} comparisons are significant after correction "
+        f"({int(sig['improved'].eq(True).sum())} better, {int(sig['improved'].eq(False).sum())} worse)."
+    )
     header = ["dataset", "method", "metric", "penalty", "n", "Δ mean [95% CI]", "p (adj.)", "r", "d", "verdict"]
     rows, bold = [], []
     for _, r in comp.iterrows():
         verdict = "n.s."
         if r["significant"]:
             verdict = {True: "better", False: "worse"}.get(r["improved"], "differs")
-        rows.append([r["dataset"], METHOD_LABELS.get(r["method"], r["method"] or "(model)"),
-                     f"{_label(r['metric'])}{_arrow(r['higher_is_better'])}", r["penalty"], str(r["n"]),
-                     _ci(r["mean_diff"], r["diff_ci_low"], r["diff_ci_high"]), _num(r["p_adjusted"]),
-                     _num(r["rank_biserial"], 2), _num(r["cohens_d"], 2), verdict])
+        rows.append(
+            [
+                r["dataset"],
+                METHOD_LABELS.get(r["method"], r["method"] or "(model)"),
+                f"{_label(r['metric'])}{_arrow(r['higher_is_better'])}",
+                r["penalty"],
+                str(r["n"]),
+                _ci(r["mean_diff"], r["diff_ci_low"], r["diff_ci_high"]),
+                _num(r["p_adjusted"]),
+                _num(r["rank_biserial"], 2),
+                _num(r["cohens_d"], 2),
+                verdict,
+            ]
+        )
         bold.append([False] * 9 + [bool(r["significant"])])
     sig_rows = [i for i, b in enumerate(bold) if b[-1]]
     if sig_rows:  # shown first, in the open; the whole list stays below, collapsed
-        doc.table(Table(header, [rows[i] for i in sig_rows], [bold[i] for i in sig_rows],
-                        caption=f"the {len(sig_rows)} significant comparisons (after correction)", mark=""))
-    doc.table(Table(header, rows, bold, caption="paired comparisons with the baseline; bold: significant", mark=""),
-              collapsed=f"all {len(comp)} comparisons")
+        doc.table(
+            Table(
+                header,
+                [rows[i] for i in sig_rows],
+                [bold[i] for i in sig_rows],
+                caption=f"the {len(sig_rows)} significant comparisons (after correction)",
+                mark="",
+            )
+        )
+    doc.table(
+        Table(header, rows, bold, caption="paired comparisons with the baseline; bold: significant", mark=""),
+        collapsed=f"all {len(comp)} comparisons",
+    )
 
 
 def _gallery_section(doc: Doc, s: A.Study, figs: _Figures, n_images: int, seed: int) -> None:
@@ -455,16 +522,26 @@ def _gallery_section(doc: Doc, s: A.Study, figs: _Figures, n_images: int, seed: 
         return
     methods = [m for m in (s.config.get("evaluation") or {}).get("methods") or [] if m in METHODS and m != "random"]
     if not methods:
-        methods = [m for m in _methods_of(s.evaluation) if m in METHODS] or ["saliency", "integrated_gradients", "input_x_gradient", "smoothgrad"]
-    doc.p(f"The same test images (the first test image of each of the first {min(n_images, 10)} classes) explained by each "
-          "selected model, towards the class the model predicts (SPEC §5); a white box names the prediction when it "
-          "is wrong. One colour scale per figure, shared by all penalties (clipped at the 99.5th percentile of the "
-          "maps' magnitudes): a penalty that shrinks the gradients shows darker maps. Unsigned methods (Saliency, "
-          "SmoothGrad): dark = 0, bright = large. Signed methods: red positive, blue negative, white 0.")
+        methods = [m for m in _methods_of(s.evaluation) if m in METHODS] or [
+            "saliency",
+            "integrated_gradients",
+            "input_x_gradient",
+            "smoothgrad",
+        ]
+    doc.p(
+        f"The same test images (the first test image of each of the first {min(n_images, 10)} classes) "
+        "explained by each "
+        "selected model, towards the class the model predicts (SPEC §5); a white box names the prediction when it "
+        "is wrong. One colour scale per figure, shared by all penalties (clipped at the 99.5th percentile of the "
+        "maps' magnitudes): a penalty that shrinks the gradients shows darker maps. Unsigned methods (Saliency, "
+        "SmoothGrad): dark = 0, bright = large. Signed methods: red positive, blue negative, white 0."
+    )
     root = s.config.get("data_root") or None
     if root is None:
-        where = (f"{data_mod.default_root()} ($SALIENCY_DATA_ROOT or ./data of the current directory: the study's "
-                 "config.yaml names no data_root)")
+        where = (
+            f"{data_mod.default_root()} ($SALIENCY_DATA_ROOT or ./data of the current directory: the study's "
+            "config.yaml names no data_root)"
+        )
     else:
         where = f"{root} (data_root of the study's config.yaml)"
     for dataset in pending:
@@ -474,8 +551,10 @@ def _gallery_section(doc: Doc, s: A.Study, figs: _Figures, n_images: int, seed: 
         try:
             splits = data_mod.load(dataset, root)
         except Exception as exc:  # noqa: BLE001
-            doc.note(f"No gallery for {dataset}: its test images are not in {where} ({type(exc).__name__}: {exc}); "
-                     "set SALIENCY_DATA_ROOT (or data_root in config.yaml) to the prepared data folder and rebuild.")
+            doc.note(
+                f"No gallery for {dataset}: its test images are not in {where} ({type(exc).__name__}: {exc}); "
+                "set SALIENCY_DATA_ROOT (or data_root in config.yaml) to the prepared data folder and rebuild."
+            )
             continue
         idx = []
         for c in range(min(n_images, 10)):
@@ -515,16 +594,23 @@ def _gallery_section(doc: Doc, s: A.Study, figs: _Figures, n_images: int, seed: 
                 doc.note(f"Gallery, {dataset}, {method}: attribution failed ({type(exc).__name__}: {exc}).")
                 continue
             path = _gallery_figure(figs, dataset, method, x[:, 0].numpy(), labels.numpy(), models, preds, maps)
-            doc.figure(Figure(path, f"{dataset}, {METHOD_LABELS.get(method, method)}: rows = penalties (λ of the "
-                                    f"selected model), columns = test images; shared colour scale.",
-                              f"saliency gallery {dataset} {method}"))
+            doc.figure(
+                Figure(
+                    path,
+                    f"{dataset}, {METHOD_LABELS.get(method, method)}: rows = penalties (λ of the "
+                    f"selected model), columns = test images; shared colour scale.",
+                    f"saliency gallery {dataset} {method}",
+                )
+            )
 
 
-GALLERY_TEXT = ("explained by each selected model, towards the class the model predicts (SPEC §5); a white box names "
-                "the prediction when it is wrong. One colour scale per figure, shared by all penalties (clipped at the "
-                "99.5th percentile of the maps' magnitudes): a penalty that shrinks the gradients shows darker maps. "
-                "Unsigned methods (Saliency, SmoothGrad): dark = 0, bright = large. Signed methods: red positive, blue "
-                "negative, white 0.")
+GALLERY_TEXT = (
+    "explained by each selected model, towards the class the model predicts (SPEC §5); a white box names "
+    "the prediction when it is wrong. One colour scale per figure, shared by all penalties (clipped at the "
+    "99.5th percentile of the maps' magnitudes): a penalty that shrinks the gradients shows darker maps. "
+    "Unsigned methods (Saliency, SmoothGrad): dark = 0, bright = large. Signed methods: red positive, blue "
+    "negative, white 0."
+)
 
 
 def _gallery_from_table(doc: Doc, s: A.Study, figs: _Figures, n_images: int) -> list[str]:
@@ -546,8 +632,11 @@ def _gallery_from_table(doc: Doc, s: A.Study, figs: _Figures, n_images: int) -> 
             continue
         first = next(iter(rows.values()))
         order = list((s.config.get("evaluation") or {}).get("methods") or []) + list(dict.fromkeys(first["method"]))
-        methods = [m for m in dict.fromkeys(order) if m != A.RANDOM_METHOD and all((v["method"] == m).any()
-                                                                                  for v in rows.values())]
+        methods = [
+            m
+            for m in dict.fromkeys(order)
+            if m != A.RANDOM_METHOD and all((v["method"] == m).any() for v in rows.values())
+        ]
         ref = first[first["method"] == methods[0]] if methods else first.iloc[:0]
         if ref.empty:
             pending.append(dataset)
@@ -559,12 +648,23 @@ def _gallery_from_table(doc: Doc, s: A.Study, figs: _Figures, n_images: int) -> 
         labels = ref["label"].to_numpy()
         preds = {p: v[v["method"] == methods[0]]["prediction"].to_numpy() for p, v in rows.items()}
         for method in methods:
-            maps = np.stack([np.stack([np.asarray(m, np.float32).reshape(28, 28)
-                                       for m in rows[p][rows[p]["method"] == method]["map"]]) for p, _, _ in models])
+            maps = np.stack(
+                [
+                    np.stack(
+                        [np.asarray(m, np.float32).reshape(28, 28) for m in rows[p][rows[p]["method"] == method]["map"]]
+                    )
+                    for p, _, _ in models
+                ]
+            )
             path = _gallery_figure(figs, dataset, method, images, labels, models, preds, maps)
-            doc.figure(Figure(path, f"{dataset}, {METHOD_LABELS.get(method, method)}: rows = penalties (λ of the "
-                                    f"selected model), columns = test images; shared colour scale.",
-                              f"saliency gallery {dataset} {method}"))
+            doc.figure(
+                Figure(
+                    path,
+                    f"{dataset}, {METHOD_LABELS.get(method, method)}: rows = penalties (λ of the "
+                    f"selected model), columns = test images; shared colour scale.",
+                    f"saliency gallery {dataset} {method}",
+                )
+            )
     return pending
 
 
@@ -591,8 +691,15 @@ def _gallery_figure(figs: _Figures, dataset, method, images, labels, models, pre
             im = ax.imshow(maps[i - 1, j], interpolation="nearest", **kw)
             pred = int(preds[penalty][j])
             if pred != int(labels[j]):
-                ax.text(1, 3, f"pred {pred}", fontsize=6, color="black", va="top",
-                        bbox=dict(facecolor="white", edgecolor="black", pad=1, lw=0.5))
+                ax.text(
+                    1,
+                    3,
+                    f"pred {pred}",
+                    fontsize=6,
+                    color="black",
+                    va="top",
+                    bbox=dict(facecolor="white", edgecolor="black", pad=1, lw=0.5),
+                )
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
@@ -608,12 +715,16 @@ def _morf_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
     doc.h2("MoRF curves", "morf")
     c = A.curve(s, "morf")
     if c.empty:
-        doc.note("No MoRF curves: neither per-level `morf_curve` rows in the evaluation table nor a `morf` curve in "
-                 "the curves table.")
+        doc.note(
+            "No MoRF curves: neither per-level `morf_curve` rows in the evaluation table nor a `morf` curve in "
+            "the curves table."
+        )
         return
-    doc.p("Most relevant first out: the pixels the map ranks highest are set to 0 first; y = probability of the "
-          "originally predicted class relative to the clean image, mean over test images. A faster drop (lower "
-          "curve, larger area above it = MoRF score) means a more faithful explanation.")
+    doc.p(
+        "Most relevant first out: the pixels the map ranks highest are set to 0 first; y = probability of the "
+        "originally predicted class relative to the clean image, mean over test images. A faster drop (lower "
+        "curve, larger area above it = MoRF score) means a more faithful explanation."
+    )
     for dataset in s.datasets:
         cd = c[c["dataset"] == dataset]
         methods = _methods_of(cd)
@@ -632,7 +743,11 @@ def _morf_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
         _legend(fig, axes)
         fig.suptitle(f"{dataset}: MoRF curves", fontsize=10)
         path = figs.save(fig, f"morf_{dataset}")
-        doc.figure(Figure(path, f"{dataset}: MoRF curves per attribution method, one line per penalty.", f"MoRF curves {dataset}"))
+        doc.figure(
+            Figure(
+                path, f"{dataset}: MoRF curves per attribution method, one line per penalty.", f"MoRF curves {dataset}"
+            )
+        )
 
 
 def _roar_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
@@ -641,11 +756,13 @@ def _roar_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
     if c.empty:
         doc.note("No ROAR results (the `roar` table is missing or empty).")
         return
-    doc.p("For each fraction t, the top-t pixels of every training and test image (ranked by the evaluated model's "
-          "attribution) are replaced and a fresh unregularised model is retrained; y = its test accuracy (mean over "
-          "repeats, bars: min–max). Lower = the attribution found the information the model needs. The grey "
-          "dash-dot line with × markers is the random-ranking control (mean over all random runs of the dataset, "
-          "light grey band: min–max); a useful attribution stays below it.")
+    doc.p(
+        "For each fraction t, the top-t pixels of every training and test image (ranked by the evaluated model's "
+        "attribution) are replaced and a fresh unregularised model is retrained; y = its test accuracy (mean over "
+        "repeats, bars: min–max). Lower = the attribution found the information the model needs. The grey "
+        "dash-dot line with × markers is the random-ranking control (mean over all random runs of the dataset, "
+        "light grey band: min–max); a useful attribution stays below it."
+    )
     for dataset in s.datasets:
         cd = c[c["dataset"] == dataset]
         methods = _methods_of(cd)
@@ -655,14 +772,26 @@ def _roar_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
         methods = methods or [A.RANDOM_METHOD]
         nr, nc = _grid(len(methods))
         fig, axes = figs.new(nr, nc, 3.4 * nc, 2.9 * nr + 0.7, sharey=True)
-        ctrl = rnd.groupby("x").agg(y=("y", "mean"), lo=("y_low", "min"), hi=("y_high", "max")).reset_index() if len(rnd) else None
+        ctrl = (
+            rnd.groupby("x").agg(y=("y", "mean"), lo=("y_low", "min"), hi=("y_high", "max")).reset_index()
+            if len(rnd)
+            else None
+        )
         for ax, method in zip(axes.ravel(), methods):
             if method != A.RANDOM_METHOD:
                 _curve_lines(ax, s, cd[cd["method"] == method], s.penalties, scale=100, errors=True)
             if ctrl is not None:
                 ax.fill_between(ctrl["x"], ctrl["lo"] * 100, ctrl["hi"] * 100, color="0.88", lw=0, zorder=0)
-                ax.plot(ctrl["x"], ctrl["y"] * 100, color="0.45", ls="-.", marker="x", lw=2, ms=6,
-                        label="random ranking (control)")
+                ax.plot(
+                    ctrl["x"],
+                    ctrl["y"] * 100,
+                    color="0.45",
+                    ls="-.",
+                    marker="x",
+                    lw=2,
+                    ms=6,
+                    label="random ranking (control)",
+                )
             ax.set_title(METHOD_LABELS.get(method, method), fontsize=9)
             ax.set_xlabel("fraction of pixels removed, t", fontsize=8)
             ax.set_ylabel("test accuracy after retraining (%)\n(lower is better)", fontsize=8)
@@ -671,21 +800,38 @@ def _roar_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
         _legend(fig, axes)
         fig.suptitle(f"{dataset}: ROAR", fontsize=10)
         path = figs.save(fig, f"roar_{dataset}")
-        doc.figure(Figure(path, f"{dataset}: ROAR accuracy versus fraction removed, per attribution method, with the "
-                                "random control.", f"ROAR curves {dataset}"))
+        doc.figure(
+            Figure(
+                path,
+                f"{dataset}: ROAR accuracy versus fraction removed, per attribution method, with the random control.",
+                f"ROAR curves {dataset}",
+            )
+        )
 
 
 def _robustness_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
     doc.h2("Gaussian noise and square-block occlusion", "robustness")
     specs = [
-        ("gaussian", "avg_sensitivity", "noise σ (pixel units; images in [0, 1])",
-         "average sensitivity ‖a(x+ε) − a(x)‖ / ‖a(x)‖\n(lower is better)", "Gaussian noise"),
-        ("square_block", "block_infidelity", "largest block half-size s_max (pixels)",
-         "square-patch infidelity (squared logits)\n(lower is better)", "square-block occlusion"),
+        (
+            "gaussian",
+            "avg_sensitivity",
+            "noise σ (pixel units; images in [0, 1])",
+            "average sensitivity ‖a(x+ε) − a(x)‖ / ‖a(x)‖\n(lower is better)",
+            "Gaussian noise",
+        ),
+        (
+            "square_block",
+            "block_infidelity",
+            "largest block half-size s_max (pixels)",
+            "square-patch infidelity (squared logits)\n(lower is better)",
+            "square-block occlusion",
+        ),
     ]
     any_fig = False
-    doc.p("Left panel of each figure: test accuracy of the model under the perturbation (mean over test images and "
-          "draws; higher is better). Other panels: the explanation side per attribution method (lower is better).")
+    doc.p(
+        "Left panel of each figure: test accuracy of the model under the perturbation (mean over test images and "
+        "draws; higher is better). Other panels: the explanation side per attribution method (lower is better)."
+    )
     for kind, expl, xlabel, ylabel, title in specs:
         acc, ex = A.curve(s, kind), A.curve(s, expl)
         for dataset in s.datasets:
@@ -694,7 +840,8 @@ def _robustness_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
                 continue
             if len(ad):  # accuracy is a property of the model: average any per-method copies
                 ad = ad.groupby(["dataset", "penalty", "model_id", "x"], as_index=False).agg(
-                    y=("y", "mean"), y_low=("y_low", "min"), y_high=("y_high", "max"))
+                    y=("y", "mean"), y_low=("y_low", "min"), y_high=("y_high", "max")
+                )
             methods = _methods_of(ed)
             n = 1 + len(methods)
             nr, nc = _grid(n)
@@ -718,11 +865,18 @@ def _robustness_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
             _legend(fig, axes)
             fig.suptitle(f"{dataset}: {title}", fontsize=10)
             path = figs.save(fig, f"{kind}_{dataset}")
-            doc.figure(Figure(path, f"{dataset}: {title}: accuracy (left) and explanation stability per method.",
-                              f"{title} curves {dataset}"))
+            doc.figure(
+                Figure(
+                    path,
+                    f"{dataset}: {title}: accuracy (left) and explanation stability per method.",
+                    f"{title} curves {dataset}",
+                )
+            )
             any_fig = True
     if not any_fig:
-        doc.note("No Gaussian-noise or square-block results (per-level rows of the evaluation table, or the curves table).")
+        doc.note(
+            "No Gaussian-noise or square-block results (per-level rows of the evaluation table, or the curves table)."
+        )
 
 
 def _search_section(doc: Doc, s: A.Study, figs: _Figures, par: pd.DataFrame, sweep: pd.DataFrame) -> None:
@@ -730,9 +884,11 @@ def _search_section(doc: Doc, s: A.Study, figs: _Figures, par: pd.DataFrame, swe
     if par.empty:
         doc.note("No finished trials yet: no Pareto front or λ sweep.")
         return
-    doc.p("Every finished trial of the search (validation split). The black step line is the Pareto front of the "
-          "dataset over all penalties (both axes maximised); large open circles mark the selected models; the "
-          "dotted vertical line is the selection threshold (best baseline accuracy minus the tolerance).")
+    doc.p(
+        "Every finished trial of the search (validation split). The black step line is the Pareto front of the "
+        "dataset over all penalties (both axes maximised); large open circles mark the selected models; the "
+        "dotted vertical line is the selection threshold (best baseline accuracy minus the tolerance)."
+    )
     for dataset in s.datasets:
         pd_ = par[par["dataset"] == dataset]
         if pd_.empty:
@@ -744,13 +900,36 @@ def _search_section(doc: Doc, s: A.Study, figs: _Figures, par: pd.DataFrame, swe
             if g.empty:
                 continue
             st = style(penalty, s.penalties)
-            ax.scatter(g["accuracy"] * 100, g["score"], color=st["color"], marker=st["marker"], s=36, alpha=0.85,
-                       label=penalty, edgecolors="black", linewidths=0.4)
+            ax.scatter(
+                g["accuracy"] * 100,
+                g["score"],
+                color=st["color"],
+                marker=st["marker"],
+                s=36,
+                alpha=0.85,
+                label=penalty,
+                edgecolors="black",
+                linewidths=0.4,
+            )
         front = pd_[pd_["on_dataset_front"]].sort_values("accuracy")
-        ax.step(front["accuracy"] * 100, front["score"], where="post", color="black", lw=1.2, label="Pareto front (all penalties)")
+        ax.step(
+            front["accuracy"] * 100,
+            front["score"],
+            where="post",
+            color="black",
+            lw=1.2,
+            label="Pareto front (all penalties)",
+        )
         sel = pd_[pd_["selected"]]
-        ax.scatter(sel["accuracy"] * 100, sel["score"], s=180, facecolors="none", edgecolors="black", linewidths=1.3,
-                   label="selected model")
+        ax.scatter(
+            sel["accuracy"] * 100,
+            sel["score"],
+            s=180,
+            facecolors="none",
+            edgecolors="black",
+            linewidths=1.3,
+            label="selected model",
+        )
         sd = s.selected[s.selected["dataset"] == dataset]
         if len(sd) and np.isfinite(sd["baseline_val_acc"]).any():
             thr = float(sd["baseline_val_acc"].dropna().iloc[0] - sd["tolerance"].dropna().iloc[0])
@@ -761,13 +940,20 @@ def _search_section(doc: Doc, s: A.Study, figs: _Figures, par: pd.DataFrame, swe
         ax.legend(fontsize=7, loc="best", frameon=True)
         ax.set_title(f"{dataset}: accuracy–explanation trade-off", fontsize=10)
         path = figs.save(fig, f"pareto_{dataset}")
-        doc.figure(Figure(path, f"{dataset}: validation accuracy versus explanation score of every trial.",
-                          f"Pareto front {dataset}"))
+        doc.figure(
+            Figure(
+                path,
+                f"{dataset}: validation accuracy versus explanation score of every trial.",
+                f"Pareto front {dataset}",
+            )
+        )
     if sweep.empty:
         doc.note("No λ sweep: no finished trial of a penalty other than the baseline.")
         return
-    doc.p("λ sweeps: the validation metrics of each trial against its penalty weight (log scale). The grey band is "
-          "the range of the `none` baseline's trials (its line: their mean).")
+    doc.p(
+        "λ sweeps: the validation metrics of each trial against its penalty weight (log scale). The grey band is "
+        "the range of the `none` baseline's trials (its line: their mean)."
+    )
     base = s.trials[(s.trials["penalty"] == "none") & (s.trials["status"] != "error")]
     for dataset in s.datasets:
         sw = sweep[sweep["dataset"] == dataset]
@@ -787,18 +973,29 @@ def _search_section(doc: Doc, s: A.Study, figs: _Figures, par: pd.DataFrame, swe
                     continue
                 ax.plot(g["lam"], g["value"] * scale, lw=1.2, ms=5, label=penalty, **style(penalty, s.penalties))
                 sg = g[g["selected"]]
-                ax.scatter(sg["lam"], sg["value"] * scale, s=120, facecolors="none", edgecolors="black", linewidths=1.2,
-                           label="selected model")
+                ax.scatter(
+                    sg["lam"],
+                    sg["value"] * scale,
+                    s=120,
+                    facecolors="none",
+                    edgecolors="black",
+                    linewidths=1.2,
+                    label="selected model",
+                )
             _log_x(ax)
             ax.set_xlabel("λ (penalty weight, log scale)", fontsize=8)
             what = {"val_acc": "validation accuracy (%)", "val_morf": "validation MoRF score"}.get(metric, metric)
             hib = A.higher_is_better(metric)
-            ax.set_ylabel(f"{what}\n({'higher' if hib else 'lower'} is better)" if hib is not None else what, fontsize=8)
+            ax.set_ylabel(
+                f"{what}\n({'higher' if hib else 'lower'} is better)" if hib is not None else what, fontsize=8
+            )
             ax.grid(alpha=0.3, which="both")
         _legend(fig, axes)
         fig.suptitle(f"{dataset}: λ sweep", fontsize=10)
         path = figs.save(fig, f"lambda_{dataset}")
-        doc.figure(Figure(path, f"{dataset}: validation metrics versus λ, one line per penalty.", f"lambda sweep {dataset}"))
+        doc.figure(
+            Figure(path, f"{dataset}: validation metrics versus λ, one line per penalty.", f"lambda sweep {dataset}")
+        )
 
 
 def _environment() -> dict:
@@ -809,10 +1006,16 @@ def _provenance_section(doc: Doc, s: A.Study) -> None:
     doc.h2("Configuration, versions and commit", "provenance")
     prov = A.provenance(s)
     doc.p(f"Study folder: {s.path}")
-    doc.p(f"Git commit(s) recorded by the search: {', '.join(prov['git_commits']) or 'none recorded'}; "
-          f"report built from commit {R.git_commit() or 'unknown'}.")
+    doc.p(
+        f"Git commit(s) recorded by the search: {', '.join(prov['git_commits']) or 'none recorded'}; "
+        f"report built from commit {R.git_commit() or 'unknown'}."
+    )
     if prov["versions"]:
-        doc.p("Versions recorded by the search: " + ", ".join(f"{k} {v}" for k, v in sorted(prov["versions"].items()) if v) + ".")
+        doc.p(
+            "Versions recorded by the search: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(prov["versions"].items()) if v)
+            + "."
+        )
     doc.p("Versions of this report: " + ", ".join(f"{k} {v}" for k, v in _environment().items() if v) + ".")
     if s.config_text:
         doc.p("The study's configuration (config.yaml):")
@@ -871,7 +1074,8 @@ def _html_table(t: Table) -> str:
 def render_html(doc: Doc, title: str, base: Path, embed: bool = False) -> str:
     toc = [(b.value, b.anchor) for b in doc.blocks if b.kind == "h2"]
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
@@ -894,13 +1098,18 @@ def render_html(doc: Doc, title: str, base: Path, embed: bool = False) -> str:
             parts.append(f"<details><summary>{html.escape(b.anchor)}</summary>{_html_table(b.value)}</details>")
         elif b.kind == "figure":
             f: Figure = b.value
-            parts.append(f'<figure><img src="{_img_src(f.path, base, embed)}" alt="{html.escape(f.alt)}">'
-                         f"<figcaption>{_html_inline(f.caption)}</figcaption></figure>")
+            parts.append(
+                f'<figure><img src="{_img_src(f.path, base, embed)}" alt="{html.escape(f.alt)}">'
+                f"<figcaption>{_html_inline(f.caption)}</figcaption></figure>"
+            )
         elif b.kind == "pre":
             parts.append(f"<pre>{html.escape(b.value)}</pre>")
         elif b.kind == "links":
-            parts.append("<p>" + " · ".join(f'<a href="{p.relative_to(base).as_posix()}">{html.escape(n)}</a>'
-                                            for n, p in b.value) + "</p>")
+            parts.append(
+                "<p>"
+                + " · ".join(f'<a href="{p.relative_to(base).as_posix()}">{html.escape(n)}</a>' for n, p in b.value)
+                + "</p>"
+            )
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -910,8 +1119,10 @@ def _md_cell(c: str) -> str:
 
 
 def _md_table(t: Table) -> str:
-    lines = ["| " + " | ".join(_md_cell(h) for h in t.header) + " |",
-             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(t.header))) + "|"]
+    lines = [
+        "| " + " | ".join(_md_cell(h) for h in t.header) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(t.header))) + "|",
+    ]
     for i, row in enumerate(t.rows):
         cells = [f"**{_md_cell(c)}**{t.mark}" if t.bold and t.bold[i][j] else _md_cell(c) for j, c in enumerate(row)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -921,8 +1132,12 @@ def _md_table(t: Table) -> str:
 
 
 def render_md(doc: Doc, title: str, base: Path) -> str:
-    parts = [f"# {title}", "",
-             f"Generated {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `python -m study.report`.", ""]
+    parts = [
+        f"# {title}",
+        "",
+        f"Generated {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `python -m study.report`.",
+        "",
+    ]
     for b in doc.blocks:
         if b.kind == "h2":
             parts += [f"## {b.value}", ""]
@@ -955,9 +1170,17 @@ def _write(path: Path, text: str) -> None:
 
 
 # --------------------------------------------------------------------------- entry points
-def build_report(output_dir, formats: Sequence[str] = FORMATS, *, out_dir=None, n_images: int = 6,
-                 baseline: str = "none", embed: bool = False, seed: int = 0,
-                 log: Callable[[str], None] | None = None) -> Path:
+def build_report(
+    output_dir,
+    formats: Sequence[str] = FORMATS,
+    *,
+    out_dir=None,
+    n_images: int = 6,
+    baseline: str = "none",
+    embed: bool = False,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> Path:
     """Write the report of the study in ``output_dir``; returns the path of the first format.
 
     Args:
@@ -983,11 +1206,13 @@ def build_report(output_dir, formats: Sequence[str] = FORMATS, *, out_dir=None, 
         raise ValueError(f"n_images: must be an integer >= 0, got {n_images!r}")
     s = A.load(output_dir)
     if baseline not in s.penalties:
-        raise ValueError(f"baseline: {baseline!r} is not a penalty of this study; valid choices: {', '.join(s.penalties)}")
+        raise ValueError(
+            f"baseline: {baseline!r} is not a penalty of this study; valid choices: {', '.join(s.penalties)}"
+        )
     if out_dir is None:
         if "://" in str(output_dir) and not str(output_dir).startswith("file://"):
             raise ValueError("out_dir is required when the study is not a local folder")
-        local = Path(str(output_dir)[len("file://"):] if str(output_dir).startswith("file://") else output_dir)
+        local = Path(str(output_dir)[len("file://") :] if str(output_dir).startswith("file://") else output_dir)
         out_dir = local.expanduser().absolute() / REPORT_DIR
     out = Path(out_dir).absolute()
     img, tables = out / "img", out / "tables"
@@ -1074,34 +1299,51 @@ def _count(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m study.report", description=__doc__.split("\n\n")[0])
     p.add_argument("output", help="the study folder (e.g. outputs/quick), or a URI pyarrow can open")
-    p.add_argument("--format", action="append", choices=FORMATS, default=None,
-                   help="html or md (repeatable; default: both)")
+    p.add_argument(
+        "--format", action="append", choices=FORMATS, default=None, help="html or md (repeatable; default: both)"
+    )
     p.add_argument("--out", default=None, help="report folder (default: OUTPUT/report)")
     p.add_argument("--images", type=_count, default=6, help="test images per gallery figure (0: no gallery; default 6)")
     p.add_argument("--baseline", default="none", help="penalty the others are compared with (default: none)")
     p.add_argument("--embed", action="store_true", help="inline the figures in the HTML (a single file)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and noisy attributions (default 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the report's path")
-    p.add_argument("--results", default=None, metavar="PAGE.md",
-                   help="instead of the report, write the published results page of a replicated study "
-                        "(e.g. docs/results.md, with PAGE/summary.csv and PAGE/img/; see study/results_page.py)")
+    p.add_argument(
+        "--results",
+        default=None,
+        metavar="PAGE.md",
+        help="instead of the report, write the published results page of a replicated study "
+        "(e.g. docs/results.md, with PAGE/summary.csv and PAGE/img/; see study/results_page.py)",
+    )
     p.add_argument("--notes", default=None, metavar="FILE.md", help="with --results: a discussion appended verbatim")
     args = p.parse_args(argv)
     if args.results:
         from study.results_page import build_results
 
         try:
-            path = build_results(args.output, args.results, notes=args.notes, baseline=args.baseline,
-                                 log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
+            path = build_results(
+                args.output,
+                args.results,
+                notes=args.notes,
+                baseline=args.baseline,
+                log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
+            )
         except (FileNotFoundError, A.StudyError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(path)
         return 0
     try:
-        path = build_report(args.output, args.format or FORMATS, out_dir=args.out, n_images=args.images,
-                            baseline=args.baseline, embed=args.embed, seed=args.seed,
-                            log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
+        path = build_report(
+            args.output,
+            args.format or FORMATS,
+            out_dir=args.out,
+            n_images=args.images,
+            baseline=args.baseline,
+            embed=args.embed,
+            seed=args.seed,
+            log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
+        )
     except (FileNotFoundError, A.StudyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -133,7 +133,10 @@ EVALUATION = pa.schema(
         ("penalty", pa.string()),
         ("model_id", pa.string()),  # <penalty>-<trial_id>; "random" rows of ROAR use the dataset's `none` model
         ("method", pa.string()),  # attribution method ('' for rows about the model: accuracy, gaussian/block accuracy)
-        ("metric", pa.string()),  # morf, morf_curve, complexity, gaussian_accuracy, accuracy ... (evaluation/evaluate.py)
+        (
+            "metric",
+            pa.string(),
+        ),  # morf, morf_curve, complexity, gaussian_accuracy, accuracy ... (evaluation/evaluate.py)
         ("level", pa.float64()),  # curve position (fraction removed, σ, s_max); NaN for scalar metrics
         ("sample", pa.int64()),  # test-set index of the image (-1: aggregate row)
         ("value", pa.float64()),
@@ -200,11 +203,24 @@ GALLERY = pa.schema(
 
 SEARCH_TABLES = ("trials", "epochs", "selected")  # written by study/search.py
 EVALUATION_TABLES = ("evaluation", "roar", "curves")  # written by evaluation/stage.py
-SCHEMAS: dict[str, pa.Schema] = {"trials": TRIALS, "epochs": EPOCHS, "selected": SELECTED,
-                                 "evaluation": EVALUATION, "roar": ROAR, "curves": CURVES, "gallery": GALLERY}
-PARTITIONS: dict[str, list[str]] = {"trials": ["dataset", "penalty"], "epochs": ["dataset", "penalty"], "selected": ["dataset"],
-                                    "evaluation": ["dataset", "penalty"], "roar": ["dataset", "penalty"],
-                                    "curves": ["dataset", "penalty"], "gallery": ["dataset", "penalty"]}
+SCHEMAS: dict[str, pa.Schema] = {
+    "trials": TRIALS,
+    "epochs": EPOCHS,
+    "selected": SELECTED,
+    "evaluation": EVALUATION,
+    "roar": ROAR,
+    "curves": CURVES,
+    "gallery": GALLERY,
+}
+PARTITIONS: dict[str, list[str]] = {
+    "trials": ["dataset", "penalty"],
+    "epochs": ["dataset", "penalty"],
+    "selected": ["dataset"],
+    "evaluation": ["dataset", "penalty"],
+    "roar": ["dataset", "penalty"],
+    "curves": ["dataset", "penalty"],
+    "gallery": ["dataset", "penalty"],
+}
 
 
 def _safe(v) -> str:
@@ -266,19 +282,28 @@ def write_table(
     return written
 
 
-def dataset(root: str | Path, table: str, schema: pa.Schema | None = None, partition_cols: list[str] | None = None) -> ds.Dataset:
-    """A ``pyarrow.dataset`` over ``root/table`` (a folder or a URI) with its Hive partition columns typed as strings."""
+def dataset(
+    root: str | Path, table: str, schema: pa.Schema | None = None, partition_cols: list[str] | None = None
+) -> ds.Dataset:
+    """A ``pyarrow.dataset`` over ``root/table`` (a folder or a URI), Hive partition columns typed as strings."""
     schema = schema or SCHEMAS[table]
     parts = list(PARTITIONS.get(table, []) if partition_cols is None else partition_cols)
     part = ds.partitioning(pa.schema([(p, pa.string()) for p in parts]), flavor="hive") if parts else None
     fs, path = storage.filesystem(storage.join(storage.normalize(root), table))
     return ds.dataset(
-        path, filesystem=fs, format="parquet", partitioning=part, schema=schema,
-        exclude_invalid_files=False, ignore_prefixes=[".", "_"],
+        path,
+        filesystem=fs,
+        format="parquet",
+        partitioning=part,
+        schema=schema,
+        exclude_invalid_files=False,
+        ignore_prefixes=[".", "_"],
     )
 
 
-def read_table(root: str | Path, table: str, schema: pa.Schema | None = None, partition_cols: list[str] | None = None) -> pd.DataFrame:
+def read_table(
+    root: str | Path, table: str, schema: pa.Schema | None = None, partition_cols: list[str] | None = None
+) -> pd.DataFrame:
     """All rows of ``root/table`` (a folder or a URI) as a DataFrame in schema column order (empty if none yet)."""
     schema = schema or SCHEMAS[table]
     if not storage.exists(storage.join(storage.normalize(root), table)):
@@ -294,8 +319,13 @@ def git_commit(repo: Path | None = None) -> str:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return ""
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return ""

@@ -54,7 +54,12 @@ def last_run(path: Path) -> dict:
 
 
 def _cell(rep: pd.DataFrame, dataset: str, penalty: str, method: str, metric: str, scale: float) -> str:
-    q = rep[(rep["dataset"] == dataset) & (rep["penalty"] == penalty) & (rep["method"] == method) & (rep["metric"] == metric)]
+    q = rep[
+        (rep["dataset"] == dataset)
+        & (rep["penalty"] == penalty)
+        & (rep["method"] == method)
+        & (rep["metric"] == metric)
+    ]
     if q.empty:
         return "–"
     r = q.iloc[0]
@@ -74,12 +79,16 @@ def _metric_table(doc: Doc, rep: pd.DataFrame, s: A.Study, dataset: str, cols) -
             rows.append(["", "random (control)"] + rand)
     # ROAR's random ranking is one control per dataset (filed under the baseline)
     ctrl = rep[(rep["dataset"] == dataset) & (rep["method"] == "random") & (rep["metric"] == "roar_clean")]
-    caption = (f"{dataset}: mean over seeds [95% t-interval over seeds]; under each penalty its random-attribution "
-               "control (the same metrics on uniform random maps of the same models)")
+    caption = (
+        f"{dataset}: mean over seeds [95% t-interval over seeds]; under each penalty its random-attribution "
+        "control (the same metrics on uniform random maps of the same models)"
+    )
     if len(ctrl):
         r = ctrl.iloc[0]
-        caption += (f". ROAR's random-ranking control (one per dataset, over {int(r['n'])} retraining repeats): "
-                    f"{_ci(r['mean'], r['ci_low'], r['ci_high'])}")
+        caption += (
+            f". ROAR's random-ranking control (one per dataset, over {int(r['n'])} retraining repeats): "
+            f"{_ci(r['mean'], r['ci_low'], r['ci_high'])}"
+        )
     doc.table(Table(header, rows, [], caption=caption, mark=""))
 
 
@@ -87,8 +96,11 @@ def _scatter(figs: _Figures, rep: pd.DataFrame, s: A.Study, dataset: str) -> Pat
     pm = A.per_model(s)
     pm = pm[pm["dataset"] == dataset]
     acc = pm[(pm["metric"] == "accuracy") & (pm["method"] == "")][["model_id", "penalty", "value"]]
-    panels = [("morf", "MoRF of Saliency ↑"), ("roar_clean", "ROAR area of Saliency ↓"),
-              ("faithfulness_nested", "faithfulness (nested) ↑")]
+    panels = [
+        ("morf", "MoRF of Saliency ↑"),
+        ("roar_clean", "ROAR area of Saliency ↓"),
+        ("faithfulness_nested", "faithfulness (nested) ↑"),
+    ]
     if acc.empty:
         return None
     fig, axes = figs.new(1, len(panels), 4.2 * len(panels), 3.6)
@@ -99,10 +111,18 @@ def _scatter(figs: _Figures, rep: pd.DataFrame, s: A.Study, dataset: str) -> Pat
             g = m[m["penalty"] == p]
             if len(g):
                 st = style(p, s.penalties)
-                ax.scatter(100 * g["value_acc"], g["value"], color=st["color"], marker=st["marker"], s=36,
-                           label=p, alpha=0.85)
-                ax.errorbar(100 * g["value_acc"].mean(), g["value"].mean(), color=st["color"], marker=st["marker"],
-                            ms=9, mfc="none", lw=0)
+                ax.scatter(
+                    100 * g["value_acc"], g["value"], color=st["color"], marker=st["marker"], s=36, label=p, alpha=0.85
+                )
+                ax.errorbar(
+                    100 * g["value_acc"].mean(),
+                    g["value"].mean(),
+                    color=st["color"],
+                    marker=st["marker"],
+                    ms=9,
+                    mfc="none",
+                    lw=0,
+                )
         ax.set_xlabel("test accuracy (%)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -120,28 +140,44 @@ def _findings(rep: pd.DataFrame, comp: pd.DataFrame, dataset: str) -> list[str]:
         return out
     sig = c[c["significant"]]
     for _, r in sig.iterrows():
-        base = rep[(rep["dataset"] == dataset) & (rep["penalty"] == r["baseline"]) & (rep["method"] == r["method"])
-                   & (rep["metric"] == r["metric"])]
+        base = rep[
+            (rep["dataset"] == dataset)
+            & (rep["penalty"] == r["baseline"])
+            & (rep["method"] == r["method"])
+            & (rep["metric"] == r["metric"])
+        ]
         b = float(base["mean"].iloc[0]) if len(base) else np.nan
         what = f"{_label(r['metric'])}" + (f" of {METHOD_LABELS.get(r['method'], r['method'])}" if r["method"] else "")
         rel = f" ({100 * r['mean_diff'] / abs(b):+.0f} % of the baseline's {_num(b)})" if np.isfinite(b) and b else ""
         verdict = {True: "better", False: "worse"}.get(r["improved"], "different")
-        out.append(f"`{r['penalty']}` changes {what} by {_num(r['mean_diff'])}{rel}: {verdict}, "
-                   f"p_adj = {_num(r['p_adjusted'])} (paired t over {int(r['n'])} seeds).")
+        out.append(
+            f"`{r['penalty']}` changes {what} by {_num(r['mean_diff'])}{rel}: {verdict}, "
+            f"p_adj = {_num(r['p_adjusted'])} (paired t over {int(r['n'])} seeds)."
+        )
     n_ns = int((~c["significant"]).sum())
-    out.append(f"The other {n_ns} of {len(c)} penalty-versus-baseline differences are not significant after Holm's "
-               f"correction (with {int(c['n'].max())} seeds a paired t-test detects only large, consistent effects).")
+    out.append(
+        f"The other {n_ns} of {len(c)} penalty-versus-baseline differences are not significant after Holm's "
+        f"correction (with {int(c['n'].max())} seeds a paired t-test detects only large, consistent effects)."
+    )
     return out
 
 
-def build_results(study_dir, page: str | Path, *, notes: str | Path | None = None, baseline: str = "none",
-                  log: Callable[[str], None] | None = None) -> Path:
+def build_results(
+    study_dir,
+    page: str | Path,
+    *,
+    notes: str | Path | None = None,
+    baseline: str = "none",
+    log: Callable[[str], None] | None = None,
+) -> Path:
     """Write the results page ``page`` (Markdown), ``<page stem>/img/*.png`` and ``<page stem>/summary.csv``."""
     log = log or (lambda _m: None)
     s = A.load(study_dir)
     if not A.has_replicates(s):
-        raise ValueError(f"{study_dir}: no replicated models (one selected model per penalty); the results page "
-                         "needs a study whose seeds are replicates, e.g. --config replicate")
+        raise ValueError(
+            f"{study_dir}: no replicated models (one selected model per penalty); the results page "
+            "needs a study whose seeds are replicates, e.g. --config replicate"
+        )
     page = Path(page).absolute()
     folder = page.with_suffix("")
     img = folder / "img"
@@ -157,44 +193,76 @@ def build_results(study_dir, page: str | Path, *, notes: str | Path | None = Non
     run = last_run(Path(str(study_dir)))
     doc.h2("How this was produced", "produced")
     if run:
-        doc.p(f"Command: `{run['command']}` (commit `{run['git_commit']}`), finished {run['started']} after "
-              f"**{run['wall_seconds'] / 60:.1f} min** wall time on {run['machine']} (host `{run['host']}`, "
-              f"Python {run['python']}). Page: `python -m study.report {study_dir} --results {page.name}` "
-              f"from commit `{R.git_commit() or 'unknown'}`.")
+        doc.p(
+            f"Command: `{run['command']}` (commit `{run['git_commit']}`), finished {run['started']} after "
+            f"**{run['wall_seconds'] / 60:.1f} min** wall time on {run['machine']} (host `{run['host']}`, "
+            f"Python {run['python']}). Page: `python -m study.report {study_dir} --results {page.name}` "
+            f"from commit `{R.git_commit() or 'unknown'}`."
+        )
     else:
         doc.note(f"{study_dir}/runs.jsonl records no finished run: command, wall time and machine unknown.")
     prov = A.provenance(s)
     if prov["versions"]:
         doc.p("Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(prov["versions"].items()) if v) + ".")
-    doc.p("Set-up: " + ", ".join(f"{k} {s.config.get(k)}" for k in ("datasets", "trials", "epochs", "batch_size", "lr",
-                                                                     "data_fraction") if k in s.config)
-          + f"; λ {s.config.get('space', {}).get('default', {}).get('lam')}; evaluation "
-          + json.dumps(s.config.get("evaluation", {}), sort_keys=True) + ".")
+    doc.p(
+        "Set-up: "
+        + ", ".join(
+            f"{k} {s.config.get(k)}"
+            for k in ("datasets", "trials", "epochs", "batch_size", "lr", "data_fraction")
+            if k in s.config
+        )
+        + f"; λ {s.config.get('space', {}).get('default', {}).get('lam')}; evaluation "
+        + json.dumps(s.config.get("evaluation", {}), sort_keys=True)
+        + "."
+    )
     for dataset in s.datasets:
         doc.h2(f"{dataset}: every metric per penalty", f"table-{dataset}")
         _metric_table(doc, rep, s, dataset, COLUMNS)
-        doc.p("Areas include the clean point (σ = 0, no block, t = 0 retrain), as SPEC §5 and the seed's curves; "
-              "block infidelity is the scale-invariant (optimal-β) value, the raw one depends on the maps' scale. "
-              "Machine-readable: [summary.csv](results/summary.csv) (every method and metric), "
-              "[compare.csv](results/compare.csv).")
+        doc.p(
+            "Areas include the clean point (σ = 0, no block, t = 0 retrain), as SPEC §5 and the seed's curves; "
+            "block infidelity is the scale-invariant (optimal-β) value, the raw one depends on the maps' scale. "
+            "Machine-readable: [summary.csv](results/summary.csv) (every method and metric), "
+            "[compare.csv](results/compare.csv)."
+        )
         doc.h3(f"{dataset}: penalties versus `{baseline}`, paired by seed")
         c = comp[(comp["dataset"] == dataset)].copy()
         c = c.sort_values(["significant", "p_adjusted"], ascending=[False, True])
         rows = []
         for _, r in c[c["method"].isin(["", "saliency"])].iterrows():
-            verdict = ({True: "better", False: "worse"}.get(r["improved"], "differs") if r["significant"] else "n.s.")
-            rows.append([r["penalty"], _label(r["metric"]), _ci(r["mean_diff"], r["diff_ci_low"], r["diff_ci_high"]),
-                         _num(r["p_value"]), _num(r["p_adjusted"]), verdict])
-        doc.table(Table(["penalty", "metric (Saliency or model)", "Δ vs baseline [95% CI]", "p", "p (Holm)", "verdict"],
-                        rows, [], caption="paired t-test over seeds, Holm-corrected across every row of compare.csv; "
-                                          "significant rows first", mark=""))
+            verdict = {True: "better", False: "worse"}.get(r["improved"], "differs") if r["significant"] else "n.s."
+            rows.append(
+                [
+                    r["penalty"],
+                    _label(r["metric"]),
+                    _ci(r["mean_diff"], r["diff_ci_low"], r["diff_ci_high"]),
+                    _num(r["p_value"]),
+                    _num(r["p_adjusted"]),
+                    verdict,
+                ]
+            )
+        doc.table(
+            Table(
+                ["penalty", "metric (Saliency or model)", "Δ vs baseline [95% CI]", "p", "p (Holm)", "verdict"],
+                rows,
+                [],
+                caption="paired t-test over seeds, Holm-corrected across every row of compare.csv; "
+                "significant rows first",
+                mark="",
+            )
+        )
         doc.h3(f"{dataset}: what the numbers say (generated from the comparisons)")
         for line in _findings(rep, comp[comp["method"].isin(["", "saliency"])], dataset):
             doc.p("- " + line)
         path = _scatter(figs, rep, s, dataset)
         if path:
-            doc.figure(Figure(path, f"{dataset}: test accuracy versus explanation quality; small markers = seeds, "
-                                    "large hollow markers = their mean", f"{dataset} accuracy vs explanation"))
+            doc.figure(
+                Figure(
+                    path,
+                    f"{dataset}: test accuracy versus explanation quality; small markers = seeds, "
+                    "large hollow markers = their mean",
+                    f"{dataset} accuracy vs explanation",
+                )
+            )
     if notes:
         doc.h2("Discussion", "discussion")
         doc.p(Path(notes).read_text(encoding="utf-8").strip())

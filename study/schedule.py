@@ -90,8 +90,15 @@ class _Progress:
         self.last = time.perf_counter()
 
 
-def run_study(cfg: StudyConfig, *, evaluate: bool = True, verbose: int = 1,
-              log: Callable[[str], None] = print, progress_every: float = 30.0, stats: dict | None = None) -> pd.DataFrame:
+def run_study(
+    cfg: StudyConfig,
+    *,
+    evaluate: bool = True,
+    verbose: int = 1,
+    log: Callable[[str], None] = print,
+    progress_every: float = 30.0,
+    stats: dict | None = None,
+) -> pd.DataFrame:
     """Run (or continue) every search and, with ``evaluate``, every evaluation task, concurrently.
 
     Needs a connected Ray. Returns the ``selected`` table (written, like the models, as the
@@ -117,15 +124,19 @@ def run_study(cfg: StudyConfig, *, evaluate: bool = True, verbose: int = 1,
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     remote = ray.remote(num_cpus=0, max_calls=1, max_retries=0)(_search_task).options(  # a fresh process per
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False))  # Tuner, never rerun blindly
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)
+    )  # Tuner, never rerun blindly
     order = [(d, p) for p in sorted(cfg.penalties, key=lambda p: p != "none") for d in cfg.datasets]  # baselines first
     waiting = list(order)
     running: dict = {}
     done: set[tuple[str, str]] = set()
     limit = search_limit(cfg, ray.cluster_resources().get("CPU", 1))
     prog = _Progress(log, len(order))
-    runner = stage.Runner(stage.settings_from_config(cfg), cfg.location, log=lambda _m: None,
-                          progress_every=float("inf")) if evaluate else None
+    runner = (
+        stage.Runner(stage.settings_from_config(cfg), cfg.location, log=lambda _m: None, progress_every=float("inf"))
+        if evaluate
+        else None
+    )
     evaluated: set[str] = set()  # model ids whose tasks were queued
 
     def select_ready() -> None:
@@ -141,15 +152,21 @@ def run_study(cfg: StudyConfig, *, evaluate: bool = True, verbose: int = 1,
             if trials is None:
                 trials = R.read_table(cfg.location, "trials")
             # the rule needs only this search and the baseline's: select (and export) over those two
-            both = search.select(cfg, trials[(trials["dataset"] == d) & trials["penalty"].isin(["none", p])],
-                                 export=True)
+            both = search.select(
+                cfg, trials[(trials["dataset"] == d) & trials["penalty"].isin(["none", p])], export=True
+            )
             ids = {stage.model_id(r) for _, r in both[both["penalty"] == p].iterrows()} - evaluated
             if not ids:
                 continue
             n = runner.add(both, runner.tasks_for(both, ids))
             evaluated.update(ids)
-            prog.line(f"{d}/{p}: {len(ids)} model(s) selected, {n} evaluation task(s) queued", len(running),
-                      len(waiting), len(done), runner)
+            prog.line(
+                f"{d}/{p}: {len(ids)} model(s) selected, {n} evaluation task(s) queued",
+                len(running),
+                len(waiting),
+                len(done),
+                runner,
+            )
 
     t_search0 = time.perf_counter()
     try:
@@ -196,9 +213,11 @@ def run_study(cfg: StudyConfig, *, evaluate: bool = True, verbose: int = 1,
         stats = st
         if stats.get("submitted"):
             eff = stats["task_seconds"] / max(stats["wall_seconds"], 1e-9)
-            log(f"[evaluate] {stats['submitted']} tasks ({stats['total']} planned) in {stats['wall_seconds']:.0f} s "
+            log(
+                f"[evaluate] {stats['submitted']} tasks ({stats['total']} planned) in {stats['wall_seconds']:.0f} s "
                 f"of the study (task time {stats['task_seconds']:.0f} s, {eff:.2f} task-seconds per second) on "
-                f"{len(stats['nodes'])} node(s)")
+                f"{len(stats['nodes'])} node(s)"
+            )
         else:
             log(f"[evaluate] all {stats['total']} tasks already done")
     return selected

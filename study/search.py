@@ -94,7 +94,10 @@ def _fit(tuner):
     _SIGINT.clear()
     if threading.current_thread() is not threading.main_thread():
         return tuner.fit()
-    logs, quiet = [logging.getLogger(n) for n in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")], _NoTuneResumeAdvice()
+    logs, quiet = (
+        [logging.getLogger(n) for n in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")],
+        _NoTuneResumeAdvice(),
+    )
     old_int, old_usr1 = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGUSR1)
     old_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # SIGINT stays ours; Tune still listens to SIGUSR1
@@ -195,6 +198,7 @@ def named_trainable(fn: Callable, dataset: str, penalty: str) -> Callable:
     worker process). Searches that run at once in one job (study/schedule.py) would overwrite each
     other's entries and a trial could train on another search's data; a name per search keeps them
     apart."""
+
     def trainable(config, splits=None):
         return fn(config, splits=splits)
 
@@ -242,10 +246,14 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
     os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose >= 2 else "0"
     progress = {}
     if verbose == 1:
-        progress = {"progress_reporter": tune.CLIReporter(
-            metric_columns=["epoch", "val_acc", "val_morf", "train_loss"],
-            parameter_columns=["lam", "lr", "seed"], max_report_frequency=30, sort_by_metric=False,
-        )}
+        progress = {
+            "progress_reporter": tune.CLIReporter(
+                metric_columns=["epoch", "val_acc", "val_morf", "train_loss"],
+                parameter_columns=["lam", "lr", "seed"],
+                max_report_frequency=30,
+                sort_by_metric=False,
+            )
+        }
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trainable = tune.with_resources(
         tune.with_parameters(named_trainable(train_trial, dataset, penalty), splits=splits),
@@ -259,8 +267,14 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
         if tune.Tuner.can_restore(exp_path, storage_filesystem=tune_fs):
             # trials that never reported have no result file yet: expected here, not worth a warning
             logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-            tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=False,
-                                       restart_errored=False, storage_filesystem=tune_fs)
+            tuner = tune.Tuner.restore(
+                exp_path,
+                trainable,
+                resume_unfinished=True,
+                resume_errored=False,
+                restart_errored=False,
+                storage_filesystem=tune_fs,
+            )
             # the saved RunConfig holds the first run's output settings: this run's -q / -v win
             local = getattr(tuner, "_local_tuner", None)
             if local is not None and hasattr(local, "get_run_config"):
@@ -293,13 +307,19 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
         trainable,
         param_space=param_space(cfg, dataset, penalty),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=cfg.n_trials(penalty),
-            max_concurrent_trials=cfg.max_concurrent_trials, reuse_actors=True,  # no process start per trial
-            trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname, **tune_metric,
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=cfg.n_trials(penalty),
+            max_concurrent_trials=cfg.max_concurrent_trials,
+            reuse_actors=True,  # no process start per trial
+            trial_name_creator=trial_dirname,
+            trial_dirname_creator=trial_dirname,
+            **tune_metric,
         ),
         run_config=tune.RunConfig(
             name=experiment_name(dataset, penalty),
-            storage_path=tune_dir, storage_filesystem=tune_fs,
+            storage_path=tune_dir,
+            storage_filesystem=tune_fs,
             callbacks=[storage.journal_sync_callback(cfg.location)] if cfg.remote else None,
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -324,7 +344,9 @@ def _ts(v) -> pd.Timestamp:
     return pd.to_datetime(v, unit="s", utc=True) if v is not None and np.isfinite(v) else pd.NaT
 
 
-def tables_from_results(cfg: StudyConfig, dataset: str, penalty: str, grid, provenance: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def tables_from_results(
+    cfg: StudyConfig, dataset: str, penalty: str, grid, provenance: dict
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, epochs) DataFrames of a finished search, conforming to ``results.TRIALS/EPOCHS``."""
     from trainables.trainable import trial_config
 
@@ -342,38 +364,75 @@ def tables_from_results(cfg: StudyConfig, dataset: str, penalty: str, grid, prov
         df = df.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last").sort_values("epoch")
         rows = df.to_dict("records")
         for r in rows:
-            epochs.append({
-                "study": cfg.name, "dataset": dataset, "penalty": penalty, "trial_id": trial_id,
-                "epoch": int(r["epoch"]), **{k: float(r.get(k, np.nan)) for k in (
-                    "train_loss", "ce", "penalty_value", "val_acc", "val_morf", "train_seconds",
-                    "samples_per_s", "morf_seconds", "seconds")},
-                "end_time": _ts(r.get("end_time")), "node_id": str(r.get("node_id", "")), "pid": int(r.get("pid", -1)),
-            })
+            epochs.append(
+                {
+                    "study": cfg.name,
+                    "dataset": dataset,
+                    "penalty": penalty,
+                    "trial_id": trial_id,
+                    "epoch": int(r["epoch"]),
+                    **{
+                        k: float(r.get(k, np.nan))
+                        for k in (
+                            "train_loss",
+                            "ce",
+                            "penalty_value",
+                            "val_acc",
+                            "val_morf",
+                            "train_seconds",
+                            "samples_per_s",
+                            "morf_seconds",
+                            "seconds",
+                        )
+                    },
+                    "end_time": _ts(r.get("end_time")),
+                    "node_id": str(r.get("node_id", "")),
+                    "pid": int(r.get("pid", -1)),
+                }
+            )
         fin = rows[-1] if rows else {}
         status = "error" if res.error is not None else ("ok" if len(rows) >= tc.epochs else "stopped")
         nan = float("nan")
-        trials.append({
-            "study": cfg.name, "dataset": dataset, "penalty": penalty, "trial_id": trial_id,
-            "status": status, "error": _error_text(res, last),
-            "model": tc.model, "lam": tc.lam, "lr": tc.lr, "seed": tc.seed, "optimizer": tc.optimizer,
-            "batch_size": tc.batch_size, "epochs": tc.epochs, "data_fraction": tc.data_fraction,
-            "val_fraction": tc.val_fraction, "val_limit": tc.val_limit, "split_seed": tc.split_seed,
-            "explain_n": int(conf.get("explain_n", 0)),
-            "penalty_params": json.dumps(tc.penalty_params, sort_keys=True),
-            "train_config": json.dumps(tc.to_dict(), sort_keys=True),
-            "sampler_seed": sampler_seed(cfg, dataset, penalty),
-            "epochs_done": len(rows),
-            **{k: float(fin.get(k, nan)) for k in ("val_acc", "val_morf", "train_loss", "ce", "penalty_value")},
-            "best_val_acc": float(df["val_acc"].max()) if rows else nan,
-            "best_val_morf": float(df["val_morf"].max()) if rows else nan,
-            "train_seconds": float(df["train_seconds"].sum()) if rows else nan,
-            "on_pareto_front": False,
-            "checkpoint_path": storage.location_of(res.checkpoint.filesystem, res.checkpoint.path) if res.checkpoint else "",
-            "node_id": str(last.get("node_id", "")), "hostname": str(last.get("hostname", "")),
-            "pid": int(last.get("pid", -1)),
-            "start_time": _ts(last.get("start_time")), "end_time": _ts(last.get("end_time")),
-            **provenance,
-        })
+        trials.append(
+            {
+                "study": cfg.name,
+                "dataset": dataset,
+                "penalty": penalty,
+                "trial_id": trial_id,
+                "status": status,
+                "error": _error_text(res, last),
+                "model": tc.model,
+                "lam": tc.lam,
+                "lr": tc.lr,
+                "seed": tc.seed,
+                "optimizer": tc.optimizer,
+                "batch_size": tc.batch_size,
+                "epochs": tc.epochs,
+                "data_fraction": tc.data_fraction,
+                "val_fraction": tc.val_fraction,
+                "val_limit": tc.val_limit,
+                "split_seed": tc.split_seed,
+                "explain_n": int(conf.get("explain_n", 0)),
+                "penalty_params": json.dumps(tc.penalty_params, sort_keys=True),
+                "train_config": json.dumps(tc.to_dict(), sort_keys=True),
+                "sampler_seed": sampler_seed(cfg, dataset, penalty),
+                "epochs_done": len(rows),
+                **{k: float(fin.get(k, nan)) for k in ("val_acc", "val_morf", "train_loss", "ce", "penalty_value")},
+                "best_val_acc": float(df["val_acc"].max()) if rows else nan,
+                "best_val_morf": float(df["val_morf"].max()) if rows else nan,
+                "train_seconds": float(df["train_seconds"].sum()) if rows else nan,
+                "on_pareto_front": False,
+                "checkpoint_path": storage.location_of(res.checkpoint.filesystem, res.checkpoint.path)
+                if res.checkpoint
+                else "",
+                "node_id": str(last.get("node_id", "")),
+                "hostname": str(last.get("hostname", "")),
+                "pid": int(last.get("pid", -1)),
+                "start_time": _ts(last.get("start_time")),
+                "end_time": _ts(last.get("end_time")),
+                **provenance,
+            }
+        )
     t = pd.DataFrame(trials, columns=R.TRIALS.names)
     ok = t["status"] != "error"
     t["on_pareto_front"] = front_mask(t["val_acc"].where(ok), t["val_morf"].where(ok))
@@ -431,26 +490,49 @@ def select(cfg: StudyConfig, trials: pd.DataFrame, export: bool = True) -> pd.Da
             if cfg.replicated(penalty):  # the seeds are replicates: every finished one is kept
                 picks = [r for _, r in p.sort_values("trial_id").iterrows()]
             else:
-                picks = [(ok.sort_values(["val_morf", "val_acc"], ascending=False) if within
-                          else p.sort_values(["val_acc", "val_morf"], ascending=False)).iloc[0]]
+                picks = [
+                    (
+                        ok.sort_values(["val_morf", "val_acc"], ascending=False)
+                        if within
+                        else p.sort_values(["val_acc", "val_morf"], ascending=False)
+                    ).iloc[0]
+                ]
             all_p = d[d["penalty"] == penalty]
             for pick in picks:
                 if cfg.replicated(penalty):
-                    within = bool(np.isfinite(baseline) and pick["val_acc"] >= baseline - cfg.tolerance - 1e-12) \
-                        or not np.isfinite(baseline)
-                info = {"baseline_val_acc": baseline, "tolerance": cfg.tolerance, "within_tolerance": within,
-                        "has_baseline": bool(np.isfinite(baseline))}
+                    within = bool(
+                        np.isfinite(baseline) and pick["val_acc"] >= baseline - cfg.tolerance - 1e-12
+                    ) or not np.isfinite(baseline)
+                info = {
+                    "baseline_val_acc": baseline,
+                    "tolerance": cfg.tolerance,
+                    "within_tolerance": within,
+                    "has_baseline": bool(np.isfinite(baseline)),
+                }
                 sub = pick["trial_id"] if cfg.replicated(penalty) else None
                 weights, conf = _export(cfg, pick, info, sub) if export else ("", "")
-                rows.append({
-                    "study": cfg.name, "dataset": dataset, "penalty": penalty, "trial_id": pick["trial_id"],
-                    "model": pick["model"], "lam": pick["lam"], "lr": pick["lr"], "seed": pick["seed"],
-                    "val_acc": pick["val_acc"], "val_morf": pick["val_morf"], **info,
-                    "on_pareto_front": bool(pick["on_pareto_front"]),
-                    "on_dataset_pareto_front": pick["trial_id"] in on_front,
-                    "n_trials": len(all_p), "n_failed": int((all_p["status"] == "error").sum()),
-                    "weights_path": weights, "config_path": conf, "git_commit": pick["git_commit"],
-                })
+                rows.append(
+                    {
+                        "study": cfg.name,
+                        "dataset": dataset,
+                        "penalty": penalty,
+                        "trial_id": pick["trial_id"],
+                        "model": pick["model"],
+                        "lam": pick["lam"],
+                        "lr": pick["lr"],
+                        "seed": pick["seed"],
+                        "val_acc": pick["val_acc"],
+                        "val_morf": pick["val_morf"],
+                        **info,
+                        "on_pareto_front": bool(pick["on_pareto_front"]),
+                        "on_dataset_pareto_front": pick["trial_id"] in on_front,
+                        "n_trials": len(all_p),
+                        "n_failed": int((all_p["status"] == "error").sum()),
+                        "weights_path": weights,
+                        "config_path": conf,
+                        "git_commit": pick["git_commit"],
+                    }
+                )
     return pd.DataFrame(rows, columns=R.SELECTED.names)
 
 
@@ -462,15 +544,23 @@ def summary_line(trials: pd.DataFrame, seconds: float | None = None) -> str:
     n_stop = int((trials["status"] == "stopped").sum())  # ASHA's early stops: finished, but not "ok"
     ok = trials[trials["status"] != "error"]
     took = f" in {seconds:.1f} s" if seconds is not None else " (already done)"
-    best = (f"; best val_acc {ok['val_acc'].max():.4f}, best val_morf {ok['val_morf'].max():.4f}"
-            if len(ok) else "")
+    best = f"; best val_acc {ok['val_acc'].max():.4f}, best val_morf {ok['val_morf'].max():.4f}" if len(ok) else ""
     stopped = f", {n_stop} stopped early" if n_stop else ""
-    return (f"[search] {r['dataset']}/{r['penalty']}: {len(trials)} trials "
-            f"({len(trials) - n_err - n_stop} ok{stopped}, {n_err} failed){took}{best}")
+    return (
+        f"[search] {r['dataset']}/{r['penalty']}: {len(trials)} trials "
+        f"({len(trials) - n_err - n_stop} ok{stopped}, {n_err} failed){took}{best}"
+    )
 
 
-def run_one(cfg: StudyConfig, dataset: str, penalty: str, data: Callable[[], object], provenance: dict,
-            verbose: int = 1, log: Callable[[str], None] = print) -> pd.DataFrame:
+def run_one(
+    cfg: StudyConfig,
+    dataset: str,
+    penalty: str,
+    data: Callable[[], object],
+    provenance: dict,
+    verbose: int = 1,
+    log: Callable[[str], None] = print,
+) -> pd.DataFrame:
     """Search one (dataset, penalty), or reuse it if already done, and write its trials/epochs tables.
 
     Args:
@@ -491,8 +581,10 @@ def run_one(cfg: StudyConfig, dataset: str, penalty: str, data: Callable[[], obj
         raise SearchInterrupted(f"Ctrl-C during the {dataset}/{penalty} search; its state is saved")
     short = max(0, cfg.n_trials(penalty) - len(grid)) + unfinished_trials(cfg, dataset, grid)
     if short or grid.num_terminated + grid.num_errors < len(grid):  # stopped from outside: Tune saved, returned
-        raise SearchInterrupted(f"{dataset}/{penalty}: search stopped before all trials finished "
-                                f"({short or len(grid) - grid.num_terminated - grid.num_errors} unfinished)")
+        raise SearchInterrupted(
+            f"{dataset}/{penalty}: search stopped before all trials finished "
+            f"({short or len(grid) - grid.num_terminated - grid.num_errors} unfinished)"
+        )
     trials, epochs = tables_from_results(cfg, dataset, penalty, grid, provenance)
     R.write_table(trials, cfg.location, "trials", key=key)
     if len(epochs):
@@ -563,6 +655,16 @@ def format_selected(selected: pd.DataFrame) -> str:
     """A fixed-width table of the selected models."""
     if selected.empty:
         return "(no model selected)"
-    cols = ["dataset", "penalty", "trial_id", "lam", "lr", "seed", "val_acc", "val_morf", "within_tolerance",
-            "on_pareto_front"]
+    cols = [
+        "dataset",
+        "penalty",
+        "trial_id",
+        "lam",
+        "lr",
+        "seed",
+        "val_acc",
+        "val_morf",
+        "within_tolerance",
+        "on_pareto_front",
+    ]
     return selected[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}")

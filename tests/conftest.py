@@ -63,7 +63,9 @@ def trained_cnn3b(mnist):
     """A cnn3b trained for one epoch on 20% of MNIST's training split (~97% val accuracy), eval mode."""
     from trainables.train import TrainConfig, TrainRun
 
-    run = TrainRun(TrainConfig(dataset="mnist", penalty="none", epochs=1, batch_size=64, data_fraction=0.2, seed=0), mnist)
+    run = TrainRun(
+        TrainConfig(dataset="mnist", penalty="none", epochs=1, batch_size=64, data_fraction=0.2, seed=0), mnist
+    )
     run.run_epoch()
     return run.model.eval()
 

@@ -84,16 +84,16 @@ def _validate(name: str, p: dict) -> None:
     if "class_rule" in p and p["class_rule"] not in CLASS_RULES:
         raise ValueError(f"penalty {name!r}: class_rule {p['class_rule']!r}; valid: {', '.join(CLASS_RULES)}")
     if "interpolation" in p and p["interpolation"] not in INTERPOLATIONS:
-        raise ValueError(f"penalty {name!r}: interpolation {p['interpolation']!r}; valid choices: {', '.join(INTERPOLATIONS)}")
+        raise ValueError(
+            f"penalty {name!r}: interpolation {p['interpolation']!r}; valid choices: {', '.join(INTERPOLATIONS)}"
+        )
     if "angles" in p:
         angles = tuple(p["angles"])
         if not angles:
             raise ValueError(f"penalty {name!r}: angles must not be empty")
         for a in angles:
             if not (isinstance(a, (int, float)) or a in ISOMETRIES):
-                raise ValueError(
-                    f"penalty {name!r}: angle {a!r} is neither degrees nor one of {', '.join(ISOMETRIES)}"
-                )
+                raise ValueError(f"penalty {name!r}: angle {a!r} is neither degrees nor one of {', '.join(ISOMETRIES)}")
 
 
 def penalty(name: str, ctx: Batch, **params) -> torch.Tensor:
@@ -133,7 +133,9 @@ def rotate(x: torch.Tensor, angle, interpolation: str = "bilinear") -> torch.Ten
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation {interpolation!r}; valid choices: {', '.join(INTERPOLATIONS)}")
     t = math.radians(float(angle))
-    theta = torch.tensor([[math.cos(t), -math.sin(t), 0.0], [math.sin(t), math.cos(t), 0.0]], dtype=x.dtype, device=x.device)
+    theta = torch.tensor(
+        [[math.cos(t), -math.sin(t), 0.0], [math.sin(t), math.cos(t), 0.0]], dtype=x.dtype, device=x.device
+    )
     grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode=interpolation, padding_mode="zeros", align_corners=False)
 

@@ -33,7 +33,18 @@ from study.data import Splits, to_float
 from trainables.train import NonFiniteLossError, TrainConfig, TrainRun
 
 STATE_FILE = "state.pt"
-EPOCH_METRICS = ("epoch", "train_loss", "ce", "penalty_value", "val_acc", "val_morf", "train_seconds", "samples_per_s", "morf_seconds", "seconds")
+EPOCH_METRICS = (
+    "epoch",
+    "train_loss",
+    "ce",
+    "penalty_value",
+    "val_acc",
+    "val_morf",
+    "train_seconds",
+    "samples_per_s",
+    "morf_seconds",
+    "seconds",
+)
 
 
 def explanation_score(model: torch.nn.Module, x: torch.Tensor, levels: int = 20) -> float:
@@ -142,9 +153,17 @@ def train_trial(config: dict, splits: Splits) -> None:
             rec = run.run_epoch()
         except NonFiniteLossError as exc:
             nan = {k: float("nan") for k in EPOCH_METRICS}
-            _report({**nan, "epoch": run.epoch + 1, "start_time": start_time, "end_time": time.time(),
-                     **info, "error": f"NonFiniteLossError: {exc}"},
-                    {"diverged": str(exc), "start_time": start_time, "history": history})
+            _report(
+                {
+                    **nan,
+                    "epoch": run.epoch + 1,
+                    "start_time": start_time,
+                    "end_time": time.time(),
+                    **info,
+                    "error": f"NonFiniteLossError: {exc}",
+                },
+                {"diverged": str(exc), "start_time": start_time, "history": history},
+            )
             raise
         rec = {**rec, "start_time": start_time, "end_time": time.time(), **info, "error": ""}
         history.append(rec)

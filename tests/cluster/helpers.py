@@ -381,8 +381,11 @@ def start_sshd(tmp: Path) -> SSHD:
     d = tmp / "sshd"
     d.mkdir(parents=True, exist_ok=True)
     for name in ("host_key", "id_ed25519"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"saliency-test-{name}", "-f", str(d / name)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"saliency-test-{name}", "-f", str(d / name)],
+            check=True,
+            capture_output=True,
+        )
     (d / "authorized_keys").write_text((d / "id_ed25519.pub").read_text())
     os.chmod(d / "authorized_keys", 0o600)
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)
@@ -390,9 +393,9 @@ def start_sshd(tmp: Path) -> SSHD:
     (d / "sshd_config").write_text(f"""
 Port {port}
 ListenAddress 127.0.0.1
-HostKey {d / 'host_key'}
-PidFile {d / 'sshd.pid'}
-AuthorizedKeysFile {d / 'authorized_keys'}
+HostKey {d / "host_key"}
+PidFile {d / "sshd.pid"}
+AuthorizedKeysFile {d / "authorized_keys"}
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes
 PasswordAuthentication no
@@ -410,11 +413,13 @@ LogLevel ERROR
     elif [p for p in all_pids() if "raylet" in cmdline(p)]:
         import pytest
 
-        pytest.skip("cannot give sshd its own PID namespace (unshare refused) while other Ray instances run "
-                    "on this machine: the cluster launcher's `ray stop` would stop them")
-    proc = subprocess.Popen(sshd_cmd,
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+        pytest.skip(
+            "cannot give sshd its own PID namespace (unshare refused) while other Ray instances run "
+            "on this machine: the cluster launcher's `ray stop` would stop them"
+        )
+    proc = subprocess.Popen(
+        sshd_cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
     proxy = "" if port == 22 else f"{PY} {Path(__file__).with_name('tcp_relay.py')} 127.0.0.1 {port}"
     sshd = SSHD(proc, port, d / "id_ed25519", proxy, log)
     try:
@@ -429,8 +434,12 @@ LogLevel ERROR
 
 def _can_unshare() -> bool:
     try:
-        return subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True,
-                              timeout=20).returncode == 0
+        return (
+            subprocess.run(
+                ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, timeout=20
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -464,9 +473,22 @@ def cluster_yaml_variant(tmp: Path, sshd: SSHD, data_root: Path, token_file: Pat
     prepared data of this checkout is used, and Ray gets its own ports and temp dir."""
     raw = yaml_load(REPO / "cluster.yaml")
     remote = tmp / "remote"
-    ports = dict(zip(["port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                      "runtime-env-agent-port", "metrics-export-port", "ray-client-server-port",
-                      "node-manager-port", "object-manager-port"], free_ports(9)))
+    ports = dict(
+        zip(
+            [
+                "port",
+                "dashboard-port",
+                "dashboard-agent-listen-port",
+                "dashboard-agent-grpc-port",
+                "runtime-env-agent-port",
+                "metrics-export-port",
+                "ray-client-server-port",
+                "node-manager-port",
+                "object-manager-port",
+            ],
+            free_ports(9),
+        )
+    )
     # the lines a user changes
     raw["cluster_name"] = name
     raw["provider"]["head_ip"] = "127.0.0.1"

@@ -82,7 +82,10 @@ def test_example_cluster_files(home):
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
     spec = job["spec"]
     assert "study.launch" in spec["entrypoint"] and spec["rayClusterSpec"]["authOptions"]["mode"] in C.AUTH_MODES
-    assert spec["rayClusterSpec"]["workerGroupSpecs"][0]["maxReplicas"] > spec["rayClusterSpec"]["workerGroupSpecs"][0]["minReplicas"]
+    assert (
+        spec["rayClusterSpec"]["workerGroupSpecs"][0]["maxReplicas"]
+        > spec["rayClusterSpec"]["workerGroupSpecs"][0]["minReplicas"]
+    )
 
 
 @pytest.mark.parametrize("path", ["cluster.yaml", "clusters/aws-gpu.yaml", "clusters/kuberay-rayjob.yaml"])
@@ -102,14 +105,25 @@ BAD = [
     ("worker ips not a list", lambda r: _edit(r, "provider.worker_ips", "10.0.0.2"), "must be a list of addresses"),
     ("no ssh user", lambda r: _edit(r, "auth.ssh_user", _DELETE), "auth.ssh_user is missing"),
     ("missing key", lambda r: _edit(r, "auth.ssh_private_key", "~/.ssh/nope"), "does not exist on this machine"),
-    ("auth mode unset", lambda r: _edit(r, "head_start_ray_commands", ["ray stop", "ray start --head --port=6379"]),
-     "RAY_AUTH_MODE is not set where Ray starts"),
-    ("auth mode bogus", lambda r: _edit(r, "worker_start_ray_commands",
-                                        ["export RAY_AUTH_MODE=secure; ray start --address=$RAY_HEAD_IP:6379"]),
-     "RAY_AUTH_MODE='secure' is not a Ray 2.60 value"),
-    ("auth modes differ", lambda r: _edit(r, "worker_start_ray_commands",
-                                          ["export RAY_AUTH_MODE=disabled; ray start --address=$RAY_HEAD_IP:6379"]),
-     "RAY_AUTH_MODE differs between the head and the workers"),
+    (
+        "auth mode unset",
+        lambda r: _edit(r, "head_start_ray_commands", ["ray stop", "ray start --head --port=6379"]),
+        "RAY_AUTH_MODE is not set where Ray starts",
+    ),
+    (
+        "auth mode bogus",
+        lambda r: _edit(
+            r, "worker_start_ray_commands", ["export RAY_AUTH_MODE=secure; ray start --address=$RAY_HEAD_IP:6379"]
+        ),
+        "RAY_AUTH_MODE='secure' is not a Ray 2.60 value",
+    ),
+    (
+        "auth modes differ",
+        lambda r: _edit(
+            r, "worker_start_ray_commands", ["export RAY_AUTH_MODE=disabled; ray start --address=$RAY_HEAD_IP:6379"]
+        ),
+        "RAY_AUTH_MODE differs between the head and the workers",
+    ),
     ("no ray start", lambda r: _edit(r, "head_start_ray_commands", ["echo hi"]), "must run `ray start --head"),
     ("missing mount", lambda r: _edit(r, "file_mounts", {"~/x": "no/such/folder"}), "does not exist"),
 ]
@@ -154,7 +168,9 @@ def test_unreachable_head_is_reported_fast(home, tmp_path):
     # TEST-NET-3: nothing answers there (a transparent proxy may accept the TCP connection, but
     # it sends no SSH greeting).
     spec = C.load_cluster_config(_write(tmp_path, _edit(raw, "provider.head_ip", "203.0.113.7")))
-    with pytest.raises(C.ClusterError, match=r"cannot reach the head node 203\.0\.113\.7 on its SSH port 22 .*Nothing was started"):
+    with pytest.raises(
+        C.ClusterError, match=r"cannot reach the head node 203\.0\.113\.7 on its SSH port 22 .*Nothing was started"
+    ):
         C.check_reachable(spec, timeout=2)
     # a port that is closed on this machine: refused at once
     port = free_port()
@@ -200,7 +216,9 @@ def test_launcher_rejects_bad_cluster_files_and_uris_without_starting_anything(h
     raw["file_mounts"]["~/saliency-study"] = str(REPO)
     no_provider = _write(tmp_path, {k: v for k, v in raw.items() if k != "provider"}, "noprov.yaml")
     no_head = _write(tmp_path, _edit(yaml.safe_load(yaml.safe_dump(raw)), "provider.head_ip", _DELETE), "nohead.yaml")
-    unreachable = _write(tmp_path, _edit(yaml.safe_load(yaml.safe_dump(raw)), "provider.head_ip", "203.0.113.9"), "far.yaml")
+    unreachable = _write(
+        tmp_path, _edit(yaml.safe_load(yaml.safe_dump(raw)), "provider.head_ip", "203.0.113.9"), "far.yaml"
+    )
     cases = [
         (["--cluster", str(no_provider)], "no `provider` section"),
         (["--cluster", str(no_head)], "provider.head_ip is missing"),
@@ -216,8 +234,14 @@ def test_launcher_rejects_bad_cluster_files_and_uris_without_starting_anything(h
     env = {**os.environ, "HOME": str(home), "SALIENCY_SSH_CHECK_TIMEOUT": "2", "RAY_USAGE_STATS_ENABLED": "0"}
     import json
 
-    r = subprocess.run([sys.executable, "-c", LAUNCH, json.dumps([a for a, _ in cases])], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", LAUNCH, json.dumps([a for a, _ in cases])],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     runs = json.loads(r.stdout.strip().splitlines()[-1])["runs"]
     for (args, message), run in zip(cases, runs):
@@ -235,10 +259,16 @@ def test_storage_locations_normalise_and_reject_clearly(tmp_path):
     assert S.join("s3://b/q", "trials", "dataset=mnist") == "s3://b/q/trials/dataset=mnist"
     assert S.join(str(tmp_path), "a", "b") == str(tmp_path / "a" / "b")
     assert S.is_remote("gs://b/x") and not S.is_remote("/x") and not S.is_remote("file:///x")
-    for bad, msg in [("", "empty storage location"), ("s3://", "no bucket"), ("gs:///x", "no bucket"),
-                     ("foo://b/x", "unsupported storage scheme 'foo'"), ("s3:/b/x", "malformed URI"),
-                     ("file://rel", "absolute path"), ("s3://b/../x", "'..' are not allowed"),
-                     ("s3://b/x?region=y", "--storage-endpoint")]:
+    for bad, msg in [
+        ("", "empty storage location"),
+        ("s3://", "no bucket"),
+        ("gs:///x", "no bucket"),
+        ("foo://b/x", "unsupported storage scheme 'foo'"),
+        ("s3:/b/x", "malformed URI"),
+        ("file://rel", "absolute path"),
+        ("s3://b/../x", "'..' are not allowed"),
+        ("s3://b/x?region=y", "--storage-endpoint"),
+    ]:
         with pytest.raises(S.StorageError, match=re.escape(msg)):
             S.normalize(bad)
 
@@ -247,7 +277,9 @@ def test_node_local_path_refused_on_a_multi_host_cluster(tmp_path, monkeypatch):
     monkeypatch.delenv("SALIENCY_STORAGE_SHARED", raising=False)
     S.check_shared("s3://b/x", {"10.0.0.1", "10.0.0.2"})  # object storage: fine
     S.check_shared(str(tmp_path), {"10.0.0.1"})  # one host: its disk is shared by all its nodes
-    with pytest.raises(S.StorageError, match=r"node-local path \(.*\) but this Ray cluster is multi-node: its nodes run on 2 hosts"):
+    with pytest.raises(
+        S.StorageError, match=r"node-local path \(.*\) but this Ray cluster is multi-node: its nodes run on 2 hosts"
+    ):
         S.check_shared(str(tmp_path), {"10.0.0.1", "10.0.0.2"})
     with pytest.raises(S.StorageError, match="it can add worker hosts"):
         S.check_shared(str(tmp_path), {"10.0.0.1"}, expect_more_hosts=True)

@@ -37,8 +37,20 @@ def mnist_root() -> Path:
 
 
 def small_settings(**kw) -> StageSettings:
-    base = dict(study="test", methods=["saliency"], metrics=["morf", "faithfulness", "complexity", "gaussian", "square_block"],
-                n_samples=24, chunk_size=12, roar_methods=["saliency"], roar_fractions=[0.5, 0.9], roar_repeats=1,
-                roar_epochs=1, roar_data_fraction=0.02, roar_n_test=300, cpu=1.0, max_in_flight=2)
+    base = dict(
+        study="test",
+        methods=["saliency"],
+        metrics=["morf", "faithfulness", "complexity", "gaussian", "square_block"],
+        n_samples=24,
+        chunk_size=12,
+        roar_methods=["saliency"],
+        roar_fractions=[0.5, 0.9],
+        roar_repeats=1,
+        roar_epochs=1,
+        roar_data_fraction=0.02,
+        roar_n_test=300,
+        cpu=1.0,
+        max_in_flight=2,
+    )
     base.update(kw)
     return StageSettings(**base)

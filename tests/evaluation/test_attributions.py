@@ -34,7 +34,9 @@ def test_integrated_gradients_completeness(batch):
 def test_batching_does_not_change_values(batch):
     model, x, _, t, _ = batch
     for m in ("saliency", "integrated_gradients", "input_x_gradient"):
-        torch.testing.assert_close(attribute(model, x[:10], t[:10], m, batch_size=3), attribute(model, x[:10], t[:10], m))
+        torch.testing.assert_close(
+            attribute(model, x[:10], t[:10], m, batch_size=3), attribute(model, x[:10], t[:10], m)
+        )
 
 
 @pytest.mark.parametrize("method", ["smoothgrad", "random"])

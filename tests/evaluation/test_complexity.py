@@ -14,10 +14,14 @@ from evaluation.metrics.complexity import complexity
 def test_uniform_and_one_hot(batch):
     _, x, _, t, _ = batch
     uniform = torch.full_like(x[:3], 0.7)
-    torch.testing.assert_close(complexity(None, x[:3], t[:3], uniform), torch.full((3,), math.log(784), dtype=torch.float64))
+    torch.testing.assert_close(
+        complexity(None, x[:3], t[:3], uniform), torch.full((3,), math.log(784), dtype=torch.float64)
+    )
     one_hot = torch.zeros_like(x[:3])
     one_hot[:, 0, 5, 7] = -2.0  # sign is ignored (absolute values)
-    torch.testing.assert_close(complexity(None, x[:3], t[:3], one_hot), torch.zeros(3, dtype=torch.float64), atol=1e-9, rtol=0)
+    torch.testing.assert_close(
+        complexity(None, x[:3], t[:3], one_hot), torch.zeros(3, dtype=torch.float64), atol=1e-9, rtol=0
+    )
 
 
 def test_matches_per_image_formula_and_quantus(batch):

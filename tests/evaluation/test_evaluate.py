@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
-from evaluation.evaluate import COLUMNS, CURVE_FRAME_COLUMNS, HIGHER_IS_BETTER, curves_frame, evaluate_model, select_samples
+from evaluation.evaluate import (
+    COLUMNS,
+    CURVE_FRAME_COLUMNS,
+    HIGHER_IS_BETTER,
+    curves_frame,
+    evaluate_model,
+    select_samples,
+)
 from evaluation.metrics.morf import morf
 
 SMALL = {
@@ -23,8 +30,17 @@ def frame(batch):
     model, x, labels, _, _ = batch
     timings: dict[str, float] = {}
     df = evaluate_model(
-        model, x[:20], labels[:20], methods=["saliency", "random"], n_samples=8, seed=3,
-        dataset="mnist", penalty="none", model_id="m0", metric_params=SMALL, timings=timings,
+        model,
+        x[:20],
+        labels[:20],
+        methods=["saliency", "random"],
+        n_samples=8,
+        seed=3,
+        dataset="mnist",
+        penalty="none",
+        model_id="m0",
+        metric_params=SMALL,
+        timings=timings,
     )
     return df, timings
 
@@ -44,7 +60,11 @@ def test_layout(frame, batch):
     assert set(df.loc[df["metric"] == "block_infidelity", "method"]) == {"saliency", "random"}
     # levels: 20 MoRF fractions, the σ and s_max lists, NaN for scalars
     lv = lambda m: sorted(df.loc[df["metric"] == m, "level"].unique().tolist())  # noqa: E731
-    assert len(lv("morf_curve")) == 20 and lv("gaussian_accuracy") == [0.0, 0.5, 1.0] and lv("block_accuracy") == [0.0, 6.0, 10.0]  # clean point first (SPEC §5)
+    assert (
+        len(lv("morf_curve")) == 20
+        and lv("gaussian_accuracy") == [0.0, 0.5, 1.0]
+        and lv("block_accuracy") == [0.0, 6.0, 10.0]
+    )  # clean point first (SPEC §5)
     assert all(math.isnan(v) for v in lv("complexity"))
     # one per-sample row per (method, metric, level) and sample; the aggregate is the mean
     sal = per[(per["method"] == "saliency") & (per["metric"] == "morf_curve")]
@@ -71,8 +91,15 @@ def test_curves_frame(frame):
     df, _ = frame
     c = curves_frame(df)
     assert list(c.columns) == CURVE_FRAME_COLUMNS
-    assert set(c["curve"]) == {"morf_curve", "gaussian_accuracy", "max_sensitivity", "avg_sensitivity",
-                               "block_accuracy", "block_infidelity", "block_infidelity_raw"}
+    assert set(c["curve"]) == {
+        "morf_curve",
+        "gaussian_accuracy",
+        "max_sensitivity",
+        "avg_sensitivity",
+        "block_accuracy",
+        "block_infidelity",
+        "block_infidelity_raw",
+    }
     morf_sal = c[(c["method"] == "saliency") & (c["curve"] == "morf_curve")]
     assert len(morf_sal) == 20 and morf_sal["x"].is_monotonic_increasing and morf_sal["y"].iloc[0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="lacks columns"):
@@ -82,11 +109,29 @@ def test_curves_frame(frame):
 def test_deterministic(frame, batch):
     df, _ = frame
     model, x, labels, _, _ = batch
-    again = evaluate_model(model, x[:20], labels[:20], methods=["saliency", "random"], n_samples=8, seed=3,
-                           dataset="mnist", penalty="none", model_id="m0", metric_params=SMALL)
+    again = evaluate_model(
+        model,
+        x[:20],
+        labels[:20],
+        methods=["saliency", "random"],
+        n_samples=8,
+        seed=3,
+        dataset="mnist",
+        penalty="none",
+        model_id="m0",
+        metric_params=SMALL,
+    )
     pd.testing.assert_frame_equal(df, again)
-    other = evaluate_model(model, x[:20], labels[:20], methods=["random"], metrics=["faithfulness"], n_samples=8,
-                           seed=4, metric_params=SMALL)
+    other = evaluate_model(
+        model,
+        x[:20],
+        labels[:20],
+        methods=["random"],
+        metrics=["faithfulness"],
+        n_samples=8,
+        seed=4,
+        metric_params=SMALL,
+    )
     assert select_samples(20, 8, 4).tolist() != select_samples(20, 8, 3).tolist()
     assert not other.empty
 
@@ -102,7 +147,13 @@ def test_errors(batch):
     with pytest.raises(ValueError, match="unknown parameter"):
         evaluate_model(model, x[:4], labels[:4], method_params={"saliency": {"n_steps": 3}})
     with pytest.raises(ValueError, match="sigmas"):
-        evaluate_model(model, x[:4], labels[:4], methods=["saliency"], metrics=["gaussian"],
-                       metric_params={"gaussian": {"sigmas": [1.0, 0.5]}})
+        evaluate_model(
+            model,
+            x[:4],
+            labels[:4],
+            methods=["saliency"],
+            metrics=["gaussian"],
+            metric_params={"gaussian": {"sigmas": [1.0, 0.5]}},
+        )
     with pytest.raises(ValueError, match="non-empty"):
         evaluate_model(model, x[:0], labels[:0])

@@ -111,6 +111,9 @@ def test_killed_worker_is_retried(study):
     ro = pd.read_parquet(out / "roar")
     assert len(ro) == sum(t.kind == "roar" for t in stage.plan(selected, s))
     key = killed[0][len("roar__"):-len(".json")].rsplit("__s", 1)[0]  # without the settings fingerprint
-    row_pid = ro.loc[ro.apply(lambda r: f"{r['model_id']}__{r['method'] or 'clean'}__t{r['fraction']:.2f}__r{r['repeat']}",
-                              axis=1) == key, "pid"]
+    row_pid = ro.loc[
+        ro.apply(lambda r: f"{r['model_id']}__{r['method'] or 'clean'}__t{r['fraction']:.2f}__r{r['repeat']}", axis=1)
+        == key,
+        "pid",
+    ]
     assert len(row_pid) == 1 and int(row_pid.iloc[0]) != killed[1]  # redone by another worker

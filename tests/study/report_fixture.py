@@ -64,7 +64,9 @@ def _trial_rows(cfg, splits, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         for k in range(TRIALS):
             tc = TrainConfig(**{**cfg.train_config(DATASET, penalty), "lam": 0.0 if penalty == "none" else LAMS[k],
                                 "seed": cfg.seed + k, "device": "cpu"})
-            run = TrainRun(tc, splits, extra_metrics=lambda m, _s: {"val_morf": explanation_score(m, x_explain, cfg.morf_levels)})
+            run = TrainRun(
+                tc, splits, extra_metrics=lambda m, _s: {"val_morf": explanation_score(m, x_explain, cfg.morf_levels)}
+            )
             start = pd.Timestamp.now(tz="UTC")
             rec = run.run_epoch()
             trial_id = f"{penalty[:4]}{k:04d}"
@@ -72,27 +74,70 @@ def _trial_rows(cfg, splits, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             ckpt.mkdir(parents=True, exist_ok=True)
             torch.save({"run": run.state_dict(), "start_time": start.timestamp(), "history": [rec]}, ckpt / "state.pt")
             row = {n: None for n in R.TRIALS.names}
-            row.update({
-                "study": cfg.name, "dataset": DATASET, "penalty": penalty, "trial_id": trial_id, "status": "ok",
-                "error": "", "model": tc.model, "lam": tc.lam, "lr": tc.lr, "seed": tc.seed, "optimizer": tc.optimizer,
-                "batch_size": tc.batch_size, "epochs": tc.epochs, "data_fraction": tc.data_fraction,
-                "val_fraction": tc.val_fraction, "val_limit": tc.val_limit, "split_seed": tc.split_seed,
-                "explain_n": cfg.explain_n, "penalty_params": json.dumps(tc.penalty_params, sort_keys=True),
-                "train_config": json.dumps(tc.to_dict(), sort_keys=True), "sampler_seed": 0, "epochs_done": 1,
-                "val_acc": rec["val_acc"], "val_morf": rec["val_morf"], "train_loss": rec["train_loss"],
-                "ce": rec["ce"], "penalty_value": rec["penalty_value"], "best_val_acc": rec["val_acc"],
-                "best_val_morf": rec["val_morf"], "train_seconds": rec["train_seconds"], "on_pareto_front": False,
-                "checkpoint_path": str(ckpt), "node_id": "local", "hostname": "test", "pid": 0,
-                "start_time": start, "end_time": pd.Timestamp.now(tz="UTC"), **provenance,
-            })
+            row.update(
+                {
+                    "study": cfg.name,
+                    "dataset": DATASET,
+                    "penalty": penalty,
+                    "trial_id": trial_id,
+                    "status": "ok",
+                    "error": "",
+                    "model": tc.model,
+                    "lam": tc.lam,
+                    "lr": tc.lr,
+                    "seed": tc.seed,
+                    "optimizer": tc.optimizer,
+                    "batch_size": tc.batch_size,
+                    "epochs": tc.epochs,
+                    "data_fraction": tc.data_fraction,
+                    "val_fraction": tc.val_fraction,
+                    "val_limit": tc.val_limit,
+                    "split_seed": tc.split_seed,
+                    "explain_n": cfg.explain_n,
+                    "penalty_params": json.dumps(tc.penalty_params, sort_keys=True),
+                    "train_config": json.dumps(tc.to_dict(), sort_keys=True),
+                    "sampler_seed": 0,
+                    "epochs_done": 1,
+                    "val_acc": rec["val_acc"],
+                    "val_morf": rec["val_morf"],
+                    "train_loss": rec["train_loss"],
+                    "ce": rec["ce"],
+                    "penalty_value": rec["penalty_value"],
+                    "best_val_acc": rec["val_acc"],
+                    "best_val_morf": rec["val_morf"],
+                    "train_seconds": rec["train_seconds"],
+                    "on_pareto_front": False,
+                    "checkpoint_path": str(ckpt),
+                    "node_id": "local",
+                    "hostname": "test",
+                    "pid": 0,
+                    "start_time": start,
+                    "end_time": pd.Timestamp.now(tz="UTC"),
+                    **provenance,
+                }
+            )
             trials.append(row)
-            epochs.append({
-                "study": cfg.name, "dataset": DATASET, "penalty": penalty, "trial_id": trial_id, "epoch": 1,
-                "train_loss": rec["train_loss"], "ce": rec["ce"], "penalty_value": rec["penalty_value"],
-                "val_acc": rec["val_acc"], "val_morf": rec["val_morf"], "train_seconds": rec["train_seconds"],
-                "samples_per_s": rec["samples_per_s"], "morf_seconds": 0.0, "seconds": rec["seconds"],
-                "end_time": pd.Timestamp.now(tz="UTC"), "node_id": "local", "pid": 0,
-            })
+            epochs.append(
+                {
+                    "study": cfg.name,
+                    "dataset": DATASET,
+                    "penalty": penalty,
+                    "trial_id": trial_id,
+                    "epoch": 1,
+                    "train_loss": rec["train_loss"],
+                    "ce": rec["ce"],
+                    "penalty_value": rec["penalty_value"],
+                    "val_acc": rec["val_acc"],
+                    "val_morf": rec["val_morf"],
+                    "train_seconds": rec["train_seconds"],
+                    "samples_per_s": rec["samples_per_s"],
+                    "morf_seconds": 0.0,
+                    "seconds": rec["seconds"],
+                    "end_time": pd.Timestamp.now(tz="UTC"),
+                    "node_id": "local",
+                    "pid": 0,
+                }
+            )
     t = pd.DataFrame(trials, columns=R.TRIALS.names)
     from study.statistics import front_mask as pareto_mask
 
@@ -142,8 +187,10 @@ def _build(root: Path, splits, evaluate: bool, log) -> Path:
         _evaluate(cfg, selected, splits, root)
     finally:
         stage._node = node
-    log(f"[tiny study] search {t1 - t0:.1f} s, evaluation + ROAR {time.perf_counter() - t1:.1f} s "
-        f"(CPU {time.process_time() - c0:.0f} s) -> {root}")
+    log(
+        f"[tiny study] search {t1 - t0:.1f} s, evaluation + ROAR {time.perf_counter() - t1:.1f} s "
+        f"(CPU {time.process_time() - c0:.0f} s) -> {root}"
+    )
     return root
 
 
@@ -154,8 +201,14 @@ def _evaluate(cfg, selected, splits, root: Path) -> None:
     from study import results as R
     from study.data import to_float
 
-    s = replace(stage.settings_from_config(cfg), chunk_size=N_EVAL, roar_methods=list(ROAR_METHODS),
-                roar_data_fraction=DATA_FRACTION, roar_n_test=ROAR_N_TEST, cpu=1.0)
+    s = replace(
+        stage.settings_from_config(cfg),
+        chunk_size=N_EVAL,
+        roar_methods=list(ROAR_METHODS),
+        roar_data_fraction=DATA_FRACTION,
+        roar_n_test=ROAR_N_TEST,
+        cpu=1.0,
+    )
     rows = {stage.model_id(r): r.to_dict() for _, r in selected.iterrows()}
     ranks = {}
     for task in stage.plan(selected, s, n_test=len(splits.test_y)):
@@ -175,7 +228,20 @@ def _evaluate(cfg, selected, splits, root: Path) -> None:
         model = stage.load_selected_model(row)
         with torch.no_grad():
             correct = (model(to_float(splits.test_x[idx])).argmax(1) == splits.test_y[idx]).double().numpy()
-        acc = pd.DataFrame({"study": cfg.name, "dataset": row["dataset"], "penalty": row["penalty"], "model_id": mid,
-                            "method": "", "metric": "accuracy", "level": float("nan"), "sample": idx.numpy(),
-                            "value": correct, "seed": s.seed, "chunk": 0, "node_id": ""})
+        acc = pd.DataFrame(
+            {
+                "study": cfg.name,
+                "dataset": row["dataset"],
+                "penalty": row["penalty"],
+                "model_id": mid,
+                "method": "",
+                "metric": "accuracy",
+                "level": float("nan"),
+                "sample": idx.numpy(),
+                "value": correct,
+                "seed": s.seed,
+                "chunk": 0,
+                "node_id": "",
+            }
+        )
         R.write_table(acc, root, "evaluation", stage.PARTS, f"{mid}__accuracy", schema=stage.EVALUATION)

@@ -72,7 +72,9 @@ def test_bad_input_exits_nonzero_with_clear_error_without_ray(tmp_path, data_roo
         assert message in run["stderr"], (args, run["stderr"])
         assert "Traceback" not in run["stderr"] and "Ray up" not in run["stdout"]
     assert not (tmp_path / "o").exists()  # nothing written either
-    (run,) = _launch_no_ray([["--set", "datasets=[mnist]"]], env={**ray_env(), "SALIENCY_DATA_ROOT": str(tmp_path / "nodata")})
+    (run,) = _launch_no_ray(
+        [["--set", "datasets=[mnist]"]], env={**ray_env(), "SALIENCY_DATA_ROOT": str(tmp_path / "nodata")}
+    )
     assert run["rc"] == 2 and "error: data: mnist: missing" in run["stderr"], run
 
 
@@ -88,10 +90,34 @@ def _result_lines(exp: Path) -> dict[str, list[dict]]:
 def test_sigkill_driver_then_resume_finishes_without_rerunning(tmp_path, data_root):
     """3 trials of 2 epochs, 2 at once; SIGKILL the driver once one trial has finished; rerun."""
     out = tmp_path / "study"
-    cmd = [sys.executable, "-m", "study.launch", "--stage", "search", "--output", str(out), "-q", "--num-cpus", "2",
-           "--set", "name=resume", "--set", "datasets=[mnist]", "--set", "penalties=[none]",
-           "--set", "trials=3", "--set", "epochs=2", "--set", "data_fraction=0.05", "--set", "val_limit=1000",
-           "--set", "explain_n=50"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "study.launch",
+        "--stage",
+        "search",
+        "--output",
+        str(out),
+        "-q",
+        "--num-cpus",
+        "2",
+        "--set",
+        "name=resume",
+        "--set",
+        "datasets=[mnist]",
+        "--set",
+        "penalties=[none]",
+        "--set",
+        "trials=3",
+        "--set",
+        "epochs=2",
+        "--set",
+        "data_fraction=0.05",
+        "--set",
+        "val_limit=1000",
+        "--set",
+        "explain_n=50",
+    ]
     env = ray_env({**os.environ, "SALIENCY_DATA_ROOT": str(data_root)})
     exp = out / "tune" / "mnist-none"
     log1 = open(tmp_path / "run1.log", "w")
@@ -99,7 +125,9 @@ def test_sigkill_driver_then_resume_finishes_without_rerunning(tmp_path, data_ro
     try:
         deadline = time.time() + 300
         while not any(lines[-1]["epoch"] == 2 for lines in _result_lines(exp).values()):
-            assert p.poll() is None, "the study ended before it could be killed:\n" + (tmp_path / "run1.log").read_text()
+            assert p.poll() is None, (
+                "the study ended before it could be killed:\n" + (tmp_path / "run1.log").read_text()
+            )
             assert time.time() < deadline, "timed out waiting for a trial to finish"
             time.sleep(0.1)
         time.sleep(1.0)  # let Tune snapshot its state (it does so at every checkpoint)

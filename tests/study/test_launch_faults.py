@@ -81,17 +81,22 @@ def test_ctrl_c_in_first_epoch_loses_nothing_and_resume_finishes(tmp_path, data_
             started.append(time.time())
         return bool(started) and time.time() - started[0] >= 1.0
 
-    rc, text = _interrupt_when(_cmd(out, "--set", f"schedule={schedule}"), _env(data_root), ready, tmp_path / "run1.log")
+    rc, text = _interrupt_when(
+        _cmd(out, "--set", f"schedule={schedule}"), _env(data_root), ready, tmp_path / "run1.log"
+    )
     _assert_clean_interrupt(rc, text)
     assert not (exp / "search_done.json").exists(), text[-4000:]
     assert "[search] mnist/none" not in text, text[-4000:]  # no summary of a search that did not finish
     if schedule == "sequential":
         assert not (out / "tune" / "mnist-gradient").exists(), "went on to the next penalty after Ctrl-C"
 
-    r = subprocess.run(_cmd(out, "--resume", "-q"), cwd=REPO, env=_env(data_root), capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run(
+        _cmd(out, "--resume", "-q"), cwd=REPO, env=_env(data_root), capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert not re.search(r"mnist/none: .*\(already done\)", r.stdout), r.stdout  # (the concurrent gradient search may have finished)
+    assert not re.search(r"mnist/none: .*\(already done\)", r.stdout), (
+        r.stdout
+    )  # (the concurrent gradient search may have finished)
     assert "== Status ==" not in r.stdout and "Trial name" not in r.stdout, r.stdout  # -q holds for a restored search
     assert "[search] mnist/none: 2 trials (2 ok, 0 failed)" in r.stdout, r.stdout
     trials = R.read_table(out, "trials")
@@ -126,22 +131,39 @@ def test_summary_line_never_counts_stopped_trials_as_ok():
 
     from study.search import summary_line
 
-    t = pd.DataFrame({"dataset": "mnist", "penalty": "none", "status": ["ok", "stopped", "error"],
-                      "val_acc": [0.9, 0.5, float("nan")], "val_morf": [0.3, 0.2, float("nan")]})
+    t = pd.DataFrame(
+        {
+            "dataset": "mnist",
+            "penalty": "none",
+            "status": ["ok", "stopped", "error"],
+            "val_acc": [0.9, 0.5, float("nan")],
+            "val_morf": [0.3, 0.2, float("nan")],
+        }
+    )
     line = summary_line(t, 1.0)
     assert "3 trials (1 ok, 1 stopped early, 1 failed)" in line, line
 
 
-@pytest.mark.parametrize("override, message", [
-    ("resources.cpu=4", "error: resources.cpu: each trial asks for 4 CPU, but no node of this Ray cluster has more than 2"),
-    ("resources.gpu=0.25", "error: resources.gpu: each trial asks for 0.25 GPU, but no node of this Ray cluster has more than 0"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "resources.cpu=4",
+            "error: resources.cpu: each trial asks for 4 CPU, but no node of this Ray cluster has more than 2",
+        ),
+        (
+            "resources.gpu=0.25",
+            "error: resources.gpu: each trial asks for 0.25 GPU, but no node of this Ray cluster has more than 0",
+        ),
+    ],
+)
 def test_infeasible_resources_stop_with_one_line(tmp_path, data_root, override, message):
     """Issue 11.4: a trial no node can hold used to stay PENDING forever; now one line, exit 2."""
     cmd = _cmd(tmp_path / "o", "--num-gpus", "0", "--set", override)
     try:
-        r = subprocess.run(cmd, cwd=REPO, env=_env(data_root), capture_output=True, text=True, timeout=180,
-                           start_new_session=True)
+        r = subprocess.run(
+            cmd, cwd=REPO, env=_env(data_root), capture_output=True, text=True, timeout=180, start_new_session=True
+        )
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"still waiting after 180 s (trials PENDING forever):\n{exc.stdout}")
     assert r.returncode == 2, r.stdout[-3000:] + r.stderr[-3000:]
@@ -175,7 +197,8 @@ def test_a_cluster_that_may_grow_gets_a_warning_after_the_wait(monkeypatch):
 
 
 def test_unwritable_output_is_one_line_before_ray(tmp_path, data_root):
-    """Issue 11.6: an existing file, a path through a file, /proc/x, an unwritable /sys path: exit 2, one line, no Ray."""
+    """Issue 11.6: an existing file, a path through a file, /proc/x, an unwritable /sys path: exit 2, one line,
+    no Ray."""
     from tests.study.test_launch import _launch_no_ray
 
     (tmp_path / "file").write_text("x")
@@ -219,7 +242,12 @@ def test_smoke_test_keeps_explicit_sets_and_resume_finds_it(tmp_path, monkeypatc
 
     monkeypatch.chdir(tmp_path)  # the default output folder outputs/<name> is relative to here
     cfg = resolve_config(parse_args(["--smoke-test", "--set", "epochs=3", "--set", "val_limit=100"]))
-    assert (cfg.epochs, cfg.val_limit, cfg.trials, cfg.data_fraction) == (3, 100, 2, 0.01)  # --set wins, the rest shrinks
+    assert (cfg.epochs, cfg.val_limit, cfg.trials, cfg.data_fraction) == (
+        3,
+        100,
+        2,
+        0.01,
+    )  # --set wins, the rest shrinks
     assert cfg.name == "quick-smoke" and cfg.datasets == ["mnist"] and cfg.penalties == ["none", "gradient"]
     assert cfg.location == str(tmp_path / "outputs" / "quick-smoke")
     check_output(cfg)  # what a smoke run writes first
@@ -236,8 +264,10 @@ def test_a_different_study_in_the_output_folder_points_to_resume_first(tmp_path,
 
     out = tmp_path / "old"
     check_output(load_config("quick", [f"output={out}"]))
-    (run,) = _launch_no_ray([["--output", str(out), "--set", "trials=5", "--set", "epochs=2"]],
-                            env={**ray_env(), "SALIENCY_DATA_ROOT": str(data_root)})
+    (run,) = _launch_no_ray(
+        [["--output", str(out), "--set", "trials=5", "--set", "epochs=2"]],
+        env={**ray_env(), "SALIENCY_DATA_ROOT": str(data_root)},
+    )
     assert run["rc"] == 2, run
     (line,) = [ln for ln in run["stderr"].splitlines() if ln.strip()]
     assert line.startswith(f"error: output: {out} holds study 'quick' searched with different settings"), line
@@ -251,8 +281,9 @@ def test_module_help_and_a_missing_study(module, tmp_path):
     r = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith(f"usage: python -m {module}"), r.stdout + r.stderr
     args = [str(tmp_path / "nothing")] if module == "study.analysis" else ["--output", str(tmp_path / "nothing")]
-    r = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=120,
-                       env=ray_env())
+    r = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=120, env=ray_env()
+    )
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.stdout + r.stderr
     assert "nothing" in lines[0]
@@ -267,9 +298,13 @@ def test_a_study_without_the_none_baseline_is_warned_about(tmp_path, data_root):
 
     out = tmp_path / "old"
     check_output(load_config("quick", [f"output={out}"]))  # stops the run below before Ray, after validation
-    runs = _launch_no_ray([["--output", str(out), "--set", "penalties=[gradient]"],
-                           ["--output", str(out), "--set", "penalties=[none, gradient]"]],
-                          env={**ray_env(), "SALIENCY_DATA_ROOT": str(data_root)})
+    runs = _launch_no_ray(
+        [
+            ["--output", str(out), "--set", "penalties=[gradient]"],
+            ["--output", str(out), "--set", "penalties=[none, gradient]"],
+        ],
+        env={**ray_env(), "SALIENCY_DATA_ROOT": str(data_root)},
+    )
     lines = [ln for ln in runs[0]["stderr"].splitlines() if ln.strip()]
     assert lines[0].startswith("warning: penalties: no `none` baseline: selection has no baseline accuracy"), lines
     assert runs[0]["rc"] == 2 and lines[1].startswith("error: output:")  # the run itself goes on to its next check

@@ -104,16 +104,27 @@ def chromium() -> Path:
             pytest.skip("chromium is not installed and cannot be installed here (needs root and apt-get)")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
-        r = subprocess.run(["apt-get", "install", "-y", "chromium"], env=env, capture_output=True, text=True, timeout=1200)
+        r = subprocess.run(
+            ["apt-get", "install", "-y", "chromium"], env=env, capture_output=True, text=True, timeout=1200
+        )
         if r.returncode != 0 or not CHROMIUM.exists():
             pytest.fail(f"apt-get install chromium failed: {r.stderr[-2000:]}")
     return CHROMIUM
 
 
 def chromium_cmd(binary: Path, user_dir: Path) -> list[str]:
-    return [str(binary), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={user_dir}"]
+    return [
+        str(binary),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={user_dir}",
+    ]
 
 
 # --------------------------------------------------------------------------- the full report
@@ -172,8 +183,11 @@ def test_html_content(full_report, tiny_study):
 
 def test_report_renders_in_headless_chromium(full_report, chromium, tmp_path):
     shot = tmp_path / "shot.png"
-    cmd = chromium_cmd(chromium, tmp_path / "profile") + [f"--screenshot={shot}", "--window-size=1200,2000",
-                                                         full_report.as_uri()]
+    cmd = chromium_cmd(chromium, tmp_path / "profile") + [
+        f"--screenshot={shot}",
+        "--window-size=1200,2000",
+        full_report.as_uri(),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     assert png_size(shot) == (1200, 2000)
@@ -184,18 +198,27 @@ def test_report_renders_in_headless_chromium(full_report, chromium, tmp_path):
     assert (px.mean(axis=2) < 0.5).mean() > 0.005, "no dark pixels (no text rendered)"
     # every image loads and the page raises no error: a copy with a checking script, DOM dumped
     probe = full_report.parent / "_probe.html"
-    probe.write_text(full_report.read_text().replace("</body>", """<script>
+    probe.write_text(
+        full_report.read_text().replace(
+            "</body>",
+            """<script>
       var errs = [];
       window.addEventListener('error', function (e) { errs.push(String(e.message || e.target.src)); }, true);
       window.addEventListener('load', function () {
         var bad = Array.from(document.images).filter(function (i) { return !i.complete || i.naturalWidth === 0; });
         document.title = 'PROBE images=' + document.images.length + ' broken=' + bad.length + ' errors=' + errs.length;
       });
-    </script></body>"""))
+    </script></body>""",
+        )
+    )
     try:
-        r = subprocess.run(chromium_cmd(chromium, tmp_path / "profile2") + ["--virtual-time-budget=10000", "--dump-dom",
-                                                                          probe.as_uri()],
-                           capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            chromium_cmd(chromium, tmp_path / "profile2")
+            + ["--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         probe.unlink()
     assert r.returncode == 0, r.stderr[-3000:]
@@ -204,8 +227,9 @@ def test_report_renders_in_headless_chromium(full_report, chromium, tmp_path):
 
 
 def test_embedded_report_is_a_single_file(partial_report, tmp_path):
-    path = R.build_report(partial_report.parent.parent, formats=("html",), out_dir=tmp_path / "embedded",
-                          n_images=0, embed=True)
+    path = R.build_report(
+        partial_report.parent.parent, formats=("html",), out_dir=tmp_path / "embedded", n_images=0, embed=True
+    )
     r = refs(path.read_text())
     assert r.imgs and all(src.startswith("data:image/png;base64,") for src in r.imgs)
     assert not (tmp_path / "embedded" / "report.md").exists()
@@ -243,14 +267,38 @@ def test_search_still_running_and_launch_entry_point(tiny_study, tmp_path, capsy
 def test_cli(partial_report, tmp_path):
     study_dir = partial_report.parent.parent
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, "-m", "study.report", str(study_dir), "--format", "md", "--images", "0",
-                        "--out", str(tmp_path / "md"), "-q"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "study.report",
+            str(study_dir),
+            "--format",
+            "md",
+            "--images",
+            "0",
+            "--out",
+            str(tmp_path / "md"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert Path(r.stdout.strip()) == tmp_path / "md" / "report.md"
     assert not (tmp_path / "md" / "report.html").exists()
     (tmp_path / "empty").mkdir()
-    r = subprocess.run([sys.executable, "-m", "study.report", str(tmp_path / "empty")], capture_output=True,
-                       text=True, env=env, cwd=REPO, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "study.report", str(tmp_path / "empty")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert r.returncode == 2 and "not a study folder" in r.stderr and str(tmp_path / "empty") in r.stderr
 
 

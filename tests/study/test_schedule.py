@@ -88,7 +88,9 @@ def test_searches_overlap_and_evaluation_starts_before_the_last_search_ends(two_
     assert overlaps >= 3, "trials of different searches never ran at the same time"
     # evaluation tasks record their start in .tasks/<key>.json
     starts = [json.loads(p.read_text())["time"] for p in (Path(conc.location) / ".tasks").glob("*.json")]
-    assert starts and min(starts) < t["end_time"].max().timestamp(), "no evaluation task started before the last search ended"
+    assert starts and min(starts) < t["end_time"].max().timestamp(), (
+        "no evaluation task started before the last search ended"
+    )
     assert any("model(s) selected" in line and "running" in line for line in logs)
     assert any(line.startswith("[search] fashion-mnist/smoothness: 2 trials") for line in logs)
 
@@ -102,8 +104,10 @@ def test_concurrent_tables_equal_the_sequential_ones_row_for_row(two_runs):
     ts = ts.drop(columns=["train_config"])
     pd.testing.assert_frame_equal(_norm(tc, keys), _norm(ts, keys), check_dtype=False)
     pd.testing.assert_frame_equal(_norm(sel_c, keys), _norm(sel_s, keys), check_dtype=False)
-    for table, k in (("evaluation", ["dataset", "penalty", "model_id", "method", "metric", "level", "sample"]),
-                     ("roar", ["dataset", "penalty", "model_id", "method", "fraction", "repeat"])):
+    for table, k in (
+        ("evaluation", ["dataset", "penalty", "model_id", "method", "metric", "level", "sample"]),
+        ("roar", ["dataset", "penalty", "model_id", "method", "fraction", "repeat"]),
+    ):
         ec = _by_seed(R.read_table(conc.location, table), sel_c)
         es = _by_seed(R.read_table(seq.location, table), sel_s)
         assert len(ec) == len(es) > 0 and not ec.duplicated(k).any()
@@ -137,11 +141,17 @@ def test_sigkill_driver_mid_study_then_rerun_redoes_nothing(tmp_path, data_root)
     try:
         deadline = time.time() + 600
         while True:  # searches and evaluation both running: an evaluation file exists, a search is unfinished
-            done = {d.name for d in (out / "tune").glob("*") if (d / "search_done.json").exists()} if (out / "tune").exists() else set()
+            done = (
+                {d.name for d in (out / "tune").glob("*") if (d / "search_done.json").exists()}
+                if (out / "tune").exists()
+                else set()
+            )
             ev = list((out / "evaluation").rglob("*.parquet")) if (out / "evaluation").exists() else []
             if ev and len(done) < 6:
                 break
-            assert p.poll() is None, "the study ended before it could be killed:\n" + (tmp_path / "run1.log").read_text()
+            assert p.poll() is None, (
+                "the study ended before it could be killed:\n" + (tmp_path / "run1.log").read_text()
+            )
             assert time.time() < deadline, "timed out waiting for searches and evaluation to overlap"
             time.sleep(0.1)
         time.sleep(1.0)
@@ -171,4 +181,6 @@ def test_sigkill_driver_mid_study_then_rerun_redoes_nothing(tmp_path, data_root)
     ev, ro = R.read_table(out, "evaluation"), R.read_table(out, "roar")
     assert not ev.duplicated(["model_id", "method", "metric", "level", "sample"]).any()
     assert not ro.duplicated(["model_id", "method", "fraction", "repeat"]).any()
-    assert set(ev["model_id"]) == {f"{r['penalty']}-{r['trial_id']}" for _, r in R.read_table(out, "selected").iterrows()}
+    assert set(ev["model_id"]) == {
+        f"{r['penalty']}-{r['trial_id']}" for _, r in R.read_table(out, "selected").iterrows()
+    }

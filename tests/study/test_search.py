@@ -195,11 +195,14 @@ def test_write_and_read_table_helpers(tmp_path):
     import pyarrow as pa
 
     schema = pa.schema([("dataset", pa.string()), ("method", pa.string()), ("value", pa.float64())])
-    df = pd.DataFrame({"dataset": ["mnist", "mnist", "fashion-mnist"], "method": ["a", "b", "a"], "value": [1.0, 2.0, 3.0]})
+    df = pd.DataFrame({"dataset": ["mnist", "mnist", "fashion-mnist"], "method": ["a", "b", "a"],
+                       "value": [1.0, 2.0, 3.0]})
     for _ in range(2):  # rewriting with the same key replaces, never duplicates
         paths = R.write_table(df, tmp_path, "custom", ["dataset"], key="w1", schema=schema)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in paths) == [
-        "custom/dataset=fashion-mnist/w1.parquet", "custom/dataset=mnist/w1.parquet"]
+        "custom/dataset=fashion-mnist/w1.parquet",
+        "custom/dataset=mnist/w1.parquet",
+    ]
     back = R.read_table(tmp_path, "custom", schema=schema, partition_cols=["dataset"])
     assert list(back.columns) == ["dataset", "method", "value"] and len(back) == 3
     assert back.sort_values("value")["dataset"].tolist() == ["mnist", "mnist", "fashion-mnist"]

@@ -59,9 +59,13 @@ def test_fixed_lam_gives_every_trial_the_same_lam_and_its_own_seed():
 
 
 def test_grid_crosses_values_with_seeds():
-    cfg = load_config("quick", ["trials=2", "space.gradient.lam={grid: [0.01, 0.1, 1]}", "space.gradient.lr={grid: [1e-3, 1e-2]}"])
+    cfg = load_config(
+        "quick", ["trials=2", "space.gradient.lam={grid: [0.01, 0.1, 1]}", "space.gradient.lr={grid: [1e-3, 1e-2]}"]
+    )
     assert cfg.n_trials("gradient") == 2 * 3 * 2 and cfg.n_trials("none") == 2  # its own space: no grid
-    assert load_config("quick", ["space.default.lam={grid: [0.1, 1]}"]).n_trials("none") == 2  # λ never gridded for none
+    assert (
+        load_config("quick", ["space.default.lam={grid: [0.1, 1]}"]).n_trials("none") == 2
+    )  # λ never gridded for none
     sp = cfg.space_for("gradient")
     got = _trials(search.OptunaSpace(sp.lam, sp.lr, 10), cfg.n_trials("gradient"))
     combos = {(t["lam"], t["lr"], t["seed"]) for t in got}
@@ -81,9 +85,23 @@ def _fake_trials(cfg, penalties, accs) -> pd.DataFrame:
     rows = []
     for p in penalties:
         for k, acc in enumerate(accs):
-            rows.append({"study": cfg.name, "dataset": "mnist", "penalty": p, "trial_id": f"{p[:3]}{k}", "status": "ok",
-                         "model": "cnn3b", "lam": 0.1, "lr": 1e-3, "seed": k, "val_acc": acc, "val_morf": 0.5 + 0.01 * k,
-                         "on_pareto_front": False, "git_commit": "x"})
+            rows.append(
+                {
+                    "study": cfg.name,
+                    "dataset": "mnist",
+                    "penalty": p,
+                    "trial_id": f"{p[:3]}{k}",
+                    "status": "ok",
+                    "model": "cnn3b",
+                    "lam": 0.1,
+                    "lr": 1e-3,
+                    "seed": k,
+                    "val_acc": acc,
+                    "val_morf": 0.5 + 0.01 * k,
+                    "on_pareto_front": False,
+                    "git_commit": "x",
+                }
+            )
     return pd.DataFrame(rows).reindex(columns=R.TRIALS.names)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from study.data import to_float
 from trainables.models import BatchNorm2d, build_model

@@ -1,0 +1,113 @@
+"""Replicates (issue 13): a fixed-λ study evaluates every seed, the analysis aggregates over seeds with the
+random control beside every metric, and the results page publishes it (Markdown + summary.csv).
+
+One real tiny study through the launcher (MNIST, none + gradient, λ fixed, 2 seeds, 1 epoch on 1 %)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from study import analysis as A
+from study.results_page import CSV_COLUMNS, build_results
+from tests.ray_utils import ray_env
+
+pytestmark = pytest.mark.ray
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def replicated(tmp_path_factory, data_root):
+    out = tmp_path_factory.mktemp("rep") / "study"
+    sets = ["trials=2", "epochs=1", "data_fraction=0.01", "penalties=[none, gradient]", "val_limit=300",
+            "evaluation.n_samples=16", "evaluation.chunk_size=16", "evaluation.roar.data_fraction=0.01",
+            "evaluation.roar.epochs=1", "evaluation.roar.n_test=200", "evaluation.roar.repeats=2",
+            "evaluation.roar.fractions=[0.5, 0.9]", "evaluation.metric_params={gaussian: {n_draws: 2}}"]
+    cmd = [sys.executable, "-m", "study.launch", "--config", "replicate", "--output", str(out), "-q", "--num-cpus", "2"]
+    for s in sets:
+        cmd += ["--set", s]
+    r = subprocess.run(cmd, cwd=REPO, env=ray_env({**os.environ, "SALIENCY_DATA_ROOT": str(data_root)}),
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out
+
+
+def test_every_seed_is_selected_and_evaluated_with_the_random_control(replicated):
+    s = A.load(replicated)
+    assert s.selected.groupby("penalty").size().to_dict() == {"gradient": 2, "none": 2}
+    assert sorted(s.selected["seed"]) == [0, 0, 1, 1]
+    assert (s.selected["lam"][s.selected["penalty"] == "gradient"] == 0.1).all()
+    ev = s.evaluation
+    assert ev.groupby("model_id")["method"].apply(set).map(lambda m: {"saliency", "random"} <= m).all()
+    assert len(ev["model_id"].unique()) == 4
+    ro = s.roar
+    assert set(ro.loc[ro["method"] == "", "fraction"]) == {0.0} and (ro["method"] == "random").sum() == 4  # 2 × 2
+
+
+def test_replicates_aggregate_over_seeds_with_a_t_interval(replicated):
+    s = A.load(replicated)
+    rep = A.replicates(s)
+    pm = A.per_model(s)
+    r = rep[(rep["penalty"] == "gradient") & (rep["method"] == "saliency") & (rep["metric"] == "morf")].iloc[0]
+    v = pm[(pm["penalty"] == "gradient") & (pm["method"] == "saliency") & (pm["metric"] == "morf")]["value"].to_numpy()
+    assert r["n"] == 2 and np.isclose(r["mean"], v.mean())
+    half = 12.706204736 * v.std(ddof=1) / np.sqrt(2)  # t(0.975, 1 df)
+    assert np.isclose(r["ci_high"] - r["mean"], half, rtol=1e-6)
+    # each model's value is the mean over its evaluated images
+    e = s.evaluation
+    one = pm.iloc[0]
+    raw = e[(e["model_id"] == one["model_id"]) & (e["method"] == one["method"]) & (e["metric"] == one["metric"])
+            & e["level"].isna() & (e["sample"] >= 0)]["value"]
+    if len(raw):
+        assert np.isclose(one["value"], raw.mean())
+    # the random control next to every explanation metric: its own models' random maps, ROAR's dataset control
+    rnd = rep[rep["method"] == "random"].set_index(["penalty", "metric"])["mean"]
+    sal = rep[rep["method"] == "saliency"]
+    for _, row in sal.iterrows():
+        want = rnd.get((row["penalty"], row["metric"]), rnd.get(("none", row["metric"])))
+        assert np.isclose(row["random_mean"], want), row
+    cmp = A.compare_replicates(s)
+    assert set(cmp["penalty"]) == {"gradient"} and (cmp["n"] == 2).all() and (cmp["correction"] == "holm").all()
+    assert (cmp["p_adjusted"] >= cmp["p_value"] - 1e-12).all()
+
+
+def test_summary_carries_the_random_control_beside_every_row(replicated):
+    summ = A.load(replicated).summary()
+    expl = summ[summ["method"] == "saliency"]
+    assert expl["random_mean"].notna().all()
+    own = summ[summ["method"] == "random"].set_index(["model_id", "metric"])["mean"]
+    r = expl[expl["metric"] == "morf"].iloc[0]
+    assert np.isclose(r["random_mean"], own[(r["model_id"], "morf")])
+    assert summ[summ["method"] == ""]["random_mean"].isna().all()
+
+
+def test_results_page_and_csv(replicated, tmp_path):
+    page = build_results(replicated, tmp_path / "results.md")
+    text = page.read_text()
+    csv = pd.read_csv(tmp_path / "results" / "summary.csv")
+    assert list(csv.columns) == CSV_COLUMNS and set(csv["n"]) <= {1, 2} and (csv["n"] == 2).any()
+    assert "random (control)" in text and "ROAR's random-ranking control" in text
+    assert "paired t-test over seeds" in text and "How this was produced" in text and "wall time" in text
+    assert "python -m study.launch --config replicate" in text
+    assert (tmp_path / "results" / "img" / "mnist_accuracy_vs_explanation.png").stat().st_size > 1000
+    rep = A.replicates(A.load(replicated))
+    got = csv.set_index(["penalty", "method", "metric"])["mean"]
+    want = rep.assign(method=rep["method"].fillna("")).set_index(["penalty", "method", "metric"])["mean"]
+    key = ("gradient", "saliency", "morf")
+    assert np.isclose(got[key], want[key], rtol=1e-5)
+
+
+def test_report_shows_the_random_control_row_in_each_metric_table(replicated, tmp_path):
+    from study.report import build_report
+
+    path = build_report(replicated, ["md"], out_dir=tmp_path / "rep", n_images=0)
+    text = path.read_text()
+    table = [ln for ln in text.splitlines() if ln.startswith("| Saliency") or ln.startswith("| ↳ random control")]
+    pairs = [(a, b) for a, b in zip(table, table[1:]) if a.startswith("| Saliency")]
+    assert pairs and all(b.startswith("| ↳ random control") for _, b in pairs)
