@@ -55,7 +55,8 @@ def plain_loop(cfg, trials, splits) -> list[float]:
     import torch
 
     from study.data import to_float
-    from trainables.trainable import explanation_score, trial_config
+    from evaluation.metrics.morf import explanation_score
+    from trainables.trainable import trial_config
 
     torch.set_num_threads(1)
     out = []

@@ -691,7 +691,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.add_argument("-q", "--quiet", action="store_true", help="only the summary lines")
     a = p.parse_args(argv)
-    from study import launch
 
     try:
         out = storage.normalize(a.output)
@@ -710,7 +709,10 @@ def main(argv: list[str] | None = None) -> int:
     args += [x for o in a.overrides for x in ("--set", o)]
     args += ["--address", a.address] if a.address else []
     args += ["--num-cpus", str(a.num_cpus)] if a.num_cpus else []
-    return launch.main(args + (["-q"] if a.quiet else []))
+    import subprocess
+
+    # the launcher is a higher layer: run it as the program it is rather than importing it
+    return subprocess.call([sys.executable, "-m", "study.launch", *args, *(["-q"] if a.quiet else [])])
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ With ``--cluster`` the launcher
    cluster down.
 
 With ``--address http://host:8265`` steps 3 and 4 run against an already-running cluster.
-The job's entrypoint is ``python -m study.cluster job``: it runs ``study.launch`` as the job's
-driver on the head (``--address auto``), with the study config passed in the job's environment.
+The job's entrypoint is ``python -m study.launch --job``: the launcher itself, as the job's driver on
+the head (``--address auto``), reading the study config from the job's environment (:func:`job_config`).
+This module never imports the launcher (the launcher imports it).
 """
 
 from __future__ import annotations
@@ -506,7 +507,7 @@ def runtime_env(cfg: StudyConfig, expect_workers: bool, auth_mode: str | None) -
 
 
 def entrypoint(stage: str, verbose: int, quiet: bool) -> str:
-    args = ["python", "-m", "study.cluster", "job", "--stage", stage]
+    args = ["python", "-m", "study.launch", "--job", "--stage", stage]
     if quiet:
         args.append("-q")
     elif verbose >= 2:
@@ -698,44 +699,18 @@ def launch(args, cfg: StudyConfig, log: Callable[[str], None] = print) -> int:
 
 
 # --------------------------------------------------------------------------- the job's driver
-def job_main(argv: list[str] | None = None) -> int:
-    """Entrypoint of the Ray Job on the head: the study config comes from $SALIENCY_STUDY_CONFIG."""
-    import argparse
+def job_config() -> dict:
+    """Inside the Ray Job: the study config the launcher put in ``$SALIENCY_STUDY_CONFIG`` (raw mapping).
 
-    p = argparse.ArgumentParser(prog="python -m study.cluster job")
-    p.add_argument("--stage", default="all")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    args = p.parse_args(argv)
+    The job's entrypoint is ``python -m study.launch --job``, which reads it through this function: the
+    config travels once, as YAML in the job's environment, and this module never imports the launcher."""
+    from study.config import ConfigError
+
     text = os.environ.get(CONFIG_ENV)
     if not text:
-        print(
-            f"error: ${CONFIG_ENV} is not set; this entrypoint runs inside a job submitted by study.launch",
-            file=sys.stderr,
-        )
-        return 2
+        raise ConfigError(f"--job: ${CONFIG_ENV} is not set; --job runs inside a Ray Job submitted by "
+                          "python -m study.launch --cluster")
     raw = yaml.safe_load(text)
     if not raw.get("output"):
         raw["output"] = str(Path(os.path.expanduser(DEFAULT_REMOTE_OUTPUT), raw.get("name", "study")))
-    with tempfile.TemporaryDirectory(prefix="saliency-job-") as d:
-        path = Path(d) / "study.yaml"
-        path.write_text(yaml.safe_dump(raw, sort_keys=False))
-        from study import launch
-
-        argv2 = ["--address", "auto", "--config", str(path), "--stage", args.stage]
-        argv2 += ["-q"] if args.quiet else ["-v"] * args.verbose
-        return launch.main(argv2)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["job"]:
-        return job_main(argv[1:])
-    print(
-        "usage: python -m study.cluster job [--stage search|all] [-q]  (run by study.launch --cluster)", file=sys.stderr
-    )
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return raw

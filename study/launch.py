@@ -104,6 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="S3-compatible server for s3:// storage (MinIO, Ceph...), e.g. http://10.0.0.5:9000 "
         "(default: $AWS_ENDPOINT_URL or AWS itself)",
     )
+    p.add_argument("--job", action="store_true",
+                   help="(used by --cluster) inside the Ray Job on the head: read the study config from "
+                        "$SALIENCY_STUDY_CONFIG and join this cluster (address auto)")
     p.add_argument("--down", action="store_true", help="with --cluster: tear the cluster down afterwards")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.add_argument("--num-gpus", type=int, default=None, help="GPUs of the local Ray (default: all visible)")
@@ -135,6 +138,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def resolve_config(args: argparse.Namespace) -> StudyConfig:
     """The study config from the CLI (raises ConfigError on any bad value; starts nothing)."""
     overrides = list(args.overrides)
+    if getattr(args, "job", False):  # inside the Ray Job: the launcher on the user's machine validated it
+        from study.cluster import job_config
+
+        return config_from_raw(apply_overrides(job_config(), overrides))
 
     def fresh() -> dict:
         raw = load_raw(args.config or "quick")
@@ -397,6 +404,8 @@ def check_resources(cfg: StudyConfig, address: str | None, log=print, wait_s: fl
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.job:
+        args.address = "auto"
     try:
         if args.down and not args.cluster:
             raise ConfigError("--down needs --cluster (it tears down the cluster that file describes)")

@@ -24,7 +24,7 @@ import pandas as pd
 
 from study import analysis as A
 from study import results as R
-from study.report import METHOD_LABELS, Doc, Figure, Table, _ci, _Figures, _label, _num, _write, render_md, style
+from study.document import Doc, Figure, Table, _ci, _Figures, _label, _legend, _num, _write, render_md, style
 
 # the table's columns, in order: (metric, method, scale, label); method "" = a property of the model
 COLUMNS: list[tuple[str, str, float, str]] = [
@@ -126,8 +126,6 @@ def _scatter(figs: _Figures, rep: pd.DataFrame, s: A.Study, dataset: str) -> Pat
         ax.set_xlabel("test accuracy (%)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    from study.report import _legend
-
     _legend(fig, axes)
     return figs.save(fig, f"{dataset}_accuracy_vs_explanation")
 
@@ -147,7 +145,7 @@ def _findings(rep: pd.DataFrame, comp: pd.DataFrame, dataset: str) -> list[str]:
             & (rep["metric"] == r["metric"])
         ]
         b = float(base["mean"].iloc[0]) if len(base) else np.nan
-        what = f"{_label(r['metric'])}" + (f" of {METHOD_LABELS.get(r['method'], r['method'])}" if r["method"] else "")
+        what = f"{_label(r['metric'])}" + (f" of the {r['method']} maps" if r["method"] else "")
         rel = f" ({100 * r['mean_diff'] / abs(b):+.0f} % of the baseline's {_num(b)})" if np.isfinite(b) and b else ""
         verdict = {True: "better", False: "worse"}.get(r["improved"], "different")
         out.append(

@@ -199,8 +199,8 @@ def named_trainable(fn: Callable, dataset: str, penalty: str) -> Callable:
     other's entries and a trial could train on another search's data; a name per search keeps them
     apart."""
 
-    def trainable(config, splits=None):
-        return fn(config, splits=splits)
+    def trainable(config, splits=None, score=None):
+        return fn(config, splits=splits, score=score)
 
     tag = experiment_name(dataset, penalty)
     trainable.__name__ = f"{fn.__name__}_{tag}".replace("-", "_")
@@ -240,6 +240,7 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from evaluation.metrics.morf import explanation_score
     from trainables.trainable import train_trial
 
     # 0: silent, 1: a compact status table every 30 s (Tune's classic reporter), 2: Tune's new output
@@ -256,7 +257,7 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
         }
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trainable = tune.with_resources(
-        tune.with_parameters(named_trainable(train_trial, dataset, penalty), splits=splits),
+        tune.with_parameters(named_trainable(train_trial, dataset, penalty), splits=splits, score=explanation_score),
         {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
     )
     # Tune's storage: the study folder, or the object store (s3://…) through a pyarrow filesystem

@@ -26,6 +26,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -45,22 +46,6 @@ EPOCH_METRICS = (
     "morf_seconds",
     "seconds",
 )
-
-
-def explanation_score(model: torch.nn.Module, x: torch.Tensor, levels: int = 20) -> float:
-    """Mean MoRF score of Saliency maps towards the predicted class (higher = more faithful)."""
-    from evaluation.attributions import attribute
-    from evaluation.metrics.morf import morf
-
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            pred = model(x).argmax(1)
-        a = attribute(model, x, pred, "saliency")
-        return float(morf(model, x, pred, a, levels=levels).score.mean())
-    finally:
-        model.train(was)
 
 
 def trial_config(config: dict) -> TrainConfig:
@@ -111,12 +96,14 @@ def load_state(checkpoint_dir: str | Path) -> dict:
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
 
-def train_trial(config: dict, splits: Splits) -> None:
+def train_trial(config: dict, splits: Splits, score: Callable[[torch.nn.Module, torch.Tensor, int], float]) -> None:
     """Ray Tune function trainable: train ``trial_config(config)`` on ``splits``, report each epoch.
 
     Args:
         config: the trial's config (see the module docstring).
         splits: the dataset, passed once through the object store by ``tune.with_parameters``.
+        score: the validation explanation score ``score(model, x, levels)`` (the search passes
+            ``evaluation.metrics.morf.explanation_score``; this layer does not import the evaluation).
     """
     from ray import tune
 
@@ -129,8 +116,8 @@ def train_trial(config: dict, splits: Splits) -> None:
 
     def extra(model, _splits) -> dict:
         t0 = time.perf_counter()
-        score = explanation_score(model, x_explain, levels)
-        return {"val_morf": score, "morf_seconds": time.perf_counter() - t0}
+        value = score(model, x_explain, levels)
+        return {"val_morf": value, "morf_seconds": time.perf_counter() - t0}
 
     run.extra_metrics = extra
     info = {"node_id": _node_id(), "hostname": socket.gethostname(), "pid": os.getpid()}

@@ -158,3 +158,19 @@ def rows(inp: MetricInput) -> Rows:
     """The registered outputs for :func:`evaluation.evaluate.evaluate_model`: score and curve."""
     r = morf(inp.model, inp.x, inp.target, inp.attributions, **inp.params, batch_size=inp.batch_size)
     return [("morf", r.score, None), ("morf_curve", r.curve, r.fractions)]
+
+
+def explanation_score(model: nn.Module, x: Tensor, levels: int = 20) -> float:
+    """The search's validation explanation score (SPEC §6): the mean MoRF score of Saliency maps towards
+    the predicted class on ``x`` (higher = more faithful); the model's mode is restored."""
+    from evaluation.attributions import attribute
+
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            pred = model(x).argmax(1)
+        a = attribute(model, x, pred, "saliency")
+        return float(morf(model, x, pred, a, levels=levels).score.mean())
+    finally:
+        model.train(was)

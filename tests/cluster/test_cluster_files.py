@@ -328,7 +328,7 @@ def test_same_study_attaches_finished_is_reported_failed_is_resubmitted(tmp_path
     assert C.submit_or_attach(jobs, cfg, **args) == (base, "submitted")
     sub = jobs.submitted[0]
     env = sub["runtime_env"]
-    assert sub["entrypoint"] == "python -m study.cluster job --stage all -q"
+    assert sub["entrypoint"] == "python -m study.launch --job --stage all -q"
     assert env["working_dir"] == str(REPO) and {"data/", "outputs/", ".git/"} <= set(env["excludes"])
     assert env["env_vars"]["RAY_AUTH_MODE"] == "token" and env["env_vars"]["SALIENCY_EXPECT_WORKERS"] == "1"
     assert yaml.safe_load(env["env_vars"]["SALIENCY_STUDY_CONFIG"])["output"] == "s3://b/studies/quick"

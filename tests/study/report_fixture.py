@@ -3,7 +3,7 @@
 Everything in it is computed for real, with the project's own code, on 1% of MNIST:
 
 - search: ``TRIALS`` trials per penalty trained with :class:`trainables.train.TrainRun` (1 epoch)
-  and scored with the search's explanation score (:func:`trainables.trainable.explanation_score`);
+  and scored with the search's explanation score (:func:`evaluation.metrics.morf.explanation_score`);
   the ``trials``/``epochs`` tables are written with ``study.results`` (its schemas), and the
   selection rule and weight export are the search stage's own :func:`study.search.select`
   (Ray Tune itself is not started: it costs a minute and a half here, see tests/study/test_search*);
@@ -55,7 +55,7 @@ def _trial_rows(cfg, splits, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     from study.results import git_commit, package_versions
     from study.data import to_float
     from trainables.train import TrainConfig, TrainRun
-    from trainables.trainable import explanation_score
+    from evaluation.metrics.morf import explanation_score
 
     trials, epochs = [], []
     provenance = {"git_commit": git_commit(), "versions": json.dumps(package_versions(), sort_keys=True)}

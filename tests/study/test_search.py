@@ -154,7 +154,7 @@ def test_selection_rule_and_pareto_front(study):
 
 def test_selected_model_reloads_and_reproduces_its_metrics(study, mnist):
     from trainables.models import build_model
-    from trainables.trainable import explanation_score
+    from evaluation.metrics.morf import explanation_score
     from trainables.train import TrainConfig, TrainRun, accuracy
     from study.data import to_float
 
