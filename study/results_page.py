@@ -176,6 +176,7 @@ def build_results(
             f"{study_dir}: no replicated models (one selected model per penalty); the results page "
             "needs a study whose seeds are replicates, e.g. --config replicate"
         )
+    page_arg = str(page)
     page = Path(page).absolute()
     folder = page.with_suffix("")
     img = folder / "img"
@@ -194,7 +195,7 @@ def build_results(
         doc.p(
             f"Command: `{run['command']}` (commit `{run['git_commit']}`), finished {run['started']} after "
             f"**{run['wall_seconds'] / 60:.1f} min** wall time on {run['machine']} (host `{run['host']}`, "
-            f"Python {run['python']}). Page: `python -m study.report {study_dir} --results {page.name}` "
+            f"Python {run['python']}). Page: `python -m study.report {study_dir} --results {page_arg}` "
             f"from commit `{R.git_commit() or 'unknown'}`."
         )
     else:

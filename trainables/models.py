@@ -6,8 +6,8 @@ constant, each sample's logits depend on that sample's input only, so the gradie
 Σ_i f_{y_i}(x_i) is exactly the per-sample input gradient (SPEC §3). Training
 (``TrainConfig.batch_norm = "standard"``, the default) uses that mode only for the saliency the
 penalty needs and trains the cross-entropy through torch's BatchNorm, for every penalty and the
-``none`` baseline alike: holding the statistics constant for the loss too cost 1.9–4.5 points of
-test accuracy on Fashion-MNIST (bench/bench_batchnorm.py); ``batch_norm = "constant"`` keeps it.
+``none`` baseline alike: holding the statistics constant for the loss too cost 2.1 points of test
+accuracy on Fashion-MNIST (6 seeds, bench/bench_batchnorm.py); ``batch_norm = "constant"`` keeps it.
 """
 
 from __future__ import annotations

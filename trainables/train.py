@@ -63,7 +63,7 @@ class TrainConfig:
             torch's BatchNorm (gradient through the batch statistics) and computes the saliency g for the
             penalty with the batch statistics held constant (exact per-sample, SPEC §3) in a second forward;
             ``constant`` uses the constant-statistics forward for both (one forward, as before; measured
-            1.9–4.5 points less test accuracy, bench/bench_batchnorm.py).
+            2.1 points less test accuracy over 6 seeds, bench/bench_batchnorm.py).
         val_limit: evaluate validation accuracy on the first ``val_limit`` validation images only
             (0 = all); the validation split is already a random permutation, so this is a random subset.
     """
