@@ -539,10 +539,10 @@ class Runner:
         _progress(self.log, st["done"], st["submitted"], self.t0, self.progress_every, self._last)
         return info
 
-    def finish(self, selected: pd.DataFrame) -> dict:
+    def finish(self, selected: pd.DataFrame, remove_stale: bool = True) -> dict:
         """After the last task: remove files no planned task writes (other settings, models no longer
-        selected) and derive the curves table."""
-        old = stale(self.tasks_for(selected) if len(selected) else [], self.out)
+        selected; ``remove_stale=False`` when the caller did before planning) and derive the curves table."""
+        old = stale(self.tasks_for(selected) if len(selected) else [], self.out) if remove_stale else []
         if old:
             self.log(
                 f"[evaluate] removing {len(old)} result file(s) of other evaluation settings or of models no "
@@ -587,7 +587,7 @@ def run_stage(
         ready, _ = ray.wait(runner.refs(), num_returns=1)
         for ref in ready:
             runner.complete(ref)
-    return runner.finish(selected)
+    return runner.finish(selected, remove_stale=False)  # removed above, before planning
 
 
 def write_curves(out: str | Path, study: str) -> pd.DataFrame:

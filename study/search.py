@@ -349,7 +349,7 @@ def tables_from_results(
     cfg: StudyConfig, dataset: str, penalty: str, grid, provenance: dict
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, epochs) DataFrames of a finished search, conforming to ``results.TRIALS/EPOCHS``."""
-    from trainables.trainable import trial_config
+    from trainables.trainable import EPOCH_METRICS, trial_config
 
     trials, epochs = [], []
     for res in grid:
@@ -372,20 +372,7 @@ def tables_from_results(
                     "penalty": penalty,
                     "trial_id": trial_id,
                     "epoch": int(r["epoch"]),
-                    **{
-                        k: float(r.get(k, np.nan))
-                        for k in (
-                            "train_loss",
-                            "ce",
-                            "penalty_value",
-                            "val_acc",
-                            "val_morf",
-                            "train_seconds",
-                            "samples_per_s",
-                            "morf_seconds",
-                            "seconds",
-                        )
-                    },
+                    **{k: float(r.get(k, np.nan)) for k in EPOCH_METRICS if k != "epoch"},
                     "end_time": _ts(r.get("end_time")),
                     "node_id": str(r.get("node_id", "")),
                     "pid": int(r.get("pid", -1)),
