@@ -42,6 +42,9 @@ from study import search, storage
 from study.config import StudyConfig
 
 
+STOP_WAIT_S = 60.0  # after Ctrl-C, how long the driver waits for the cancelled searches to save and end
+
+
 def search_limit(cfg: StudyConfig, cluster_cpus: float) -> int:
     """Searches running at once: ``cfg.max_concurrent_searches``, or (0) enough searches to fill the
     study's slots (``cfg.max_concurrent_total`` trials, default the cluster's CPUs / CPUs per trial),
@@ -192,6 +195,9 @@ def run_study(
     except BaseException:
         for ref in list(running) + (list(runner.pending) if runner is not None else []):
             ray.cancel(ref)  # Tune saves its state on the interrupt; a rerun continues
+        if running:  # let the searches save their state before Ray goes (a second Ctrl-C stops at once)
+            log(f"[study] stopping {len(running)} running search(es); their state is saved for a rerun")
+            ray.wait(list(running), num_returns=len(running), timeout=STOP_WAIT_S)
         raise
     log(f"[study] all {len(order)} searches done in {time.perf_counter() - t_search0:.0f} s")
     trials = R.read_table(cfg.location, "trials")
