@@ -19,10 +19,11 @@ computed in chunks of ``batch_size`` images on the model's device, with the mode
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor, nn
+if TYPE_CHECKING:  # torch is imported by the functions that compute: the names and checks need none
+    import torch
+    from torch import Tensor, nn
 
 METHODS = ("saliency", "integrated_gradients", "input_x_gradient", "smoothgrad", "random")
 
@@ -55,11 +56,15 @@ def resolve_method_params(method: str, params: dict[str, Any]) -> dict[str, Any]
 
 
 def _device(model: nn.Module) -> torch.device:
+    import torch
+
     p = next(iter(model.parameters()), None)
     return p.device if p is not None else torch.device("cpu")
 
 
 def _targets(target: Tensor | int, n: int) -> Tensor:
+    import torch
+
     t = torch.as_tensor(target)
     if t.dim() == 0:
         t = t.expand(n)
@@ -96,10 +101,12 @@ def attribute(
     Returns:
         A detached float tensor shaped like ``x``, on ``x``'s device.
     """
+    import torch
+
     from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
 
     p = resolve_method_params(method, params)
-    if not isinstance(x, Tensor) or not x.is_floating_point():
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise ValueError(f"x must be a floating-point tensor, got {type(x).__name__} {getattr(x, 'dtype', '')}")
     if x.dim() < 2 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch (B, ...), got shape {tuple(x.shape)}")

@@ -33,6 +33,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
+from evaluation.config import Evaluation
 from study import results, seeds, storage
 from study.results import CURVES, EVALUATION, GALLERY, ROAR
 
@@ -74,46 +75,30 @@ class Task:
 
 @dataclass
 class StageSettings:
-    """What the stage needs from the study configuration (see ``study.config.Evaluation``)."""
+    """One run of the stage: the study's evaluation section and where to run it.
+
+    Args:
+        study: the study's name (recorded in every row).
+        evaluation: what to compute (:class:`evaluation.config.Evaluation`, the one definition).
+        data_root: prepared data folder ('' = ``$SALIENCY_DATA_ROOT`` or ``./data``).
+        cpu, gpu: resources of one task.
+        max_in_flight: tasks submitted at once (0 = twice the cluster's CPUs / ``cpu``).
+        max_retries: Ray's retries of a task whose worker died.
+    """
 
     study: str
-    methods: list[str]
-    metrics: list[str]
-    n_samples: int
-    seed: int = 0
-    chunk_size: int = 100
-    roar_methods: list[str] | None = None  # default: all ``methods``
-    roar_fractions: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
-    roar_repeats: int = 3
-    roar_epochs: int = 1
-    roar_data_fraction: float = 1.0
-    roar_n_test: int = 0  # 0 = the whole test set
-    roar_replacement: str = "mean"
+    evaluation: Evaluation = field(default_factory=Evaluation)
+    data_root: str = ""
     cpu: float = 1.0
     gpu: float = 0.0
-    max_in_flight: int = 0  # 0 = twice the cluster's CPUs / cpu
+    max_in_flight: int = 0
     max_retries: int = 3
-    data_root: str = ""
-    method_params: dict = field(default_factory=dict)  # e.g. {"integrated_gradients": {"n_steps": 16}}
-    metric_params: dict = field(default_factory=dict)  # e.g. {"gaussian": {"n_draws": 2}}
-    gallery_n: int = 6  # test images per model in the `gallery` table (the report's saliency gallery); 0: none
 
 
 def settings_from_config(cfg) -> StageSettings:
-    """Stage settings from a ``study.config.StudyConfig``."""
-    ev = cfg.evaluation
-    r = ev.roar
-    return StageSettings(
-        study=cfg.name, methods=list(ev.methods), metrics=[m for m in ev.metrics if m != "roar"],
-        n_samples=ev.n_samples, seed=ev.seed, chunk_size=getattr(ev, "chunk_size", 100),
-        roar_methods=(list(getattr(r, "methods", None) or ev.methods) if "roar" in ev.metrics else []),
-        roar_fractions=list(r.fractions), roar_repeats=r.repeats, roar_epochs=r.epochs,
-        roar_data_fraction=r.data_fraction, roar_n_test=getattr(r, "n_test", 0), roar_replacement=r.replacement,
-        cpu=cfg.resources.cpu, gpu=cfg.resources.gpu, data_root=str(cfg.data_path),
-        method_params=dict(getattr(ev, "method_params", None) or {}),
-        metric_params=dict(getattr(ev, "metric_params", None) or {}),
-        gallery_n=int(getattr(ev, "gallery_n", 6)),
-    )
+    """The stage's run of a ``study.config.StudyConfig``: its evaluation section, data and resources."""
+    return StageSettings(study=cfg.name, evaluation=cfg.evaluation, data_root=str(cfg.data_path),
+                         cpu=cfg.resources.cpu, gpu=cfg.resources.gpu)
 
 
 def fingerprints(s: StageSettings) -> dict[str, str]:
@@ -129,11 +114,12 @@ def fingerprints(s: StageSettings) -> dict[str, str]:
     def h(d: dict) -> str:
         return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
-    metrics = {"methods": list(s.methods), "metrics": list(s.metrics), "n_samples": s.n_samples,
-               "chunk_size": s.chunk_size, "seed": s.seed, "method_params": s.method_params,
-               "metric_params": s.metric_params}
-    roar = {"epochs": s.roar_epochs, "data_fraction": s.roar_data_fraction, "n_test": s.roar_n_test,
-            "replacement": s.roar_replacement, "seed": s.seed}
+    ev, r = s.evaluation, s.evaluation.roar
+    metrics = {"methods": list(ev.methods), "metrics": ev.evaluate_metrics, "n_samples": ev.n_samples,
+               "chunk_size": ev.chunk_size, "seed": ev.seed, "method_params": dict(ev.method_params),
+               "metric_params": dict(ev.metric_params)}
+    roar = {"epochs": r.epochs, "data_fraction": r.data_fraction, "n_test": r.n_test,
+            "replacement": r.replacement, "seed": ev.seed}
     return {"metrics": h(metrics), "roar": h(roar)}
 
 
@@ -153,13 +139,14 @@ def plan(selected: pd.DataFrame, s: StageSettings, n_test: int = 10_000) -> list
     clean point of every ROAR curve) run once, ``roar_repeats`` times, filed under the dataset's
     control model (its first ``none`` model, see :func:`_control_model`).
     """
+    ev = s.evaluation
     tasks: list[Task] = []
     fp = fingerprints(s)
-    n_chunks = math.ceil(min(s.n_samples, n_test) / s.chunk_size)
-    roar_methods = s.methods if s.roar_methods is None else s.roar_methods
+    n_chunks = math.ceil(min(ev.n_samples, n_test) / ev.chunk_size)
+    roar_methods = ev.roar_methods
     for _, row in selected.sort_values(["dataset", "penalty", "trial_id"]).iterrows():
         mid = model_id(row)
-        if s.metrics:
+        if ev.evaluate_metrics:
             for c in range(n_chunks):
                 tasks.append(Task("metrics", row["dataset"], row["penalty"], mid, "all", chunk=c,
                                   settings=fp["metrics"]))
@@ -168,8 +155,8 @@ def plan(selected: pd.DataFrame, s: StageSettings, n_test: int = 10_000) -> list
         if control:
             methods.append("random")
         for method in methods:
-            for t in s.roar_fractions:
-                for r in range(s.roar_repeats):
+            for t in ev.roar.fractions:
+                for r in range(ev.roar.repeats):
                     tasks.append(
                         Task(
                             "roar",
@@ -183,7 +170,7 @@ def plan(selected: pd.DataFrame, s: StageSettings, n_test: int = 10_000) -> list
                         )
                     )
         if control:
-            for r in range(s.roar_repeats):
+            for r in range(ev.roar.repeats):
                 tasks.append(
                     Task("roar", row["dataset"], row["penalty"], mid, "", fraction=0.0, repeat=r, settings=fp["roar"])
                 )
@@ -200,21 +187,23 @@ def _control_model(selected: pd.DataFrame, dataset: str) -> str:
 
 def describe_plan(tasks: list[Task], s: StageSettings) -> str:
     """What the stage is about to do, with the settings that size it (printed before it starts)."""
+    ev = s.evaluation
     n_metric = sum(t.kind == "metrics" for t in tasks)
     roar = [t for t in tasks if t.kind == "roar"]
     models = len({t.model_id for t in tasks})
     ranks = len({(t.model_id if t.method not in ("random", "") else t.dataset, t.method or "random") for t in roar})
     lines = [
-        f"[evaluate] plan: {models} model(s); {n_metric} metric chunk(s) ({s.n_samples} test images per model "
-        f"in chunks of {s.chunk_size}; methods {', '.join(s.methods)}; metrics {', '.join(s.metrics) or 'none'})"
+        f"[evaluate] plan: {models} model(s); {n_metric} metric chunk(s) ({ev.n_samples} test images per model "
+        f"in chunks of {ev.chunk_size}; methods {', '.join(ev.methods)}; "
+        f"metrics {', '.join(ev.evaluate_metrics) or 'none'})"
     ]
     if roar:
-        n_train = "all" if s.roar_data_fraction >= 1 else f"{s.roar_data_fraction:g} of the"
+        n_train = "all" if ev.roar.data_fraction >= 1 else f"{ev.roar.data_fraction:g} of the"
         lines.append(
             f"[evaluate] plan: {ranks} ROAR ranking(s) and {len(roar)} ROAR retrain(s) (fractions "
-            f"{', '.join(f'{t:g}' for t in s.roar_fractions)} + the clean t = 0, {s.roar_repeats} repeat(s), "
-            f"{s.roar_epochs} epoch(s) on {n_train} training images, "
-            f"{s.roar_n_test or 'all'} test images)"
+            f"{', '.join(f'{t:g}' for t in ev.roar.fractions)} + the clean t = 0, {ev.roar.repeats} repeat(s), "
+            f"{ev.roar.epochs} epoch(s) on {n_train} training images, "
+            f"{ev.roar.n_test or 'all'} test images)"
         )
     return "\n".join(lines)
 
@@ -274,6 +263,7 @@ def load_selected_model(row) -> torch.nn.Module:
 
 def metrics_task(task: Task, row: dict, splits, s: StageSettings, out: str) -> dict:
     """Per-image metrics of one (model, chunk), every method -> one ``evaluation`` file."""
+    ev = s.evaluation
     from evaluation.evaluate import evaluate_model
     from study.data import to_float
 
@@ -283,8 +273,8 @@ def metrics_task(task: Task, row: dict, splits, s: StageSettings, out: str) -> d
     model = load_selected_model(row)
     dev = torch.device("cuda" if torch.cuda.is_available() and s.gpu > 0 else "cpu")
     model.to(dev)
-    idx = sample_indices(len(splits.test_y), s.n_samples, s.seed)[
-        task.chunk * s.chunk_size : (task.chunk + 1) * s.chunk_size
+    idx = sample_indices(len(splits.test_y), ev.n_samples, ev.seed)[
+        task.chunk * ev.chunk_size : (task.chunk + 1) * ev.chunk_size
     ]
     x = to_float(splits.test_x[idx]).to(dev)
     y = splits.test_y[idx].to(dev)
@@ -293,15 +283,15 @@ def metrics_task(task: Task, row: dict, splits, s: StageSettings, out: str) -> d
         model,
         x,
         y,
-        methods=s.methods,
-        metrics=s.metrics,
+        methods=ev.methods,
+        metrics=ev.evaluate_metrics,
         n_samples=len(idx),
-        seed=seeds.mix(s.seed, task.chunk),
+        seed=seeds.mix(ev.seed, task.chunk),
         dataset=task.dataset,
         penalty=task.penalty,
         model_id=task.model_id,
-        method_params=s.method_params,
-        metric_params=s.metric_params,
+        method_params=ev.method_params,
+        metric_params=ev.metric_params,
     )
     df = df[df["sample"] >= 0].copy()  # per-sample rows; aggregates are for analysis, over all chunks
     with torch.no_grad():  # clean test accuracy, per image (0/1), a model-level row like gaussian_accuracy
@@ -316,15 +306,15 @@ def metrics_task(task: Task, row: dict, splits, s: StageSettings, out: str) -> d
             "level": float("nan"),
             "sample": range(len(idx)),
             "value": correct,
-            "seed": seeds.mix(s.seed, task.chunk),
+            "seed": seeds.mix(ev.seed, task.chunk),
         }
     )
     df = pd.concat([acc, df], ignore_index=True)
     df["sample"] = idx.numpy()[df["sample"].to_numpy()]  # chunk position -> test-set index
     node, _ = _node()
     df["study"], df["chunk"], df["node_id"] = s.study, task.chunk, node
-    if task.chunk == 0 and s.gallery_n > 0:  # before the evaluation file: that one marks the task done
-        write_gallery(task, model, x[: s.gallery_n], y[: s.gallery_n], idx[: s.gallery_n], s, out)
+    if task.chunk == 0 and ev.gallery_n > 0:  # before the evaluation file: that one marks the task done
+        write_gallery(task, model, x[: ev.gallery_n], y[: ev.gallery_n], idx[: ev.gallery_n], s, out)
     results.write_table(df, out, "evaluation", PARTS, task.key, schema=EVALUATION)
     return {"key": task.key, "seconds": time.perf_counter() - t0, "rows": len(df), "node_id": node}
 
@@ -346,15 +336,16 @@ def write_gallery(
 ) -> None:
     """The report's saliency gallery for one model: the first ``gallery_n`` evaluated test images, their
     label, the model's prediction and each method's map towards it (seeded as chunk 0's metrics)."""
+    ev = s.evaluation
     from evaluation.attributions import attribute
 
     with torch.no_grad():
         pred = model(x).argmax(1)
-    seed = seeds.mix(s.seed, 0)  # chunk 0's seed: the maps the metrics of these images saw
+    seed = seeds.mix(ev.seed, 0)  # chunk 0's seed: the maps the metrics of these images saw
     image = x.flatten(1).float().cpu().numpy()
     rows = []
-    for method in s.methods:
-        a = attribute(model, x, pred, method, seed=seed, **s.method_params.get(method, {}))
+    for method in ev.methods:
+        a = attribute(model, x, pred, method, seed=seed, **ev.method_params.get(method, {}))
         maps = a.flatten(1).float().cpu().numpy()
         for j in range(len(x)):
             rows.append(
@@ -378,16 +369,18 @@ def write_gallery(
 
 def ranks_task(row: dict | None, splits, method: str, s: StageSettings):
     """Pixel ranks of one (model, method) for every ROAR retrain (kept in the object store)."""
+    ev = s.evaluation
     from evaluation.roar import pixel_ranks
 
     _threads(s.cpu)
     method = method or "random"  # the clean retrain (method "") removes nothing: any ranking will do
     model = load_selected_model(row) if method != "random" else None
-    return pixel_ranks(model, splits, method, data_fraction=s.roar_data_fraction, n_test=s.roar_n_test, seed=s.seed)
+    return pixel_ranks(model, splits, method, data_fraction=ev.roar.data_fraction, n_test=ev.roar.n_test, seed=ev.seed)
 
 
 def roar_task(task: Task, row: dict, splits, ranked, s: StageSettings, out: str) -> dict:
     """One ROAR retrain -> one ``roar`` file."""
+    ev = s.evaluation
     from dataclasses import replace
 
     from evaluation.roar import retrain
@@ -398,12 +391,12 @@ def roar_task(task: Task, row: dict, splits, ranked, s: StageSettings, out: str)
     base = json.loads(storage.read_text(row["config_path"]))["train_config"]  # the study's training settings
     cfg = replace(
         TrainConfig(**base),
-        epochs=s.roar_epochs,
-        seed=s.seed,
+        epochs=ev.roar.epochs,
+        seed=ev.seed,
         data_root=s.data_root or base["data_root"],
         device="cuda" if (s.gpu > 0 and torch.cuda.is_available()) else "cpu",
     )
-    res = retrain(splits, ranked, task.fraction, cfg, repeat=task.repeat, replacement=s.roar_replacement)
+    res = retrain(splits, ranked, task.fraction, cfg, repeat=task.repeat, replacement=ev.roar.replacement)
     node, pid = _node()
     df = pd.DataFrame(
         [
@@ -420,8 +413,8 @@ def roar_task(task: Task, row: dict, splits, ranked, s: StageSettings, out: str)
                 "ranks_seconds": ranked.seconds,
                 "n_train": res["n_train"],
                 "n_test": res["n_test"],
-                "replacement": s.roar_replacement,
-                "seed": s.seed + task.repeat,
+                "replacement": ev.roar.replacement,
+                "seed": ev.seed + task.repeat,
                 "node_id": node,
                 "pid": pid,
             }

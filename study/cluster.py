@@ -48,8 +48,8 @@ from typing import Callable
 
 import yaml
 
-from study import storage
-from study.config import REPO_ROOT, StudyConfig, dump_config
+from study import mounts, storage
+from study.config import REPO_ROOT, ConfigError, StudyConfig, dump_config
 
 AUTH_MODES = ("disabled", "token")  # Ray 2.60's RAY_AUTH_MODE values (ray._raylet.AuthenticationMode)
 DEFAULT_DASHBOARD_PORT = 8265
@@ -86,6 +86,7 @@ class ClusterSpec:
     dashboard_host: str = "127.0.0.1"
     auth_mode: str = "disabled"
     may_have_workers: bool = False
+    node_types: dict[str, dict] = field(default_factory=dict)  # available_node_types with declared resources
 
     def sdk_config(self) -> dict:
         """The config handed to ``ray.autoscaler.sdk``: file_mounts' local paths made absolute
@@ -265,7 +266,34 @@ def load_cluster_config(path: str | Path) -> ClusterSpec:
         if not os.path.exists(lp.rstrip("/")):
             hint = " (run `ray get-auth-token --generate` first)" if "auth_token" in str(local) else ""
             raise ClusterError(f"{where}: file_mounts[{remote!r}]: the local path {local!r} does not exist{hint}")
+    for tname, t in (raw.get("available_node_types") or {}).items():
+        res = (t or {}).get("resources") if isinstance(t, dict) else None
+        if isinstance(res, dict) and res:
+            spec.node_types[str(tname)] = {str(k): float(v) for k, v in res.items() if isinstance(v, (int, float))}
     return spec
+
+
+NODE_TYPES_ENV = "SALIENCY_NODE_TYPES"  # the cluster file's node types (JSON) for the job's resource check
+
+
+def node_type_shortfall(cfg: StudyConfig, node_types: dict[str, dict]) -> str | None:
+    """None if some node type the cluster can start holds one trial (``resources``), or if no type
+    declares its resources (Ray detects them when the node starts); else a one-line reason."""
+    if not node_types:
+        return None
+    need = {k: float(v) for k, v in (("CPU", cfg.resources.cpu), ("GPU", cfg.resources.gpu)) if v and v > 0}
+    if any(all(r.get(k, 0.0) >= v for k, v in need.items()) for r in node_types.values()):
+        return None
+    types = ", ".join(f"{n}: {r.get('CPU', 0):g} CPU, {r.get('GPU', 0):g} GPU" for n, r in node_types.items())
+    for k, v in need.items():
+        most = max(r.get(k, 0.0) for r in node_types.values())
+        if most < v:
+            key = f"resources.{k.lower()}"
+            return (f"{key}: each trial asks for {v:g} {k}, but no node type of the cluster has more than {most:g} "
+                    f"({types}); valid choices: --set {key}={most:g} or less, or a node type with more {k} in "
+                    f"available_node_types")
+    return (f"resources: each trial asks for {', '.join(f'{v:g} {k}' for k, v in need.items())} together, but no "
+            f"node type of the cluster has all of them ({types}); valid choices: lower resources.cpu or resources.gpu")
 
 
 def check_reachable(spec: ClusterSpec, timeout: float | None = None) -> None:
@@ -497,10 +525,14 @@ def _attempt(job_id: str, base: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def runtime_env(cfg: StudyConfig, expect_workers: bool, auth_mode: str | None) -> dict:
+def runtime_env(
+    cfg: StudyConfig, expect_workers: bool, auth_mode: str | None, node_types: dict | None = None
+) -> dict:
     env = {CONFIG_ENV: dump_config(cfg), "RAY_USAGE_STATS_ENABLED": "0", **storage.worker_env()}
     if expect_workers:
         env[EXPECT_WORKERS_ENV] = "1"
+    if node_types:
+        env[NODE_TYPES_ENV] = json.dumps(node_types, sort_keys=True)
     if auth_mode:
         env["RAY_AUTH_MODE"] = auth_mode
     return {"working_dir": str(REPO_ROOT), "excludes": list(EXCLUDES), "env_vars": env}
@@ -524,6 +556,7 @@ def submit_or_attach(
     expect_workers: bool,
     auth_mode: str | None,
     log: Callable[[str], None] = print,
+    node_types: dict | None = None,
 ) -> tuple[str, str]:
     """Submit the study, or find its job; returns (submission id, what happened: submitted|attached|done)."""
     base = submission_base(cfg)
@@ -551,7 +584,7 @@ def submit_or_attach(
         )
     else:
         job_id = base
-    env = runtime_env(cfg, expect_workers, auth_mode)
+    env = runtime_env(cfg, expect_workers, auth_mode, node_types)
     try:
         client.submit_job(
             entrypoint=entrypoint(stage, verbose, quiet),
@@ -616,9 +649,12 @@ def results_hint(cfg: StudyConfig) -> str:
 
 
 def run_job(
-    client, cfg: StudyConfig, args, expect_workers: bool, auth_mode: str | None, log: Callable[[str], None] = print
+    client, cfg: StudyConfig, args, expect_workers: bool, auth_mode: str | None, log: Callable[[str], None] = print,
+    node_types: dict | None = None,
 ) -> int:
-    job_id, what = submit_or_attach(client, cfg, args.stage, args.verbose, args.quiet, expect_workers, auth_mode, log)
+    job_id, what = submit_or_attach(
+        client, cfg, args.stage, args.verbose, args.quiet, expect_workers, auth_mode, log, node_types
+    )
     if what == "done":
         log(results_hint(cfg))
         return 0
@@ -661,6 +697,9 @@ def launch(args, cfg: StudyConfig, log: Callable[[str], None] = print) -> int:
     spec = None
     if args.cluster:
         spec = load_cluster_config(args.cluster)
+        why = node_type_shortfall(cfg, spec.node_types)  # before any machine starts
+        if why:
+            raise ConfigError(why)
         check_reachable(spec)
         set_auth_mode(spec.auth_mode)  # this client speaks the cluster's auth mode
         validate_with_ray(spec)
@@ -669,7 +708,7 @@ def launch(args, cfg: StudyConfig, log: Callable[[str], None] = print) -> int:
         and not storage.is_remote(cfg.output)
         and spec is not None
         and spec.may_have_workers
-        and not storage.is_shared_path(cfg.output)
+        and not mounts.is_shared_path(cfg.output)
         and os.environ.get("SALIENCY_STORAGE_SHARED") is None
     ):
         log(
@@ -691,7 +730,7 @@ def launch(args, cfg: StudyConfig, log: Callable[[str], None] = print) -> int:
         with ssh_tunnel(spec, host, spec.dashboard_port) as url:
             log(f"[cluster] dashboard of {host} forwarded to {url} (SSH)")
             client = job_client(url)
-            rc = run_job(client, cfg, args, spec.may_have_workers, spec.auth_mode, log)
+            rc = run_job(client, cfg, args, spec.may_have_workers, spec.auth_mode, log, spec.node_types)
     finally:
         if args.down:
             cluster_down(spec, log)
@@ -704,8 +743,6 @@ def job_config() -> dict:
 
     The job's entrypoint is ``python -m study.launch --job``, which reads it through this function: the
     config travels once, as YAML in the job's environment, and this module never imports the launcher."""
-    from study.config import ConfigError
-
     text = os.environ.get(CONFIG_ENV)
     if not text:
         raise ConfigError(f"--job: ${CONFIG_ENV} is not set; --job runs inside a Ray Job submitted by "

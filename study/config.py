@@ -23,9 +23,11 @@ from typing import Any
 import yaml
 
 from study.data import DATASETS
-from trainables.models import MODELS
-from trainables.penalties import PENALTIES, resolve_penalty_params
-from trainables.train import OPTIMIZERS
+from trainables.config import (  # torch-free: the training's names, checks and defaults
+    PENALTY_NAMES, ConfigError, check_choice, check_int_ge, check_list, check_training,
+    resolve_penalty_params,
+)
+from evaluation.config import Evaluation, Roar  # noqa: F401  (the `evaluation:` section; no torch)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -33,12 +35,13 @@ PRESETS = ("quick", "paper", "full", "replicate")
 OBJECTIVES = ("multi", "val_acc", "val_morf")  # multi = maximise (val_acc, val_morf) jointly
 SAMPLERS = ("tpe", "nsga2", "random")
 SCHEDULERS = ("asha", "fifo")
-ROAR_REPLACEMENTS = ("mean", "zero")
 SCHEDULES = ("concurrent", "sequential")
+# the study's keys that are TrainConfig fields, checked by trainables.config.check_training
+TRAINING_KEYS = ("epochs", "batch_size", "lr", "optimizer", "data_fraction", "val_fraction", "val_limit")
 
 
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the dotted key and the valid choices."""
+# ConfigError (imported above) is defined with the training's checks in trainables/config.py, the lowest
+# layer that validates a configuration; every check of this module raises it.
 
 
 # --------------------------------------------------------------------------- sections
@@ -146,100 +149,6 @@ class DatasetOverrides:
     model: str | None = None
 
 
-@dataclass
-class Roar:
-    """ROAR settings (SPEC §5), used by the evaluation stage.
-
-    Args:
-        fractions: fractions t of pixels replaced; repeats: retraining seeds per fraction.
-        epochs, data_fraction: training of each retrained model.
-        replacement: ``mean`` (per-dataset mean pixel) or ``zero``.
-        methods: attribution methods ranked for ROAR (null = the evaluation's ``methods``).
-        n_test: modified test images scored (0 = the whole test set).
-    """
-
-    fractions: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
-    repeats: int = 3
-    epochs: int = 1
-    data_fraction: float = 1.0
-    replacement: str = "mean"
-    methods: list[str] | None = None
-    n_test: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.fractions:
-            raise ConfigError("fractions: must not be empty")
-        for t in self.fractions:
-            if not 0 < t < 1:
-                raise ConfigError(f"fractions: each must be in (0, 1), got {t}")
-        _check_int_ge("repeats", self.repeats, 1)
-        _check_int_ge("epochs", self.epochs, 1)
-        _check_fraction("data_fraction", self.data_fraction)
-        _check_choice("replacement", self.replacement, ROAR_REPLACEMENTS)
-        if self.methods is not None:
-            from evaluation.attributions import METHODS
-
-            _check_list("methods", self.methods, METHODS)
-        _check_int_ge("n_test", self.n_test, 0)
-
-
-@dataclass
-class Evaluation:
-    """The post-hoc evaluation stage's settings (validated and stored here, used later).
-
-    Args:
-        methods: attribution methods (``evaluation.attributions.METHODS``).
-        metrics: metrics to compute (``evaluation.metrics.METRICS``).
-        n_samples: test images per model for the per-image metrics.
-        chunk_size: images per evaluation task.
-        roar: remove-and-retrain settings.
-        seed: seeds every random choice of the evaluation.
-        method_params: per attribution method, e.g. ``{integrated_gradients: {n_steps: 16}}``.
-        metric_params: per metric group, e.g. ``{gaussian: {n_draws: 2}}``.
-    """
-
-    methods: list[str] = field(
-        default_factory=lambda: ["saliency", "integrated_gradients", "input_x_gradient", "smoothgrad"])
-    metrics: list[str] = field(
-        default_factory=lambda: ["morf", "faithfulness", "complexity", "gaussian", "square_block", "roar"]
-    )
-    n_samples: int = 1000
-    chunk_size: int = 100
-    roar: Roar = field(default_factory=Roar)
-    seed: int = 0
-    method_params: dict[str, dict] = field(default_factory=dict)
-    metric_params: dict[str, dict] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        from evaluation.attributions import METHODS, resolve_method_params
-        from evaluation.metrics import registry  # the metrics' names and parameters (no torch)
-
-        METRICS = registry.groups("evaluate")
-        METRIC_PARAMS = {g: set(p) for g, p in registry.params().items()}
-
-        if self.method_params:
-            _check_list("method_params", list(self.method_params), METHODS)
-        for m, params in self.method_params.items():
-            try:
-                resolve_method_params(m, dict(params))
-            except ValueError as exc:
-                raise ConfigError(f"method_params.{m}: {exc}") from None
-        if self.metric_params:
-            _check_list("metric_params", list(self.metric_params), METRICS)
-        for m, params in self.metric_params.items():
-            bad = sorted(set(params) - METRIC_PARAMS[m])
-            if bad:
-                raise ConfigError(
-                    f"metric_params.{m}: unknown parameter(s) {bad}; valid: "
-                    f"{', '.join(sorted(METRIC_PARAMS[m])) or 'none'}"
-                )
-
-        _check_list("methods", self.methods, METHODS)
-        _check_list("metrics", self.metrics, (*METRICS, "roar"))
-        _check_int_ge("n_samples", self.n_samples, 1)
-        _check_int_ge("chunk_size", self.chunk_size, 1)
-
-
 # --------------------------------------------------------------------------- the study
 @dataclass
 class StudyConfig:
@@ -251,7 +160,7 @@ class StudyConfig:
             folder, or on a cluster a path every node mounts or a URI (``s3://bucket/prefix``).
         data_root: prepared data folder ('' = ``$SALIENCY_DATA_ROOT`` or ``./data``).
         datasets: datasets searched, from ``study.data.DATASETS``.
-        penalties: penalties searched, from ``trainables.penalties.PENALTIES`` (``none`` is the
+        penalties: penalties searched, from ``trainables.penalties.PENALTY_NAMES`` (``none`` is the
             baseline of the selection rule).
         space: search space per penalty name; key ``default`` applies to every penalty and a
             penalty's own entry overrides it field by field.
@@ -290,7 +199,7 @@ class StudyConfig:
     output: str = ""
     data_root: str = ""
     datasets: list[str] = field(default_factory=lambda: list(DATASETS))
-    penalties: list[str] = field(default_factory=lambda: list(PENALTIES))
+    penalties: list[str] = field(default_factory=lambda: list(PENALTY_NAMES))
     space: dict[str, Space] = field(default_factory=lambda: {"default": Space()})
     penalty_params: dict[str, dict] = field(default_factory=dict)
     trials: int = 2
@@ -329,42 +238,34 @@ class StudyConfig:
                 storage.normalize(self.output)
             except storage.StorageError as exc:
                 raise ConfigError(f"output: {exc}") from None
-        _check_list("datasets", self.datasets, DATASETS)
-        _check_list("penalties", self.penalties, tuple(PENALTIES))
+        check_list("datasets", self.datasets, DATASETS)
+        check_list("penalties", self.penalties, PENALTY_NAMES)
         for key in self.space:
-            if key != "default" and key not in PENALTIES:
-                raise ConfigError(f"space.{key}: unknown penalty; valid keys: default, {', '.join(PENALTIES)}")
+            if key != "default" and key not in PENALTY_NAMES:
+                raise ConfigError(f"space.{key}: unknown penalty; valid keys: default, {', '.join(PENALTY_NAMES)}")
         for key, params in self.penalty_params.items():
             try:
                 resolve_penalty_params(key, params)
             except ValueError as exc:
                 raise ConfigError(f"penalty_params.{key}: {exc}") from None
-        for key in ("trials", "epochs", "batch_size", "max_concurrent_trials", "explain_n", "morf_levels"):
-            _check_int_ge(key, getattr(self, key), 1)
-        for key in ("max_failures", "val_limit", "seed", "split_seed"):
-            _check_int_ge(key, getattr(self, key), 0)
-        if not self.lr > 0:
-            raise ConfigError(f"lr: must be > 0, got {self.lr}")
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_fraction("data_fraction", self.data_fraction)
-        if not 0 < self.val_fraction < 1:
-            raise ConfigError(f"val_fraction: must be in (0, 1), got {self.val_fraction}")
+        for key in ("trials", "max_concurrent_trials", "explain_n", "morf_levels"):
+            check_int_ge(key, getattr(self, key), 1)
+        for key in ("max_failures", "seed", "split_seed"):
+            check_int_ge(key, getattr(self, key), 0)
+        check_training({k: getattr(self, k) for k in TRAINING_KEYS})  # the trainables' own checks
         for ds, o in self.per_dataset.items():
             if ds not in DATASETS:
                 raise ConfigError(f"per_dataset.{ds}: unknown dataset; valid choices: {', '.join(DATASETS)}")
-            if o.data_fraction is not None:
-                _check_fraction(f"per_dataset.{ds}.data_fraction", o.data_fraction)
-            for key, low in (("val_limit", 0), ("explain_n", 1), ("epochs", 1), ("batch_size", 1)):
-                if getattr(o, key) is not None:
-                    _check_int_ge(f"per_dataset.{ds}.{key}", getattr(o, key), low)
-            if o.model is not None:
-                _check_choice(f"per_dataset.{ds}.model", o.model, MODELS)
-        _check_choice("schedule", self.schedule, SCHEDULES)
+            if o.explain_n is not None:
+                check_int_ge(f"per_dataset.{ds}.explain_n", o.explain_n, 1)
+            over = {k: getattr(o, k) for k in TRAINING_KEYS + ("model",) if getattr(o, k, None) is not None}
+            check_training(over, prefix=f"per_dataset.{ds}.")
+        check_choice("schedule", self.schedule, SCHEDULES)
         for key in ("max_concurrent_searches", "max_concurrent_total"):
-            _check_int_ge(key, getattr(self, key), 0)
-        _check_choice("objective", self.objective, OBJECTIVES)
-        _check_choice("sampler", self.sampler, SAMPLERS)
-        _check_choice("scheduler", self.scheduler, SCHEDULERS)
+            check_int_ge(key, getattr(self, key), 0)
+        check_choice("objective", self.objective, OBJECTIVES)
+        check_choice("sampler", self.sampler, SAMPLERS)
+        check_choice("scheduler", self.scheduler, SCHEDULERS)
         if not 0 <= self.tolerance < 1:
             raise ConfigError(
                 f"tolerance: must be a fraction of accuracy in [0, 1) (0.01 = 1 point), got {self.tolerance}"
@@ -473,32 +374,6 @@ class StudyConfig:
         ):
             d.pop(k)
         return d
-
-
-# --------------------------------------------------------------------------- checks
-def _check_int_ge(key: str, v: Any, low: int) -> None:
-    if not (isinstance(v, int) and not isinstance(v, bool) and v >= low):
-        raise ConfigError(f"{key}: must be an integer >= {low}, got {v!r}")
-
-
-def _check_fraction(key: str, v: float) -> None:
-    if not 0 < v <= 1:
-        raise ConfigError(f"{key}: must be in (0, 1], got {v}")
-
-
-def _check_choice(key: str, v: str, choices) -> None:
-    if v not in choices:
-        raise ConfigError(f"{key}: unknown value {v!r}; valid choices: {', '.join(choices)}")
-
-
-def _check_list(key: str, values: list, choices) -> None:
-    if not values:
-        raise ConfigError(f"{key}: must not be empty; valid choices: {', '.join(choices)}")
-    for v in values:
-        if v not in choices:
-            raise ConfigError(f"{key}: unknown value {v!r}; valid choices: {', '.join(choices)}")
-    if len(set(values)) != len(values):
-        raise ConfigError(f"{key}: duplicate entries in {values!r}")
 
 
 # --------------------------------------------------------------------------- typed building

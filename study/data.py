@@ -33,9 +33,12 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: checking a name or a path needs none
+    import torch
 
 DATASETS = ("mnist", "fashion-mnist")
 NUM_CLASSES = 10
@@ -298,6 +301,7 @@ def load(dataset: str, root: Path | str | None = None, val_fraction: float = 0.1
     if key in _CACHE:
         return _CACHE[key]
     verify(root, dataset)
+    import torch
     import torchvision
 
     cls = {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST}[dataset]

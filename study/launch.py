@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import sys
@@ -23,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-from study import storage
+from study import mounts, storage
 from study.cluster import CONFIG_ENV, EXCLUDES
 from study.config import (
     PRESETS, REPO_ROOT, ConfigError, StudyConfig, apply_overrides, config_from_raw, load_raw, read_saved,
@@ -327,8 +328,8 @@ def check_cluster_storage(cfg: StudyConfig, address: str | None) -> None:
         return
     from study.cluster import EXPECT_WORKERS_ENV
 
-    storage.check_shared(
-        cfg.location, storage.cluster_hosts(), expect_more_hosts=bool(os.environ.get(EXPECT_WORKERS_ENV))
+    mounts.check_shared(
+        cfg.location, mounts.cluster_hosts(), expect_more_hosts=bool(os.environ.get(EXPECT_WORKERS_ENV))
     )
 
 
@@ -390,6 +391,12 @@ def check_resources(cfg: StudyConfig, address: str | None, log=print, wait_s: fl
         return
     if not _cluster_may_grow(address):
         raise ConfigError(why)
+    from study.cluster import NODE_TYPES_ENV, node_type_shortfall
+
+    types = json.loads(os.environ.get(NODE_TYPES_ENV) or "{}")  # the cluster file's node types, if it declares them
+    never = node_type_shortfall(cfg, types)
+    if never:  # no node the cluster can start would hold a trial: waiting cannot help
+        raise ConfigError(never)
     wait_s = float(os.environ.get(RESOURCE_WAIT_ENV, 120)) if wait_s is None else wait_s
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

@@ -945,14 +945,14 @@ def run(cfg, selected=None, quiet: bool = False) -> Path:
 
     A study on an object store (``s3://…``) gets its report built in a local folder of this
     machine, then copied to ``<location>/report/``."""
-    from study import storage
+    from study import journal, storage
 
     log = None if quiet else (lambda m: print(m, flush=True))  # quiet: the report's path only
     if not cfg.remote:
         path = build_report(cfg.output_dir, log=log)
         print(f"[report] {path}", flush=True)
         return path
-    local = storage.local_state_dir(cfg.location) / "report"
+    local = journal.local_state_dir(cfg.location) / "report"
     path = build_report(cfg.location, out_dir=local, log=log)
     for f in sorted(p for p in local.rglob("*") if p.is_file()):
         storage.upload(f, storage.join(cfg.location, "report", f.relative_to(local).as_posix()))

@@ -38,7 +38,7 @@ from typing import Callable
 import pandas as pd
 
 from study import results as R
-from study import search, storage
+from study import journal, search
 from study.config import StudyConfig
 
 
@@ -62,7 +62,7 @@ def _search_task(cfg: StudyConfig, dataset: str, penalty: str, data: list, prove
     lines: list[str] = []
     t0 = time.perf_counter()
     trials = search.run_one(cfg, dataset, penalty, lambda: data[0], provenance, verbose=0, log=lines.append)
-    return {"dataset": dataset, "penalty": penalty, "line": lines[-1] if lines else "", "n": len(trials),
+    return {"dataset": dataset, "penalty": penalty, "lines": lines, "n": len(trials),
             "seconds": time.perf_counter() - t0}
 
 
@@ -114,7 +114,7 @@ def run_study(
 
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     search.check_output(cfg)
-    storage.pull_journal(cfg.location)
+    journal.pull_journal(cfg.location)
     provenance = {"git_commit": R.git_commit(), "versions": json.dumps(R.package_versions(), sort_keys=True)}
     refs: dict[str, object] = {}
 
@@ -185,7 +185,8 @@ def run_study(
                     info = ray.get(ref)  # a failed search raises here: the study stops, its state is saved
                     done.add((d, p))
                     prog.durations.append(time.perf_counter() - t0)
-                    log(info["line"])
+                    for line in info["lines"]:
+                        log(line)
                     prog.line(f"{d}/{p} search done", len(running), len(waiting), len(done), runner)
                     select_ready()
                 else:

@@ -47,7 +47,7 @@ import torch
 from study import data as data_mod
 from study import results as R
 from study.results import git_commit  # noqa: F401  (re-exported: provenance of every row)
-from study import seeds, storage
+from study import journal, seeds, storage
 from study.statistics import front_mask
 from study.config import StudyConfig, dump_config
 
@@ -136,6 +136,30 @@ def unfinished_trials(cfg: StudyConfig, dataset: str, grid) -> int:
             continue
         n += 1
     return n
+
+
+def interrupted_rows(cfg: StudyConfig, dataset: str, penalty: str, trials: pd.DataFrame) -> int:
+    """How many trials of a search recorded as done never finished: neither failed nor reached their
+    epochs (an ASHA stop after >= 1 epoch is finished), plus those missing. 0 for a sound search."""
+    if trials.empty:
+        return 0
+    epochs = cfg.for_dataset(dataset, "epochs")
+    asha = cfg.objective != "multi" and cfg.scheduler == "asha" and epochs >= 2
+    done = trials["epochs_done"].fillna(0)
+    short = (trials["status"] != "error") & (done < epochs) & ~(asha & (done >= 1))
+    return int(short.sum()) + max(0, cfg.n_trials(penalty) - len(trials))
+
+
+def discard_search(cfg: StudyConfig, dataset: str, penalty: str) -> None:
+    """Remove everything a search wrote (Tune experiment, Optuna journal, its trials/epochs files)."""
+    key = experiment_name(dataset, penalty)
+    storage.delete(storage.join(cfg.location, "tune", key))
+    for table in ("trials", "epochs"):
+        storage.delete(storage.join(cfg.location, table, f"dataset={dataset}", f"penalty={penalty}"))
+    local = journal.journal_dir(cfg.location) / f"{key}.journal"
+    local.unlink(missing_ok=True)
+    if cfg.remote:
+        storage.delete(storage.join(cfg.location, journal.JOURNAL_DIR, f"{key}.journal"))
 
 
 # --------------------------------------------------------------------------- provenance
@@ -287,8 +311,8 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
     space = cfg.space_for(penalty)
     # Optuna's journal needs a local file with working locks: the study folder, or a head-local
     # copy pushed to <location>/optuna/ after every trial when the study writes to an object store
-    journal = storage.journal_dir(cfg.location) / f"{experiment_name(dataset, penalty)}.journal"
-    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal_file = journal.journal_dir(cfg.location) / f"{experiment_name(dataset, penalty)}.journal"
+    journal_file.parent.mkdir(parents=True, exist_ok=True)
     single = cfg.objective != "multi"
     searcher = OptunaSearch(
         space=OptunaSpace(None if penalty == "none" else space.lam, space.lr, cfg.seed),
@@ -296,7 +320,7 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
         mode="max" if single else ["max"] * len(OBJECTIVE_METRICS),
         sampler=make_sampler(cfg, dataset, penalty),
         study_name=f"{cfg.name}/{dataset}/{penalty}",
-        storage=JournalStorage(JournalFileBackend(str(journal))),
+        storage=JournalStorage(JournalFileBackend(str(journal_file))),
     )
     epochs = cfg.for_dataset(dataset, "epochs")
     if single and cfg.scheduler == "asha" and epochs >= 2:
@@ -321,7 +345,7 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
             name=experiment_name(dataset, penalty),
             storage_path=tune_dir,
             storage_filesystem=tune_fs,
-            callbacks=[storage.journal_sync_callback(cfg.location)] if cfg.remote else None,
+            callbacks=[journal.journal_sync_callback(cfg.location)] if cfg.remote else None,
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=verbose,
@@ -560,9 +584,14 @@ def run_one(
     if storage.exists(done_marker):
         t = R.read_table(cfg.location, "trials")
         t = t[(t["dataset"] == dataset) & (t["penalty"] == penalty)]
-        if len(t):
+        n_bad = interrupted_rows(cfg, dataset, penalty, t)
+        if len(t) and not n_bad:
             log(summary_line(t))
             return t
+        if n_bad:  # marked done by an interrupted run of an older version (issue 11.1): search again
+            log(f"[search] {dataset}/{penalty}: marked done, but {n_bad} of its trials never finished (an interrupted "
+                f"run of an older version); discarding it and searching again")
+            discard_search(cfg, dataset, penalty)
     t0 = time.perf_counter()
     grid = _fit(build_tuner(cfg, dataset, penalty, data(), verbose))
     if _SIGINT.is_set():  # even if every trial happened to finish: never go on to the next search
@@ -577,7 +606,7 @@ def run_one(
     R.write_table(trials, cfg.location, "trials", key=key)
     if len(epochs):
         R.write_table(epochs, cfg.location, "epochs", key=key)
-    storage.push_journal(cfg.location)
+    journal.push_journal(cfg.location)
     storage.write_text(done_marker, json.dumps({"trials": len(trials), "time": time.time()}))
     log(summary_line(trials, time.perf_counter() - t0))
     return trials
@@ -603,7 +632,7 @@ def check_output(cfg: StudyConfig) -> None:
             )
     elif cfg.remote:
         storage.check_access(out)  # bucket, endpoint and credentials work, before any search
-        storage.forget_local_state(out)  # a new study here: journals this head kept from an older one go
+        journal.forget_local_state(out)  # a new study here: journals this head kept from an older one go
     # the data folder as an absolute path, so that a report built from another directory finds the images
     storage.write_text(saved, dump_config(cfg if cfg.data_root else replace(cfg, data_root=str(cfg.data_path))))
 
@@ -618,7 +647,7 @@ def run_search(cfg: StudyConfig, verbose: int = 1, log: Callable[[str], None] = 
     # num_to_keep=1 snapshots the experiment at every trial checkpoint: wanted here, do not warn
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     check_output(cfg)
-    storage.pull_journal(cfg.location)  # a restarted driver on a new head: the search history back first
+    journal.pull_journal(cfg.location)  # a restarted driver on a new head: the search history back first
     provenance = {"git_commit": git_commit(), "versions": json.dumps(R.package_versions(), sort_keys=True)}
     refs = {}
 

@@ -16,22 +16,14 @@ sets it, and :func:`worker_env` carries it to every Ray worker). Credentials com
 usual AWS/GCP chains on each node (instance profile, ``~/.aws/credentials``, environment);
 they are never put in a job's runtime environment.
 
-What must stay local: Optuna's ``JournalFileBackend`` needs a local file with working locks,
-so with a remote location the journals (one per (dataset, penalty) search) live in a head-local
-state folder (:func:`local_state_dir`) and are copied to ``<location>/optuna/`` after every
-finished trial and every (dataset, penalty) search (:func:`push_journal`); a restarted driver
-on a fresh head gets them back first (:func:`pull_journal`).
-
-A node-local path is refused on a cluster whose nodes sit on more than one host
-(:func:`check_shared`): each node would write its own copy, so the driver would never see the
-workers' checkpoints or Parquet files.
+What must stay on the head (Optuna's journals, mirrored to the location): :mod:`study.journal`.
+Whether a local path is shared by the cluster's hosts: :mod:`study.mounts`.
 
 This module imports neither Ray nor torch (the launcher validates its input before either).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import threading
@@ -46,13 +38,6 @@ REMOTE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 # Environment carried to Ray workers so that they open the same filesystem (no secrets here).
 WORKER_ENV_VARS = (*ENDPOINT_VARS, "AWS_DEFAULT_REGION", "AWS_REGION", "SALIENCY_STORAGE_SHARED")
-# Filesystem types (/proc/mounts) that several hosts can mount: a path on one is "shared".
-NETWORK_FS = {
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "cephfs", "glusterfs",
-    "ocfs2", "gfs2", "afs", "wekafs", "fuse.glusterfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.sshfs",
-    "fuse.juicefs", "fuse.rclone", "fuse.mountpoint-s3", "fuse.goofys", "fuse.ceph-fuse", "fuse.cephfs",
-    "fuse.lizardfs", "fuse.moosefs", "fuse.weka",
-}
 
 
 class StorageError(ValueError):
@@ -354,186 +339,3 @@ def check_access(loc) -> None:
         raise StorageError(f"{loc}: cannot write to this storage{hint}: {_short(exc)}") from None
     if not ok:
         raise StorageError(f"{loc}: a file written there did not read back the same")
-
-
-# --------------------------------------------------------------------------- head-local state
-def state_root() -> Path:
-    return Path(os.environ.get("SALIENCY_STATE_DIR") or Path.home() / ".cache" / "saliency-study").absolute()
-
-
-def local_state_dir(loc) -> Path:
-    """Where head-only state lives (Optuna's journal): the study folder itself when it is local,
-    else a folder on this machine named after the location."""
-    loc = normalize(loc)
-    if not is_remote(loc):
-        return Path(loc)
-    digest = hashlib.sha256(loc.encode()).hexdigest()[:12]
-    return state_root() / f"{name(loc) or 'study'}-{digest}"
-
-
-JOURNAL_DIR = "optuna"  # Optuna journals, one file per (dataset, penalty) search
-
-
-def journal_dir(loc) -> Path:
-    """The local folder of the study's Optuna journals (always on this machine: they need file locks)."""
-    return local_state_dir(loc) / JOURNAL_DIR
-
-
-def pull_journal(loc) -> int:
-    """Before a (possibly restarted) driver searches: fetch from the storage the journals this head
-    lacks (a new head after a failure). Returns how many were fetched."""
-    if not is_remote(loc):
-        return 0
-    n = 0
-    for rel in list_files(join(loc, JOURNAL_DIR)):
-        local = journal_dir(loc) / rel
-        if not local.exists():
-            download(join(loc, JOURNAL_DIR, rel), local)
-            n += 1
-    return n
-
-
-_PUSH_LOCK = threading.Lock()
-_PUSHED: dict[str, tuple] = {}
-
-
-def push_journal(loc) -> int:
-    """Copy the local journals that changed to ``<loc>/optuna/`` (remote locations only)."""
-    if not is_remote(loc):
-        return 0
-    d, n = journal_dir(loc), 0
-    if not d.is_dir():
-        return 0
-    with _PUSH_LOCK:
-        for f in sorted(d.iterdir()):
-            if not f.is_file() or f.name.startswith("."):
-                continue
-            st = f.stat()
-            sig = (st.st_size, st.st_mtime_ns)
-            if _PUSHED.get(str(f)) == sig:
-                continue
-            write_bytes(join(loc, JOURNAL_DIR, f.name), f.read_bytes())
-            _PUSHED[str(f)] = sig
-            n += 1
-    return n
-
-
-def forget_local_state(loc) -> None:
-    """A new study at a remote location: drop the journals this head kept from an earlier study that
-    used the same location (the storage was emptied since), so that its searches start afresh."""
-    if not is_remote(loc):
-        return
-    d = journal_dir(loc)
-    if d.is_dir():
-        for f in d.iterdir():
-            if f.is_file():
-                f.unlink()
-                _PUSHED.pop(str(f), None)
-
-
-def _make_journal_sync():
-    from ray.tune import Callback
-
-    class JournalSync(Callback):
-        """Tune callback: push the Optuna journal to the storage when a trial completes or fails."""
-
-        def __init__(self, location: str):
-            self.location = normalize(location)
-
-        def _push(self) -> None:
-            try:
-                push_journal(self.location)
-            except (OSError, StorageError) as exc:  # never fail a search for a backup copy
-                print(f"[storage] could not copy the Optuna journal to {self.location}: {exc}", flush=True)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self._push()
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self._push()
-
-        def on_experiment_end(self, trials, **info):
-            self._push()
-
-    JournalSync.__module__, JournalSync.__qualname__ = __name__, "JournalSync"
-    return JournalSync
-
-
-def __getattr__(attr: str):
-    # JournalSync subclasses ray.tune.Callback: built on first use (this module must not import Ray),
-    # then a module attribute, so that Tune can pickle it with the experiment's state.
-    if attr == "JournalSync":
-        cls = globals()["JournalSync"] = _make_journal_sync()
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
-
-
-def journal_sync_callback(loc):
-    """A Tune callback that pushes the journal whenever a trial completes or fails (remote only)."""
-    import study.storage as me
-
-    return me.JournalSync(loc)
-
-
-# --------------------------------------------------------------------------- shared or not
-def mount_fstype(path) -> str:
-    """The filesystem type (``ext4``, ``nfs4`` …) holding ``path`` (its closest existing parent)."""
-    p = Path(path).absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    real = os.path.realpath(p)
-    best, fstype = "", "unknown"
-    try:
-        lines = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return "unknown"
-    for line in lines:
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        mnt = parts[1].replace("\\040", " ")
-        if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-            best, fstype = mnt, parts[2]
-    return fstype
-
-
-def is_shared_path(path) -> bool:
-    """True if ``path`` lies on a filesystem other hosts can mount (NFS, Lustre, …) or the
-    operator vouches for it (``SALIENCY_STORAGE_SHARED=1``)."""
-    if os.environ.get("SALIENCY_STORAGE_SHARED", "").lower() in ("1", "true", "yes"):
-        return True
-    return mount_fstype(path) in NETWORK_FS
-
-
-def check_shared(loc, hosts: set[str] | list[str], expect_more_hosts: bool = False) -> None:
-    """Refuse a node-local path when the cluster spans (or may grow to) more than one host.
-
-    Args:
-        loc: the study location.
-        hosts: the IP addresses of the cluster's alive nodes.
-        expect_more_hosts: the cluster may add worker hosts later (an autoscaling cluster).
-    """
-    if is_remote(loc):
-        return
-    hosts = sorted(set(hosts))
-    if len(hosts) <= 1 and not expect_more_hosts:
-        return
-    if is_shared_path(loc):
-        return
-    where = (f"its nodes run on {len(hosts)} hosts ({', '.join(hosts[:4])}{', …' if len(hosts) > 4 else ''})"
-             if len(hosts) > 1 else "it can add worker hosts")
-    raise StorageError(
-        f"{loc} is a node-local path ({mount_fstype(loc)} filesystem) but this Ray cluster is multi-node: {where}. "
-        "Each node would write its own copy: trials on other hosts could not be restored from their checkpoints "
-        "and the driver would miss their results. Give --storage s3://bucket/prefix (or gs://…) — with "
-        "--storage-endpoint for an S3-compatible server — or a path on a filesystem every node mounts "
-        "(NFS, Lustre, …; set SALIENCY_STORAGE_SHARED=1 if its type is not recognised)."
-    )
-
-
-def cluster_hosts() -> set[str]:
-    """IP addresses of the connected Ray cluster's alive nodes (Ray must be initialised)."""
-    import ray
-
-    return {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
-

@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODELS = ("cnn3b", "cnn4b")
-DEFAULT_MODEL = {"mnist": "cnn3b", "fashion-mnist": "cnn4b"}
+from trainables.config import DEFAULT_MODEL, MODELS  # noqa: F401  (re-exported)
 
 
 class BatchNorm2d(nn.BatchNorm2d):

@@ -2,8 +2,9 @@
 
 Each penalty is a pure, batched, differentiable function ``R(ctx, **params) -> scalar`` of a
 :class:`Batch` (inputs, labels, logits and the saliency ``g`` kept in the graph), registered by
-name in :data:`PENALTIES` together with its default hyper-parameters. Call them through
-:func:`penalty`, which validates the parameter names::
+name in :data:`PENALTIES`; its hyper-parameters' defaults and checks are torch-free, in
+:mod:`trainables.config` (``PENALTY_DEFAULTS``), so that a configuration is validated without
+torch. Call them through :func:`penalty`, which validates the parameter names::
 
     ctx = Batch(model, x, y, logits, g, generator)
     r = penalty("smoothness", ctx)                       # defaults
@@ -20,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.config import (  # noqa: F401  (re-exported: the penalties' names, defaults and checks)
+    CLASS_RULES, INTERPOLATIONS, ISOMETRIES, PENALTY_DEFAULTS, check_penalty, resolve_penalty_params,
+)
 from trainables.models import frozen_running_stats
 from trainables.saliency import input_gradient, minmax
-
-ISOMETRIES = ("rot90", "rot180", "rot270", "hflip", "vflip")
-CLASS_RULES = ("label", "prediction")
 
 
 @dataclass
@@ -50,50 +51,15 @@ class Penalty:
 PENALTIES: dict[str, Penalty] = {}
 
 
-def register(name: str, **defaults):
+def register(name: str):
+    """Register the function of penalty ``name`` (its defaults: ``trainables.config.PENALTY_DEFAULTS``)."""
+
     def deco(fn):
-        PENALTIES[name] = Penalty(name, fn, dict(defaults), (fn.__doc__ or "").strip().split("\n")[0])
+        doc = (fn.__doc__ or "").strip().split("\n")[0]
+        PENALTIES[check_penalty(name)] = Penalty(name, fn, dict(PENALTY_DEFAULTS[name]), doc)
         return fn
 
     return deco
-
-
-def check_penalty(name: str) -> str:
-    if name not in PENALTIES:
-        raise ValueError(f"unknown penalty {name!r}; valid choices: {', '.join(PENALTIES)}")
-    return name
-
-
-def resolve_penalty_params(name: str, params: dict | None = None) -> dict:
-    """Defaults of ``name`` overridden by ``params``; unknown or invalid values are errors."""
-    pen = PENALTIES[check_penalty(name)]
-    params = dict(params or {})
-    unknown = set(params) - set(pen.defaults)
-    if unknown:
-        valid = ", ".join(pen.defaults) or "none"
-        raise ValueError(f"penalty {name!r} has no parameter(s) {sorted(unknown)}; valid: {valid}")
-    out = {**pen.defaults, **params}
-    _validate(name, out)
-    return out
-
-
-def _validate(name: str, p: dict) -> None:
-    for key in ("eps", "s", "m"):
-        if key in p and not (isinstance(p[key], (int, float)) and p[key] >= 0):
-            raise ValueError(f"penalty {name!r}: {key} must be a number >= 0, got {p[key]!r}")
-    if "class_rule" in p and p["class_rule"] not in CLASS_RULES:
-        raise ValueError(f"penalty {name!r}: class_rule {p['class_rule']!r}; valid: {', '.join(CLASS_RULES)}")
-    if "interpolation" in p and p["interpolation"] not in INTERPOLATIONS:
-        raise ValueError(
-            f"penalty {name!r}: interpolation {p['interpolation']!r}; valid choices: {', '.join(INTERPOLATIONS)}"
-        )
-    if "angles" in p:
-        angles = tuple(p["angles"])
-        if not angles:
-            raise ValueError(f"penalty {name!r}: angles must not be empty")
-        for a in angles:
-            if not (isinstance(a, (int, float)) or a in ISOMETRIES):
-                raise ValueError(f"penalty {name!r}: angle {a!r} is neither degrees nor one of {', '.join(ISOMETRIES)}")
 
 
 def penalty(name: str, ctx: Batch, **params) -> torch.Tensor:
@@ -112,8 +78,6 @@ def _cos_gram(a: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     n = a / a.norm(dim=1, keepdim=True).clamp_min(eps)
     return n @ n.T
 
-
-INTERPOLATIONS = ("nearest", "bilinear")
 
 
 def rotate(x: torch.Tensor, angle, interpolation: str = "bilinear") -> torch.Tensor:
@@ -153,7 +117,7 @@ def gradient_penalty(ctx: Batch) -> torch.Tensor:
     return ctx.g.abs().mean()
 
 
-@register("consistency", eps=1e-3, class_rule="label")
+@register("consistency")
 def consistency_penalty(ctx: Batch, eps: float, class_rule: str) -> torch.Tensor:
     """Σ_{i<j, same class} (1 − cos(ĝ_i, ĝ_j)) / (1 − cos(x_i, x_j) + ε), divided by B.
 
@@ -182,7 +146,7 @@ def smoothness_penalty(ctx: Batch) -> torch.Tensor:
     return (dv + dh) / g.numel()
 
 
-@register("locality", s=0.01)
+@register("locality")
 def locality_penalty(ctx: Batch, s: float) -> torch.Tensor:
     """Binary cross-entropy pulling ĝ towards the input: −mean[x log(ĝ+s) + (1−x) log(1−ĝ+s)]."""
     gh = minmax(ctx.g)
@@ -190,7 +154,7 @@ def locality_penalty(ctx: Batch, s: float) -> torch.Tensor:
     return -(x * torch.log(gh + s) + (1 - x) * torch.log(1 - gh + s)).mean()
 
 
-@register("fidelity", m=0.1)
+@register("fidelity")
 def fidelity_penalty(ctx: Batch, m: float) -> torch.Tensor:
     """max(0, mean_b |cos(f(x), f(x ⊙ (1 − ĝ)))| − m): removing relevant pixels must change f."""
     x_removed = ctx.x * (1 - minmax(ctx.g))
@@ -205,7 +169,7 @@ def draw_angle(angles, generator: torch.Generator | None):
     return tuple(angles)[i]
 
 
-@register("symmetry", angles=(5.0, 10.0, 15.0, 20.0), interpolation="nearest")
+@register("symmetry")
 def symmetry_penalty(ctx: Batch, angles, interpolation) -> torch.Tensor:
     """mean_b (1 − |cos(rot_θ(g(x)), g(rot_θ(x)))|), θ drawn per step from ``angles``.
 
@@ -218,3 +182,7 @@ def symmetry_penalty(ctx: Batch, angles, interpolation) -> torch.Tensor:
         _, g_rot_input = input_gradient(ctx.model, rotate(ctx.x, theta, interpolation), ctx.y, create_graph=True)
     rot_g = rotate(ctx.g, theta, interpolation)
     return (1 - _cos_rows(rot_g.flatten(1), g_rot_input.flatten(1)).abs()).mean()
+
+
+if set(PENALTIES) != set(PENALTY_DEFAULTS):  # a name in trainables/config.py without its function here
+    raise ImportError(f"penalties without a function: {sorted(set(PENALTY_DEFAULTS) - set(PENALTIES))}")

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
 
 import torch
@@ -25,98 +23,17 @@ from torch import nn
 
 from study import data as data_mod
 from study import seeds
-from trainables.models import (
-    DEFAULT_MODEL, MODELS, batch_statistics_constant, build_model, frozen_running_stats, has_batch_norm,
+from trainables.config import (  # noqa: F401  (TrainConfig and the names are re-exported)
+    BATCH_NORMS, DEVICES, OPTIMIZERS, TrainConfig,
 )
-from trainables.penalties import PENALTIES, Batch, check_penalty, penalty, resolve_penalty_params
+from trainables.models import (
+    MODELS, batch_statistics_constant, build_model, frozen_running_stats, has_batch_norm,
+)
+from trainables.penalties import PENALTIES, Batch, penalty
 from trainables.saliency import input_gradient
-
-OPTIMIZERS = ("adam", "sgd")
-BATCH_NORMS = ("standard", "constant")
-DEVICES = ("auto", "cpu", "cuda")
-
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN/inf; the message names the epoch and batch."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines one training run.
-
-    Args:
-        dataset: ``mnist`` or ``fashion-mnist``.
-        model: ``cnn3b`` or ``cnn4b``; empty means the dataset's default (SPEC §2).
-        penalty: one of ``trainables.penalties.PENALTIES`` (``none`` is the baseline).
-        lam: penalty weight λ >= 0.
-        penalty_params: overrides of the penalty's hyper-parameters (s, m, eps, angles, class_rule).
-        optimizer: ``adam`` or ``sgd``; lr: its learning rate.
-        batch_size, epochs: the usual.
-        seed: seeds the data subset, shuffling, initialisation, dropout and symmetry angles.
-        data_fraction: fraction of the training split used (quick runs), in (0, 1].
-        val_fraction: validation share carved from the official training set (SPEC §1).
-        split_seed: seed of that carve (fixed across trials so all see the same validation set).
-        device: ``auto`` (GPU if available), ``cpu`` or ``cuda``.
-        data_root: folder of prepared data (default ``$SALIENCY_DATA_ROOT`` or ``./data``).
-        eval_batch_size: batch size for validation passes.
-        batch_norm: models with BatchNorm (cnn4b): ``standard`` (default) trains the cross-entropy through
-            torch's BatchNorm (gradient through the batch statistics) and computes the saliency g for the
-            penalty with the batch statistics held constant (exact per-sample, SPEC §3) in a second forward;
-            ``constant`` uses the constant-statistics forward for both (one forward, as before; measured
-            2.1 points less test accuracy over 6 seeds, bench/bench_batchnorm.py).
-        val_limit: evaluate validation accuracy on the first ``val_limit`` validation images only
-            (0 = all); the validation split is already a random permutation, so this is a random subset.
-    """
-
-    dataset: str = "mnist"
-    model: str = ""
-    penalty: str = "none"
-    lam: float = 0.1
-    penalty_params: dict = field(default_factory=dict)
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    batch_size: int = 30
-    epochs: int = 8
-    seed: int = 0
-    data_fraction: float = 1.0
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    device: str = "auto"
-    data_root: str = ""
-    eval_batch_size: int = 1000
-    val_limit: int = 0
-    batch_norm: str = "standard"
-
-    def __post_init__(self) -> None:
-        data_mod.check_dataset(self.dataset)
-        self.model = self.model or DEFAULT_MODEL[self.dataset]
-        if self.model not in MODELS:
-            raise ValueError(f"model: unknown {self.model!r}; valid choices: {', '.join(MODELS)}")
-        check_penalty(self.penalty)
-        self.penalty_params = resolve_penalty_params(self.penalty, self.penalty_params)
-        if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam) and self.lam >= 0):
-            raise ValueError(f"lam: must be a finite number >= 0, got {self.lam!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer: unknown {self.optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr: must be > 0, got {self.lr!r}")
-        for key in ("batch_size", "epochs", "eval_batch_size"):
-            v = getattr(self, key)
-            if not (isinstance(v, int) and v >= 1):
-                raise ValueError(f"{key}: must be an integer >= 1, got {v!r}")
-        if self.batch_norm not in BATCH_NORMS:
-            raise ValueError(f"batch_norm: unknown {self.batch_norm!r}; valid choices: {', '.join(BATCH_NORMS)}")
-        if not (isinstance(self.val_limit, int) and self.val_limit >= 0):
-            raise ValueError(f"val_limit: must be an integer >= 0 (0 = all), got {self.val_limit!r}")
-        if not (0 < self.data_fraction <= 1):
-            raise ValueError(f"data_fraction: must be in (0, 1], got {self.data_fraction!r}")
-        if not (0 < self.val_fraction < 1):
-            raise ValueError(f"val_fraction: must be in (0, 1), got {self.val_fraction!r}")
-        if self.device not in DEVICES:
-            raise ValueError(f"device: unknown {self.device!r}; valid choices: {', '.join(DEVICES)}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from study import cluster as C
+from study import mounts as M
 from study import storage as S
 from study.config import load_config
 from tests.cluster.helpers import REPO, free_port
@@ -275,16 +277,16 @@ def test_storage_locations_normalise_and_reject_clearly(tmp_path):
 
 def test_node_local_path_refused_on_a_multi_host_cluster(tmp_path, monkeypatch):
     monkeypatch.delenv("SALIENCY_STORAGE_SHARED", raising=False)
-    S.check_shared("s3://b/x", {"10.0.0.1", "10.0.0.2"})  # object storage: fine
-    S.check_shared(str(tmp_path), {"10.0.0.1"})  # one host: its disk is shared by all its nodes
+    M.check_shared("s3://b/x", {"10.0.0.1", "10.0.0.2"})  # object storage: fine
+    M.check_shared(str(tmp_path), {"10.0.0.1"})  # one host: its disk is shared by all its nodes
     with pytest.raises(
         S.StorageError, match=r"node-local path \(.*\) but this Ray cluster is multi-node: its nodes run on 2 hosts"
     ):
-        S.check_shared(str(tmp_path), {"10.0.0.1", "10.0.0.2"})
+        M.check_shared(str(tmp_path), {"10.0.0.1", "10.0.0.2"})
     with pytest.raises(S.StorageError, match="it can add worker hosts"):
-        S.check_shared(str(tmp_path), {"10.0.0.1"}, expect_more_hosts=True)
+        M.check_shared(str(tmp_path), {"10.0.0.1"}, expect_more_hosts=True)
     monkeypatch.setenv("SALIENCY_STORAGE_SHARED", "1")  # the operator vouches for an unrecognised shared fs
-    S.check_shared(str(tmp_path), {"10.0.0.1", "10.0.0.2"})
+    M.check_shared(str(tmp_path), {"10.0.0.1", "10.0.0.2"})
 
 
 def test_submission_id_is_derived_from_the_study(tmp_path):
@@ -341,3 +343,43 @@ def test_same_study_attaches_finished_is_reported_failed_is_resubmitted(tmp_path
     jobs.jobs[-1].status = "STOPPED"
     assert C.submit_or_attach(jobs, cfg, **args) == (f"{base}-r3", "submitted")
     assert len(jobs.submitted) == 3
+
+
+def _autoscaling(raw: dict) -> dict:
+    """The shipped file as an autoscaling (cloud) cluster whose node types declare their resources.
+    Only parsed here: nothing is started and no cloud API is called (the check runs before)."""
+    raw = {k: v for k, v in raw.items() if k not in ("provider",)}
+    raw["provider"] = {"type": "aws", "region": "us-west-2"}
+    raw["available_node_types"] = {
+        "head": {"resources": {"CPU": 4}, "node_config": {}, "max_workers": 0},
+        "cpu_worker": {"resources": {"CPU": 16}, "node_config": {}, "min_workers": 0, "max_workers": 8},
+    }
+    raw["head_node_type"] = "head"
+    return raw
+
+
+def test_a_request_no_node_type_can_hold_is_refused_before_anything_starts(home, tmp_path):
+    """Issue 11.4: on an autoscaling cluster, the node types it can start are compared with a trial's request."""
+    raw = _shipped()
+    raw["file_mounts"]["~/saliency-study"] = str(REPO)
+    p = _write(tmp_path, _autoscaling(raw), "aws.yaml")
+    spec = C.load_cluster_config(p)
+    assert spec.node_types == {"head": {"CPU": 4.0}, "cpu_worker": {"CPU": 16.0}}
+    cfg = load_config("quick")
+    assert C.node_type_shortfall(cfg, spec.node_types) is None
+    assert C.node_type_shortfall(load_config("quick", ["resources.cpu=16"]), spec.node_types) is None  # a worker
+    assert C.node_type_shortfall(cfg, {}) is None  # types without declared resources: Ray finds out at start
+    why = C.node_type_shortfall(load_config("quick", ["resources.cpu=32"]), spec.node_types)
+    assert why.startswith("resources.cpu: each trial asks for 32 CPU, but no node type of the cluster has more than 16")
+    assert "cpu_worker: 16 CPU, 0 GPU" in why and "valid choices:" in why
+    env = {**os.environ, "HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
+    r = subprocess.run(
+        [sys.executable, "-c", LAUNCH, json.dumps([["--cluster", str(p), "--set", "resources.gpu=0.25"]])],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+    run = json.loads(r.stdout.strip().splitlines()[-1])["runs"][0]
+    err = [ln for ln in run["stderr"].splitlines() if ln.strip()]
+    assert run["rc"] == 2 and len(err) == 1, run
+    assert err[0].startswith("error: resources.gpu: each trial asks for 0.25 GPU, but no node type of the cluster "
+                             "has more than 0"), err
+    assert "[cluster]" not in run["stdout"]  # nothing was started or contacted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -36,9 +37,25 @@ def mnist_root() -> Path:
     return default_root()
 
 
+RUN_KEYS = ("study", "data_root", "cpu", "gpu", "max_in_flight", "max_retries")
+
+
+def settings_with(s: StageSettings, **flat) -> StageSettings:
+    """``s`` with some values replaced, named flat as before the settings were nested: ``roar_epochs``
+    is ``evaluation.roar.epochs``, ``n_samples`` is ``evaluation.n_samples``, ``cpu`` is ``cpu`` …;
+    ``roar_methods`` (a non-empty list, or [] for no ROAR) also puts ``roar`` in (or out of) the metrics."""
+    ev = s.evaluation
+    roar = {k[5:]: v for k, v in flat.items() if k.startswith("roar_")}
+    top = {k: v for k, v in flat.items() if k in RUN_KEYS}
+    evk = {k: v for k, v in flat.items() if k not in top and not k.startswith("roar_")}
+    metrics = [m for m in evk.pop("metrics", ev.evaluate_metrics) if m != "roar"]
+    with_roar = bool(roar["methods"]) if "methods" in roar else "roar" in ev.metrics
+    new_ev = replace(ev, **evk, metrics=metrics + (["roar"] if with_roar else []), roar=replace(ev.roar, **roar))
+    return replace(s, **top, evaluation=new_ev)
+
+
 def small_settings(**kw) -> StageSettings:
     base = dict(
-        study="test",
         methods=["saliency"],
         metrics=["morf", "faithfulness", "complexity", "gaussian", "square_block"],
         n_samples=24,
@@ -53,4 +70,4 @@ def small_settings(**kw) -> StageSettings:
         max_in_flight=2,
     )
     base.update(kw)
-    return StageSettings(**base)
+    return settings_with(StageSettings(study="test"), **base)

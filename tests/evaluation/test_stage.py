@@ -40,18 +40,19 @@ def test_writes_all_tables_with_schema_and_computed_row_counts(study, mnist, tra
     # metric rows per image: counted from the library itself on two images
     from study.data import to_float
 
-    probe = evaluate_model(trained_cnn3b, to_float(mnist.test_x[:2]), mnist.test_y[:2], methods=s.methods,
+    probe = evaluate_model(trained_cnn3b, to_float(mnist.test_x[:2]), mnist.test_y[:2], methods=s.evaluation.methods,
                            metrics=s.metrics, n_samples=2, seed=s.seed)
     per_image = (probe["sample"] >= 0).sum() / 2 + 1  # + the clean-accuracy row
     ev = pd.read_parquet(out / "evaluation")
-    assert len(ev) == per_image * s.n_samples * len(selected)
+    assert len(ev) == per_image * s.evaluation.n_samples * len(selected)
     acc = ev[ev["metric"] == "accuracy"]
-    assert len(acc) == s.n_samples * len(selected) and set(acc["value"]) <= {0.0, 1.0}
+    assert len(acc) == s.evaluation.n_samples * len(selected) and set(acc["value"]) <= {0.0, 1.0}
     assert (acc["method"] == "").all()
     assert set(ev["penalty"].astype(str)) == set(selected["penalty"])
     ro = pd.read_parquet(out / "roar")
     # + the random control and the clean retrain (t = 0, SPEC §5), once per dataset
-    assert len(ro) == n_roar == len(selected) * len(s.roar_fractions) + len(s.roar_fractions) + s.roar_repeats
+    r = s.evaluation.roar
+    assert len(ro) == n_roar == len(selected) * len(r.fractions) + len(r.fractions) + r.repeats
     assert set(ro["method"]) == {"saliency", "random", ""}
     assert (ro.loc[ro["method"] == "", "fraction"] == 0).all()
     assert ro["accuracy"].between(0, 1).all()

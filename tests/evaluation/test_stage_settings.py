@@ -4,13 +4,11 @@ planned work is printed before the stage starts (issue 11.10). Real local Ray (2
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pandas as pd
 import pytest
 
 from evaluation import stage
-from tests.evaluation.stage_fixtures import make_selected, small_settings
+from tests.evaluation.stage_fixtures import make_selected, settings_with, small_settings
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +39,7 @@ def test_other_n_samples_recompute_the_metrics_only_and_replace_their_rows(first
     out, selected, s, _ = first
     roar_before = _mtimes(out, "roar")
     ev_before = set(_mtimes(out, "evaluation"))
-    s2 = replace(s, n_samples=8, chunk_size=8)
+    s2 = settings_with(s, n_samples=8, chunk_size=8)
     logs: list[str] = []
     stats = stage.run_stage(selected, s2, out, log=logs.append)
     assert stats["submitted"] == sum(t.kind == "metrics" for t in stage.plan(selected, s2))  # ROAR untouched
@@ -56,9 +54,9 @@ def test_other_n_samples_recompute_the_metrics_only_and_replace_their_rows(first
 
 def test_other_roar_training_recomputes_the_roar_tasks_only(first):
     out, selected, s, _ = first
-    s3 = replace(s, n_samples=8, chunk_size=8)  # the metrics of the previous test stay valid
+    s3 = settings_with(s, n_samples=8, chunk_size=8)  # the metrics of the previous test stay valid
     ev_before = _mtimes(out, "evaluation")
-    s4 = replace(s3, roar_n_test=150)
+    s4 = settings_with(s3, roar_n_test=150)
     stats = stage.run_stage(selected, s4, out, log=lambda _m: None)
     assert stats["submitted"] == sum(t.kind == "roar" for t in stage.plan(selected, s4))
     assert _mtimes(out, "evaluation") == ev_before
@@ -69,8 +67,8 @@ def test_other_roar_training_recomputes_the_roar_tasks_only(first):
 def test_keys_fingerprint_the_settings_that_change_rows_and_nothing_else():
     s = small_settings()
     a = stage.fingerprints(s)
-    assert stage.fingerprints(replace(s, cpu=2.0, max_in_flight=7, max_retries=1)) == a  # resources: same rows
-    assert stage.fingerprints(replace(s, methods=["saliency", "random"]))["metrics"] != a["metrics"]
-    assert stage.fingerprints(replace(s, methods=["saliency", "random"]))["roar"] == a["roar"]
-    assert stage.fingerprints(replace(s, roar_epochs=2))["roar"] != a["roar"]
-    assert stage.fingerprints(replace(s, metric_params={"gaussian": {"n_draws": 2}}))["metrics"] != a["metrics"]
+    assert stage.fingerprints(settings_with(s, cpu=2.0, max_in_flight=7, max_retries=1)) == a  # resources: same rows
+    assert stage.fingerprints(settings_with(s, methods=["saliency", "random"]))["metrics"] != a["metrics"]
+    assert stage.fingerprints(settings_with(s, methods=["saliency", "random"]))["roar"] == a["roar"]
+    assert stage.fingerprints(settings_with(s, roar_epochs=2))["roar"] != a["roar"]
+    assert stage.fingerprints(settings_with(s, metric_params={"gaussian": {"n_draws": 2}}))["metrics"] != a["metrics"]

@@ -195,13 +195,12 @@ def _build(root: Path, splits, evaluate: bool, log) -> Path:
 
 
 def _evaluate(cfg, selected, splits, root: Path) -> None:
-    from dataclasses import replace
-
     from evaluation import stage
     from study import results as R
     from study.data import to_float
+    from tests.evaluation.stage_fixtures import settings_with
 
-    s = replace(
+    s = settings_with(
         stage.settings_from_config(cfg),
         chunk_size=N_EVAL,
         roar_methods=list(ROAR_METHODS),
@@ -223,7 +222,7 @@ def _evaluate(cfg, selected, splits, root: Path) -> None:
     stage.write_curves(root, cfg.name)
     # per-sample test accuracy (metric ``accuracy``, method "") on the evaluated images: not (yet)
     # written by the stage; analysis turns it into the summary's test accuracy
-    idx = stage.sample_indices(len(splits.test_y), s.n_samples, s.seed)
+    idx = stage.sample_indices(len(splits.test_y), s.evaluation.n_samples, s.evaluation.seed)
     for mid, row in rows.items():
         model = stage.load_selected_model(row)
         with torch.no_grad():

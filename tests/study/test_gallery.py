@@ -26,7 +26,7 @@ def test_the_stage_writes_the_first_evaluated_images_with_each_methods_map(tiny_
     g = results_mod.read_table(tiny_study, "gallery")
     sel = results_mod.read_table(tiny_study, "selected")
     assert list(g.columns) == results_mod.GALLERY.names
-    n = stage.StageSettings.gallery_n
+    n = stage.Evaluation().gallery_n
     idx = stage.sample_indices(len(mnist.test_y), N_EVAL, 0)[:n]
     for _, row in sel.iterrows():
         rows = g[g["model_id"] == stage.model_id(row)]

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from study import results as R
@@ -105,6 +106,25 @@ def test_ctrl_c_in_first_epoch_loses_nothing_and_resume_finishes(tmp_path, data_
     assert sorted(R.read_table(out, "selected")["penalty"]) == ["gradient", "none"]
 
 
+def test_a_search_marked_done_by_the_old_interrupt_bug_is_searched_again(tmp_path, data_root):
+    """Issue 11.1, folders written before the fix: a search marked done whose trials were `stopped` at 0
+    epochs used to answer "(already done)" forever; a resume now discards it and searches it again."""
+    out = tmp_path / "old"
+    r = subprocess.run(_cmd(out, "-q"), cwd=REPO, env=_env(data_root), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    part = next((out / "trials" / "dataset=mnist" / "penalty=none").glob("*.parquet"))
+    t = pd.read_parquet(part)
+    t.loc[:, "status"], t.loc[:, "epochs_done"] = "stopped", 0  # what the old bug recorded
+    t.to_parquet(part, index=False)
+    r = subprocess.run(_cmd(out, "--resume", "-q"), cwd=REPO, env=_env(data_root), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "mnist/none: marked done, but 2 of its trials never finished" in r.stdout, r.stdout
+    assert re.search(r"mnist/gradient: .*\(already done\)", r.stdout), r.stdout  # a sound search is kept
+    trials = R.read_table(out, "trials")
+    assert len(trials) == 4 and (trials["status"] == "ok").all() and (trials["epochs_done"] == 2).all()
+
+
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_ctrl_c_while_trials_start_prints_the_launchers_line(tmp_path, data_root, schedule):
     """Issue 11.3: SIGINT while the trials are still starting: once Tune shows its first status table
@@ -193,6 +213,18 @@ def test_a_cluster_that_may_grow_gets_a_warning_after_the_wait(monkeypatch):
         assert len(lines) == 1 and lines[0].startswith("[study] warning: still no node for a trial after 0.5 s"), lines
         launch.check_resources(load_config("quick", ["resources.cpu=2"]), "auto", log=lines.append, wait_s=0.5)
         assert len(lines) == 1  # a request that fits: nothing said
+        # the cluster file's node types came with the job: if none of them fits, waiting cannot help
+        from study.cluster import NODE_TYPES_ENV
+
+        monkeypatch.setenv(NODE_TYPES_ENV, '{"head": {"CPU": 2}, "worker": {"CPU": 2}}')
+        t0 = time.monotonic()
+        never = "resources.cpu: each trial asks for 3 CPU, but no node type of the cluster"
+        with pytest.raises(ConfigError, match=never):
+            launch.check_resources(cfg, "auto", log=lines.append, wait_s=30)
+        assert time.monotonic() - t0 < 10 and len(lines) == 1
+        monkeypatch.setenv(NODE_TYPES_ENV, '{"head": {"CPU": 2}, "worker": {"CPU": 8}}')  # a worker type fits: wait
+        launch.check_resources(cfg, "auto", log=lines.append, wait_s=0.5)
+        assert len(lines) == 2 and lines[1].startswith("[study] warning: still no node for a trial after 0.5 s")
     finally:
         ray.shutdown()
 

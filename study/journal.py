@@ -1,0 +1,138 @@
+"""Optuna's journals: one file per (dataset, penalty) search, kept on the head, mirrored to the study.
+
+Optuna's ``JournalFileBackend`` needs a local file with working locks, so with a remote location
+(``s3://…``) the journals live in a head-local state folder (:func:`local_state_dir`) and are copied
+to ``<location>/optuna/`` after every finished trial (:class:`JournalSync`, a Tune callback) and
+every finished search (:func:`push_journal`); a restarted driver on a fresh head gets them back
+first (:func:`pull_journal`). With a local location they are written in the study folder itself and
+nothing is copied. Open one with ``optuna-dashboard`` or ``optuna.visualization`` (README).
+
+This module imports neither Ray nor torch (the callback class is built on first use).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+from study.storage import StorageError, download, is_remote, join, list_files, name, normalize, write_bytes
+
+
+def state_root() -> Path:
+    return Path(os.environ.get("SALIENCY_STATE_DIR") or Path.home() / ".cache" / "saliency-study").absolute()
+
+
+def local_state_dir(loc) -> Path:
+    """Where head-only state lives (Optuna's journal): the study folder itself when it is local,
+    else a folder on this machine named after the location."""
+    loc = normalize(loc)
+    if not is_remote(loc):
+        return Path(loc)
+    digest = hashlib.sha256(loc.encode()).hexdigest()[:12]
+    return state_root() / f"{name(loc) or 'study'}-{digest}"
+
+
+JOURNAL_DIR = "optuna"  # Optuna journals, one file per (dataset, penalty) search
+
+
+def journal_dir(loc) -> Path:
+    """The local folder of the study's Optuna journals (always on this machine: they need file locks)."""
+    return local_state_dir(loc) / JOURNAL_DIR
+
+
+def pull_journal(loc) -> int:
+    """Before a (possibly restarted) driver searches: fetch from the storage the journals this head
+    lacks (a new head after a failure). Returns how many were fetched."""
+    if not is_remote(loc):
+        return 0
+    n = 0
+    for rel in list_files(join(loc, JOURNAL_DIR)):
+        local = journal_dir(loc) / rel
+        if not local.exists():
+            download(join(loc, JOURNAL_DIR, rel), local)
+            n += 1
+    return n
+
+
+_PUSH_LOCK = threading.Lock()
+_PUSHED: dict[str, tuple] = {}
+
+
+def push_journal(loc) -> int:
+    """Copy the local journals that changed to ``<loc>/optuna/`` (remote locations only)."""
+    if not is_remote(loc):
+        return 0
+    d, n = journal_dir(loc), 0
+    if not d.is_dir():
+        return 0
+    with _PUSH_LOCK:
+        for f in sorted(d.iterdir()):
+            if not f.is_file() or f.name.startswith("."):
+                continue
+            st = f.stat()
+            sig = (st.st_size, st.st_mtime_ns)
+            if _PUSHED.get(str(f)) == sig:
+                continue
+            write_bytes(join(loc, JOURNAL_DIR, f.name), f.read_bytes())
+            _PUSHED[str(f)] = sig
+            n += 1
+    return n
+
+
+def forget_local_state(loc) -> None:
+    """A new study at a remote location: drop the journals this head kept from an earlier study that
+    used the same location (the storage was emptied since), so that its searches start afresh."""
+    if not is_remote(loc):
+        return
+    d = journal_dir(loc)
+    if d.is_dir():
+        for f in d.iterdir():
+            if f.is_file():
+                f.unlink()
+                _PUSHED.pop(str(f), None)
+
+
+def _make_journal_sync():
+    from ray.tune import Callback
+
+    class JournalSync(Callback):
+        """Tune callback: push the Optuna journal to the storage when a trial completes or fails."""
+
+        def __init__(self, location: str):
+            self.location = normalize(location)
+
+        def _push(self) -> None:
+            try:
+                push_journal(self.location)
+            except (OSError, StorageError) as exc:  # never fail a search for a backup copy
+                print(f"[storage] could not copy the Optuna journal to {self.location}: {exc}", flush=True)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._push()
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._push()
+
+        def on_experiment_end(self, trials, **info):
+            self._push()
+
+    JournalSync.__module__, JournalSync.__qualname__ = __name__, "JournalSync"
+    return JournalSync
+
+
+def __getattr__(attr: str):
+    # JournalSync subclasses ray.tune.Callback: built on first use (this module must not import Ray),
+    # then a module attribute, so that Tune can pickle it with the experiment's state.
+    if attr == "JournalSync":
+        cls = globals()["JournalSync"] = _make_journal_sync()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
+def journal_sync_callback(loc):
+    """A Tune callback that pushes the journal whenever a trial completes or fails (remote only)."""
+    import study.journal as me
+
+    return me.JournalSync(loc)
