@@ -290,8 +290,8 @@ def node_type_shortfall(cfg: StudyConfig, node_types: dict[str, dict]) -> str | 
         if most < v:
             key = f"resources.{k.lower()}"
             return (f"{key}: each trial asks for {v:g} {k}, but no node type of the cluster has more than {most:g} "
-                    f"({types}); valid choices: --set {key}={most:g} or less, or a node type with more {k} in "
-                    f"available_node_types")
+                    f"({types}); valid choices: --set {key}={most:g}{' or less' if most else ''}, or a node type with "
+                    f"more {k} in available_node_types")
     return (f"resources: each trial asks for {', '.join(f'{v:g} {k}' for k, v in need.items())} together, but no "
             f"node type of the cluster has all of them ({types}); valid choices: lower resources.cpu or resources.gpu")
 

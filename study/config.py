@@ -160,7 +160,7 @@ class StudyConfig:
             folder, or on a cluster a path every node mounts or a URI (``s3://bucket/prefix``).
         data_root: prepared data folder ('' = ``$SALIENCY_DATA_ROOT`` or ``./data``).
         datasets: datasets searched, from ``study.data.DATASETS``.
-        penalties: penalties searched, from ``trainables.penalties.PENALTY_NAMES`` (``none`` is the
+        penalties: penalties searched, from ``trainables.config.PENALTY_NAMES`` (``none`` is the
             baseline of the selection rule).
         space: search space per penalty name; key ``default`` applies to every penalty and a
             penalty's own entry overrides it field by field.

@@ -40,8 +40,9 @@ def test_writes_all_tables_with_schema_and_computed_row_counts(study, mnist, tra
     # metric rows per image: counted from the library itself on two images
     from study.data import to_float
 
-    probe = evaluate_model(trained_cnn3b, to_float(mnist.test_x[:2]), mnist.test_y[:2], methods=s.evaluation.methods,
-                           metrics=s.metrics, n_samples=2, seed=s.seed)
+    ev = s.evaluation
+    probe = evaluate_model(trained_cnn3b, to_float(mnist.test_x[:2]), mnist.test_y[:2], methods=ev.methods,
+                           metrics=ev.evaluate_metrics, n_samples=2, seed=ev.seed)
     per_image = (probe["sample"] >= 0).sum() / 2 + 1  # + the clean-accuracy row
     ev = pd.read_parquet(out / "evaluation")
     assert len(ev) == per_image * s.evaluation.n_samples * len(selected)

@@ -238,7 +238,7 @@ def _evaluate(cfg, selected, splits, root: Path) -> None:
                 "level": float("nan"),
                 "sample": idx.numpy(),
                 "value": correct,
-                "seed": s.seed,
+                "seed": s.evaluation.seed,
                 "chunk": 0,
                 "node_id": "",
             }
