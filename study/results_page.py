@@ -193,7 +193,7 @@ def build_results(
     doc.h2("How this was produced", "produced")
     if run:
         doc.p(
-            f"Command: `{run['command']}` (commit `{run['git_commit']}`), finished {run['started']} after "
+            f"Command: `{run['command']}` (commit `{run['git_commit']}`), started {run['started']}, finished after "
             f"**{run['wall_seconds'] / 60:.1f} min** wall time on {run['machine']} (host `{run['host']}`, "
             f"Python {run['python']}). Page: `python -m study.report {study_dir} --results {page_arg}` "
             f"from commit `{R.git_commit() or 'unknown'}`."

@@ -95,6 +95,10 @@ def test_results_page_and_csv(replicated, tmp_path):
     assert "random (control)" in text and "ROAR's random-ranking control" in text
     assert "paired t-test over seeds" in text and "How this was produced" in text and "wall time" in text
     assert "python -m study.launch --config replicate" in text
+    import json
+
+    run = json.loads((replicated / "runs.jsonl").read_text().splitlines()[-1])
+    assert f"started {run['started']}, finished after" in text  # the start time is not called the end
     assert (tmp_path / "results" / "img" / "mnist_accuracy_vs_explanation.png").stat().st_size > 1000
     rep = A.replicates(A.load(replicated))
     got = csv.set_index(["penalty", "method", "metric"])["mean"]
