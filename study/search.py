@@ -71,12 +71,20 @@ def _tune_not_listening(signum, frame) -> None:  # SIGUSR1 placeholder until Tun
     pass
 
 
+# False in a search task of the concurrent schedule: there the "Ctrl-C" is the driver's ray.cancel, which Ray
+# may repeat; a repeat must not break Tune's graceful stop (a trial cut mid-save is restored as finished).
+SECOND_SIGINT_STOPS = True
+
+
 def _on_sigint(signum, frame) -> None:
     first = not _SIGINT.is_set()
     _SIGINT.set()
-    if first and signal.getsignal(signal.SIGUSR1) not in (_tune_not_listening, signal.SIG_DFL, signal.SIG_IGN, None):
+    listening = signal.getsignal(signal.SIGUSR1) not in (_tune_not_listening, signal.SIG_DFL, signal.SIG_IGN, None)
+    if first and listening:
         os.kill(os.getpid(), signal.SIGUSR1)  # Tune stops its loop gracefully and saves its state
         return
+    if listening and not SECOND_SIGINT_STOPS:
+        return  # Tune is already stopping
     raise KeyboardInterrupt  # Tune not running yet, or a second Ctrl-C: stop at once
 
 
@@ -597,6 +605,16 @@ def run_one(
     if _SIGINT.is_set():  # even if every trial happened to finish: never go on to the next search
         raise SearchInterrupted(f"Ctrl-C during the {dataset}/{penalty} search; its state is saved")
     short = max(0, cfg.n_trials(penalty) - len(grid)) + unfinished_trials(cfg, dataset, grid)
+    if short and grid.num_terminated + grid.num_errors == len(grid):
+        # nothing interrupted this run, yet trials Tune counts as finished never reached their epochs: an
+        # earlier interrupt cut them while Tune saved them, and a restore would never run them again
+        log(f"[search] {dataset}/{penalty}: the saved search holds {short} trial(s) an earlier interrupt cut "
+            f"short; discarding it and searching again")
+        discard_search(cfg, dataset, penalty)
+        grid = _fit(build_tuner(cfg, dataset, penalty, data(), verbose))
+        if _SIGINT.is_set():
+            raise SearchInterrupted(f"Ctrl-C during the {dataset}/{penalty} search; its state is saved")
+        short = max(0, cfg.n_trials(penalty) - len(grid)) + unfinished_trials(cfg, dataset, grid)
     if short or grid.num_terminated + grid.num_errors < len(grid):  # stopped from outside: Tune saved, returned
         raise SearchInterrupted(
             f"{dataset}/{penalty}: search stopped before all trials finished "

@@ -37,7 +37,10 @@ def _cmd(out: Path, *extra: str) -> list[str]:
 def _interrupt_when(cmd: list[str], env: dict, ready, log: Path, timeout: float = 300) -> tuple[int, str]:
     """Run ``cmd``; once ``ready()`` is true send SIGINT to its process group; its exit code and output."""
     with open(log, "w") as f:
-        p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        # SIGINT as a terminal's foreground job has it: a shell's background job (`pytest &`) ignores SIGINT,
+        # and a Python started with SIGINT ignored never raises KeyboardInterrupt
+        p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.time() + timeout
             while not ready():
