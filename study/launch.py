@@ -356,27 +356,15 @@ def resource_shortfall(cfg: StudyConfig) -> str | None:
     """None if one alive node of the connected Ray can hold a trial's ``resources``, else why not."""
     import ray
 
-    need = {k: float(v) for k, v in (("CPU", cfg.resources.cpu), ("GPU", cfg.resources.gpu)) if v and v > 0}
+    from study.cluster import trial_shortfall
+
     nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")]
-    if any(all(r.get(k, 0.0) >= v for k, v in need.items()) for r in nodes):
-        return None
     total = ray.cluster_resources()
-    have = f"{total.get('CPU', 0):g} CPU and {total.get('GPU', 0):g} GPU on {len(nodes)} node(s)"
-    for k, v in need.items():
-        most = max((r.get(k, 0.0) for r in nodes), default=0.0)
-        if most < v:
-            key = f"resources.{k.lower()}"
-            more = (
-                "a Ray with GPUs" if k == "GPU" and not most else f"bigger nodes (--num-{k.lower()}s for the local Ray)"
-            )
-            return (
-                f"{key}: each trial asks for {v:g} {k}, but no node of this Ray cluster has more than {most:g} "
-                f"(the cluster has {have}); valid choices: {key} <= {most:g} (--set {key}={most:g}), or {more}"
-            )
-    return (
-        f"resources: each trial asks for {', '.join(f'{v:g} {k}' for k, v in need.items())} together, but no node "
-        f"of this Ray cluster has all of them (the cluster has {have}); valid choices: lower resources.cpu or "
-        f"resources.gpu"
+    have = f"the cluster has {total.get('CPU', 0):g} CPU and {total.get('GPU', 0):g} GPU on {len(nodes)} node(s)"
+    return trial_shortfall(
+        cfg, dict(enumerate(nodes)), what="node of this Ray cluster", have=have,
+        more=lambda k, most: "a Ray with GPUs" if k == "GPU" and not most
+        else f"bigger nodes (--num-{k.lower()}s for the local Ray)",
     )
 
 

@@ -601,20 +601,18 @@ def run_one(
                 f"run of an older version); discarding it and searching again")
             discard_search(cfg, dataset, penalty)
     t0 = time.perf_counter()
-    grid = _fit(build_tuner(cfg, dataset, penalty, data(), verbose))
-    if _SIGINT.is_set():  # even if every trial happened to finish: never go on to the next search
-        raise SearchInterrupted(f"Ctrl-C during the {dataset}/{penalty} search; its state is saved")
-    short = max(0, cfg.n_trials(penalty) - len(grid)) + unfinished_trials(cfg, dataset, grid)
-    if short and grid.num_terminated + grid.num_errors == len(grid):
+    for attempt in range(2):
+        grid = _fit(build_tuner(cfg, dataset, penalty, data(), verbose))
+        if _SIGINT.is_set():  # even if every trial happened to finish: never go on to the next search
+            raise SearchInterrupted(f"Ctrl-C during the {dataset}/{penalty} search; its state is saved")
+        short = max(0, cfg.n_trials(penalty) - len(grid)) + unfinished_trials(cfg, dataset, grid)
+        if attempt or not short or grid.num_terminated + grid.num_errors < len(grid):
+            break
         # nothing interrupted this run, yet trials Tune counts as finished never reached their epochs: an
         # earlier interrupt cut them while Tune saved them, and a restore would never run them again
         log(f"[search] {dataset}/{penalty}: the saved search holds {short} trial(s) an earlier interrupt cut "
             f"short; discarding it and searching again")
         discard_search(cfg, dataset, penalty)
-        grid = _fit(build_tuner(cfg, dataset, penalty, data(), verbose))
-        if _SIGINT.is_set():
-            raise SearchInterrupted(f"Ctrl-C during the {dataset}/{penalty} search; its state is saved")
-        short = max(0, cfg.n_trials(penalty) - len(grid)) + unfinished_trials(cfg, dataset, grid)
     if short or grid.num_terminated + grid.num_errors < len(grid):  # stopped from outside: Tune saved, returned
         raise SearchInterrupted(
             f"{dataset}/{penalty}: search stopped before all trials finished "
