@@ -1,4 +1,4 @@
-"""Analysis of a study folder: typed tables and the statistics of the report (pandas API).
+"""Analysis of a study folder: its tables as a :class:`Study` and the statistics of the report (pandas API).
 
 ::
 
@@ -15,12 +15,9 @@
 
 Each function is also a module-level function taking the :class:`Study` (``analysis.summary(s)``).
 
-Tables are read file by file (Hive partition folders ``key=value`` become columns) and checked
-against their schema: a required column missing, or a column of an incompatible type, is a
-:class:`SchemaError` naming the file and the column. A folder holding none of the study's tables
-(and no ``config.yaml``) is a :class:`NotAStudyError`. Tables not written yet are empty
-DataFrames with the right columns and are listed in ``Study.missing`` (a study still running, or
-a search without evaluation, can be analysed).
+Reading (schemas, Hive partitions, checks, :class:`SchemaError`, :class:`NotAStudyError`): :mod:`study.tables`;
+tables not written yet are empty DataFrames with the right columns, listed in ``Study.missing`` (a study still
+running, or a search without evaluation, can be analysed). The statistical primitives: :mod:`study.statistics`.
 
 Statistics (SPEC §5: aggregates are computed here, from the per-sample rows):
 
@@ -45,33 +42,27 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from evaluation.metrics import registry as metric_registry
 from study import results as R
 from study.statistics import adjust, bootstrap_ci, front_mask, group_seed, holm, paired_test, t_interval  # noqa: F401
-
-# --------------------------------------------------------------------------- schemas
-SEARCH_TABLES = R.SEARCH_TABLES
-EVALUATION_TABLES = R.EVALUATION_TABLES
-TABLES = SEARCH_TABLES + EVALUATION_TABLES
-# Read when present, never listed as missing: the report's saliency gallery (study.results.GALLERY).
-AUXILIARY_TABLES = ("gallery",)
-
-# The columns the analysis needs of the evaluation stage's tables: a subset of their full schemas
-# in study/results.py (the stage's extra columns, chunk, node_id, y_std ..., are kept when present).
-def _columns(schema: pa.Schema, names: Sequence[str]) -> pa.Schema:
-    return pa.schema([schema.field(n) for n in names])
-
-
-_KEY = ("study", "dataset", "penalty", "model_id", "method")
-EVALUATION = _columns(R.EVALUATION, (*_KEY, "metric", "level", "sample", "value", "seed"))
-ROAR = _columns(R.ROAR, (*_KEY, "fraction", "repeat", "accuracy", "seconds", "node_id"))
-CURVES = _columns(R.CURVES, (*_KEY, "curve", "x", "y"))
-_FALLBACK_SCHEMAS = {"evaluation": EVALUATION, "roar": ROAR, "curves": CURVES}
-EVALUATION_PARTITIONS = ["dataset", "penalty"]
+from study.tables import (  # noqa: F401  (the reading side, re-exported: analysis.load is the entry point)
+    AUXILIARY_TABLES,
+    CURVES,
+    EVALUATION,
+    EVALUATION_PARTITIONS,
+    EVALUATION_TABLES,
+    ROAR,
+    SEARCH_TABLES,
+    TABLES,
+    NotAStudyError,
+    SchemaError,
+    StudyError,
+    conform,
+    read_study,
+    read_study_table,
+    table_schema,
+)
 
 # Metrics of the model itself (not of an attribution method): shown as "test accuracy".
 ACCURACY_METRICS = tuple(
@@ -80,29 +71,6 @@ ACCURACY_METRICS = tuple(
 RANDOM_METHOD = "random"
 # SPEC §4's order (tables and legends); the study's own order (config.yaml) comes first
 PENALTY_ORDER = ("none", "gradient", "consistency", "smoothness", "locality", "fidelity", "symmetry")
-
-
-class StudyError(ValueError):
-    """A study folder or one of its tables cannot be read; the message names the path."""
-
-
-class NotAStudyError(StudyError):
-    """The folder holds none of a study's tables (nor its ``config.yaml``)."""
-
-
-class SchemaError(StudyError):
-    """A table's file lacks a required column or holds one of an incompatible type."""
-
-
-def table_schema(table: str) -> pa.Schema:
-    """The columns ``table`` must have: the search tables' full schemas (``study.results``); for the
-    evaluation tables the documented columns above (the stage's full schemas in ``study.results``
-    add ``chunk``, ``node_id``, ``y_std`` …, which are kept when present)."""
-    if table not in TABLES + AUXILIARY_TABLES:
-        raise ValueError(f"unknown table {table!r}; valid: {', '.join(TABLES + AUXILIARY_TABLES)}")
-    if table in _FALLBACK_SCHEMAS:
-        return _FALLBACK_SCHEMAS[table]
-    return R.SCHEMAS[table]
 
 
 # --------------------------------------------------------------------------- directions
@@ -130,120 +98,6 @@ def higher_is_better(metric: str) -> bool | None:
     return None if best is None else _DIRECTIONS[best]
 
 
-# --------------------------------------------------------------------------- reading
-def _filesystem(path_or_uri) -> tuple[pafs.FileSystem, str, str]:
-    """(filesystem, path inside it, display name) of a local path or a URI (``file://``, ``s3://``...)."""
-    s = str(path_or_uri)
-    if "://" in s:
-        from study import storage  # the study's own storage rules (S3 endpoint override, schemes)
-
-        try:
-            fs, path = storage.filesystem(s)
-        except (storage.StorageError, pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-            raise StudyError(f"{s}: cannot open this URI ({exc})") from None
-        return fs, path.rstrip("/") or "/", s
-    p = Path(s).expanduser().absolute()
-    return pafs.LocalFileSystem(), str(p), str(p)
-
-
-def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
-    if actual == expected or pa.types.is_null(actual):
-        return True
-    if pa.types.is_dictionary(actual):
-        actual = actual.value_type
-    if pa.types.is_string(expected) or pa.types.is_large_string(expected):
-        return pa.types.is_string(actual) or pa.types.is_large_string(actual)
-    if pa.types.is_floating(expected):
-        return pa.types.is_floating(actual) or pa.types.is_integer(actual)
-    if pa.types.is_integer(expected):
-        return pa.types.is_integer(actual)
-    if pa.types.is_boolean(expected):
-        return pa.types.is_boolean(actual)
-    if pa.types.is_timestamp(expected):
-        return pa.types.is_timestamp(actual)
-    return False
-
-
-def _hive_values(rel: str) -> dict[str, str]:
-    out = {}
-    for part in rel.split("/")[:-1]:
-        if "=" in part:
-            k, v = part.split("=", 1)
-            out[k] = v
-    return out
-
-
-def _conform(t: pa.Table, schema: pa.Schema, where: str, partition: dict[str, str]) -> pa.Table:
-    """``t`` with the partition columns added, checked and cast to ``schema`` (extra columns kept)."""
-    for k, v in partition.items():
-        if k in t.column_names:
-            continue
-        t = t.append_column(k, pa.array([v] * t.num_rows, pa.string()))
-    for name in {n for cols in R.ADDED_COLUMNS.values() for n in cols}:  # newer columns: null in older tables
-        if name in schema.names and name not in t.column_names:
-            t = t.append_column(name, pa.nulls(t.num_rows, schema.field(name).type))
-    missing = [n for n in schema.names if n not in t.column_names]
-    if missing:
-        raise SchemaError(f"{where}: missing required column(s) {missing}; expected the columns {schema.names}")
-    cols, names = [], []
-    for f in schema:
-        col = t.column(f.name)
-        if f.name in partition and pa.types.is_string(col.type) and not pa.types.is_string(f.type):
-            try:
-                col = pc.cast(col, f.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                raise SchemaError(
-                    f"{where}: partition value {f.name}={partition[f.name]!r} is not a valid {f.type}"
-                ) from None
-        elif not _compatible(col.type, f.type):
-            raise SchemaError(f"{where}: column {f.name!r} has type {col.type}, expected {f.type}")
-        if col.type != f.type:
-            col = pc.cast(col, f.type, safe=False) if pa.types.is_timestamp(f.type) else pc.cast(col, f.type)
-        cols.append(col)
-        names.append(f.name)
-    for extra in t.column_names:
-        if extra not in names:
-            cols.append(t.column(extra))
-            names.append(extra)
-    return pa.Table.from_arrays(cols, names=names)
-
-
-def read_study_table(path_or_uri, table: str) -> tuple[pd.DataFrame, bool]:
-    """(rows of ``<study>/<table>``, present). Files whose name starts with ``.`` or ``_``
-    (temporary files of a writer) are skipped. Raises :class:`SchemaError` naming the file."""
-    schema = table_schema(table)
-    fs, root, shown = _filesystem(path_or_uri)
-    folder = f"{root.rstrip('/')}/{table}"
-    info = fs.get_file_info(folder)
-    if info.type == pafs.FileType.NotFound:
-        return schema.empty_table().to_pandas(), False
-    if info.type != pafs.FileType.Directory:
-        raise SchemaError(f"{shown}/{table}: expected a folder of Parquet files, found a file")
-    files = [
-        f
-        for f in fs.get_file_info(pafs.FileSelector(folder, recursive=True))
-        if f.type == pafs.FileType.File
-        and f.path.endswith(".parquet")
-        and not any(p.startswith((".", "_")) for p in f.path[len(folder) + 1 :].split("/"))
-    ]
-    parts = []
-    for f in sorted(files, key=lambda f: f.path):
-        rel = f.path[len(folder) + 1 :]
-        where = f"{shown}/{table}/{rel}"
-        try:
-            t = pq.read_table(f.path, filesystem=fs)
-        except (pa.ArrowException, OSError) as exc:
-            raise SchemaError(f"{where}: not a readable Parquet file ({exc})") from None
-        parts.append(_conform(t, schema, where, _hive_values(rel)))
-    if not parts:
-        return schema.empty_table().to_pandas(), False
-    try:
-        t = pa.concat_tables(parts, promote_options="permissive")
-    except pa.ArrowException as exc:
-        raise SchemaError(f"{shown}/{table}: files disagree on extra columns ({exc})") from None
-    return t.to_pandas(), t.num_rows > 0
-
-
 @dataclass
 class Study:
     """The tables of one study folder (empty DataFrames for those not written yet)."""
@@ -267,7 +121,7 @@ class Study:
         gallery = frames.pop("gallery", None)
         if gallery is not None:
             t = pa.Table.from_pandas(gallery, preserve_index=False)
-            tables["gallery"] = _conform(t, R.GALLERY, f"{path}/gallery", {}).to_pandas()
+            tables["gallery"] = conform(t, R.GALLERY, f"{path}/gallery", {}).to_pandas()
         for name in TABLES:
             schema = table_schema(name)
             df = frames.pop(name, None)
@@ -275,7 +129,7 @@ class Study:
                 missing.append(name)
                 df = schema.empty_table().to_pandas() if df is None else df
             t = pa.Table.from_pandas(df, preserve_index=False)
-            tables[name] = _conform(t, schema, f"{path}/{name}", {}).to_pandas()
+            tables[name] = conform(t, schema, f"{path}/{name}", {}).to_pandas()
         if frames:
             raise ValueError(f"unknown table(s) {sorted(frames)}; valid: {', '.join(TABLES)}")
         return cls(path=path, missing=missing, config=dict(config or {}), **tables)
@@ -364,42 +218,7 @@ def load(path_or_uri) -> Study:
         NotAStudyError: it exists but holds no study table and no ``config.yaml``.
         SchemaError: a table's file lacks a column or holds one of the wrong type (names the file).
     """
-    fs, root, shown = _filesystem(path_or_uri)
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"{shown}: no such study folder")
-    if info.type != pafs.FileType.Directory:
-        raise NotAStudyError(
-            f"{shown}: not a study folder (it is a file); pass the folder the study writes its tables to"
-        )
-    present = {t for t in TABLES if fs.get_file_info(f"{root.rstrip('/')}/{t}").type == pafs.FileType.Directory}
-    cfg_path = f"{root.rstrip('/')}/config.yaml"
-    has_cfg = fs.get_file_info(cfg_path).type == pafs.FileType.File
-    if not present and not has_cfg:
-        raise NotAStudyError(
-            f"{shown}: not a study folder: none of the tables {', '.join(t + '/' for t in TABLES)} "
-            "nor config.yaml is there (point to the study's output folder, e.g. outputs/quick)"
-        )
-    frames, missing = {}, []
-    for t in TABLES:
-        df, ok = read_study_table(path_or_uri, t)
-        frames[t] = df
-        if not ok:
-            missing.append(t)
-    frames["gallery"], _ = read_study_table(path_or_uri, "gallery")
-    config, text = {}, ""
-    if has_cfg:
-        import yaml
-
-        with fs.open_input_stream(cfg_path) as f:
-            text = f.read().decode("utf-8", "replace")
-        try:
-            config = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise StudyError(f"{shown}/config.yaml: invalid YAML ({' '.join(str(exc).split())})") from None
-        if not isinstance(config, dict):
-            raise StudyError(f"{shown}/config.yaml: expected a mapping at the top level")
-    return Study(path=shown, missing=missing, config=config, config_text=text, **frames)
+    return Study(**read_study(path_or_uri))
 
 
 def _as_study(s) -> Study:

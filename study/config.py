@@ -545,25 +545,30 @@ def config_from_raw(data: dict) -> StudyConfig:
 SAVED = "config.yaml"
 
 
-def read_saved(location: str) -> dict:
-    """The raw mapping of a study's saved ``<location>/config.yaml`` (a folder or a URI).
+def parse_saved(text: str, where: str) -> dict:
+    """The mapping a saved ``config.yaml`` holds (``where`` names it in errors): invalid YAML, or a file
+    that is not a mapping, is a :class:`ConfigError` naming the file (never a YAML traceback)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} does not hold a study configuration (expected a mapping)")
+    return data
 
-    The one reader of a saved config: a missing file, invalid YAML or a file that is not a mapping is a
-    :class:`ConfigError` naming the file (never a YAML traceback)."""
+
+def read_saved(location: str) -> dict:
+    """The raw mapping of a study's saved ``<location>/config.yaml`` (a folder or a URI), for the launcher
+    (``study.tables`` reads it for the analysis with the same :func:`parse_saved`)."""
     from study import storage
 
     loc = storage.join(location, SAVED)
     if not storage.is_file(loc):
         raise ConfigError(f"output: no study in {location} (missing {SAVED}); run it without --resume first")
     try:
-        data = yaml.safe_load(storage.read_text(loc))
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"output: {loc} is not valid YAML ({' '.join(str(exc).split())}); restore it, or use another --output"
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"output: {loc} does not hold a study configuration (expected a mapping)")
-    return data
+        return parse_saved(storage.read_text(loc), loc)
+    except ConfigError as exc:
+        raise ConfigError(f"output: {exc}; restore it, or use another --output") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> StudyConfig:

@@ -317,7 +317,7 @@ def _compare_section(doc: Doc, s: A.Study, comp: pd.DataFrame, baseline: str) ->
     )
 
 
-def _gallery_section(doc: Doc, s: A.Study, figs: _Figures, n_images: int, seed: int) -> None:
+def _gallery_section(doc: Doc, s: A.Study, figs: _Figures, n_images: int) -> None:
     doc.h2("Saliency gallery", "gallery")
     if n_images <= 0:
         doc.note("The gallery was not requested (--images 0).")
@@ -325,102 +325,12 @@ def _gallery_section(doc: Doc, s: A.Study, figs: _Figures, n_images: int, seed: 
     if s.selected.empty:
         doc.note("No gallery: no model has been selected yet (the `selected` table is missing).")
         return
-    pending = _gallery_from_table(doc, s, figs, n_images)
-    if not pending:
-        return
-    # Models without rows in the `gallery` table (a search not evaluated yet, or evaluated before the table
-    # existed): their maps are computed here from the selected weights and the data.
-    try:
-        import torch
-
-        from evaluation.attributions import METHODS, attribute
-        from study import data as data_mod
-        from trainables.models import build_model
-    except Exception as exc:  # noqa: BLE001
-        doc.note(f"No gallery: the attribution library cannot be imported ({type(exc).__name__}: {exc}).")
-        return
-    methods = [m for m in (s.config.get("evaluation") or {}).get("methods") or [] if m in METHODS and m != "random"]
-    if not methods:
-        methods = [m for m in _methods_of(s.evaluation) if m in METHODS] or [
-            "saliency",
-            "integrated_gradients",
-            "input_x_gradient",
-            "smoothgrad",
-        ]
-    doc.p(
-        f"The same test images (the first test image of each of the first {min(n_images, 10)} classes) "
-        "explained by each "
-        "selected model, towards the class the model predicts (SPEC §5); a white box names the prediction when it "
-        "is wrong. One colour scale per figure, shared by all penalties (clipped at the 99.5th percentile of the "
-        "maps' magnitudes): a penalty that shrinks the gradients shows darker maps. Unsigned methods (Saliency, "
-        "SmoothGrad): dark = 0, bright = large. Signed methods: red positive, blue negative, white 0."
-    )
-    root = s.config.get("data_root") or None
-    if root is None:
-        where = (
-            f"{data_mod.default_root()} ($SALIENCY_DATA_ROOT or ./data of the current directory: the study's "
-            "config.yaml names no data_root)"
+    for dataset, penalties in _gallery_from_table(doc, s, figs, n_images).items():
+        doc.note(
+            f"No gallery for {dataset}: the `gallery` table holds no maps of its selected model(s) "
+            f"({', '.join(penalties)}); the evaluation stage writes them (`python -m study.launch --output "
+            f"{s.path} --resume --stage evaluate`)."
         )
-    else:
-        where = f"{root} (data_root of the study's config.yaml)"
-    for dataset in pending:
-        sel = s.selected[s.selected["dataset"] == dataset].drop_duplicates("penalty", keep="last")
-        if sel.empty:
-            continue
-        try:
-            splits = data_mod.load(dataset, root)
-        except Exception as exc:  # noqa: BLE001
-            doc.note(
-                f"No gallery for {dataset}: its test images are not in {where} ({type(exc).__name__}: {exc}); "
-                "set SALIENCY_DATA_ROOT (or data_root in config.yaml) to the prepared data folder and rebuild."
-            )
-            continue
-        idx = []
-        for c in range(min(n_images, 10)):
-            hits = (splits.test_y == c).nonzero().flatten()
-            if len(hits):
-                idx.append(int(hits[0]))
-        x = data_mod.to_float(splits.test_x[idx])
-        labels = splits.test_y[idx]
-        models, problems = [], []
-        for penalty in s.penalties:
-            r = sel[sel["penalty"] == penalty]
-            if r.empty:
-                continue
-            r = r.iloc[0]
-            path = Path(str(r["weights_path"]))
-            if not str(r["weights_path"]) or not path.is_file():
-                problems.append(f"{penalty}: weights not found ({r['weights_path'] or 'no path'})")
-                continue
-            try:
-                model = build_model(str(r["model"]))
-                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-                model.eval()
-            except Exception as exc:  # noqa: BLE001
-                problems.append(f"{penalty}: cannot load {path} ({type(exc).__name__}: {exc})")
-                continue
-            models.append((penalty, r, model))
-        for pr in problems:
-            doc.note(f"Gallery, {dataset}: {pr}.")
-        if not models:
-            continue
-        with torch.no_grad():
-            preds = {p: m(x).argmax(1) for p, _, m in models}
-        for method in methods:
-            try:
-                maps = np.stack([attribute(m, x, preds[p], method, seed=seed)[:, 0].numpy() for p, _, m in models])
-            except Exception as exc:  # noqa: BLE001
-                doc.note(f"Gallery, {dataset}, {method}: attribution failed ({type(exc).__name__}: {exc}).")
-                continue
-            path = _gallery_figure(figs, dataset, method, x[:, 0].numpy(), labels.numpy(), models, preds, maps)
-            doc.figure(
-                Figure(
-                    path,
-                    f"{dataset}, {METHOD_LABELS.get(method, method)}: rows = penalties (λ of the "
-                    f"selected model), columns = test images; shared colour scale.",
-                    f"saliency gallery {dataset} {method}",
-                )
-            )
 
 
 GALLERY_TEXT = (
@@ -432,10 +342,10 @@ GALLERY_TEXT = (
 )
 
 
-def _gallery_from_table(doc: Doc, s: A.Study, figs: _Figures, n_images: int) -> list[str]:
-    """The gallery of every dataset whose selected models all have rows in the ``gallery`` table (written by
-    the evaluation stage: no weights, data or torch needed here). Returns the other datasets."""
-    pending, intro = [], False
+def _gallery_from_table(doc: Doc, s: A.Study, figs: _Figures, n_images: int) -> dict[str, list[str]]:
+    """Plot the ``gallery`` table (written by the evaluation stage: no weights, data or torch needed here),
+    one figure per dataset and method; returns, per dataset, the selected models it holds no maps of."""
+    missing, intro = {}, False
     for dataset in s.datasets:
         sel = s.selected[s.selected["dataset"] == dataset].drop_duplicates("penalty", keep="last")
         if sel.empty:
@@ -444,10 +354,13 @@ def _gallery_from_table(doc: Doc, s: A.Study, figs: _Figures, n_images: int) -> 
         models, rows = [], {}
         for penalty in [p for p in s.penalties if p in set(sel["penalty"])]:
             r = sel[sel["penalty"] == penalty].iloc[0]
-            rows[penalty] = g[g["model_id"] == f"{r['penalty']}-{r['trial_id']}"].sort_values("position")
-            models.append((penalty, r, None))
-        if any(v.empty for v in rows.values()):
-            pending.append(dataset)
+            v = g[g["model_id"] == f"{r['penalty']}-{r['trial_id']}"].sort_values("position")
+            if v.empty:
+                missing.setdefault(dataset, []).append(penalty)
+                continue
+            rows[penalty] = v
+            models.append((penalty, r))
+        if not rows:
             continue
         first = next(iter(rows.values()))
         order = list((s.config.get("evaluation") or {}).get("methods") or []) + list(dict.fromkeys(first["method"]))
@@ -458,7 +371,7 @@ def _gallery_from_table(doc: Doc, s: A.Study, figs: _Figures, n_images: int) -> 
         ]
         ref = first[first["method"] == methods[0]] if methods else first.iloc[:0]
         if ref.empty:
-            pending.append(dataset)
+            missing.setdefault(dataset, []).extend(rows)
             continue
         if not intro:
             doc.p(f"The first {len(ref)} evaluated test images (the same for every model) " + GALLERY_TEXT)
@@ -472,7 +385,7 @@ def _gallery_from_table(doc: Doc, s: A.Study, figs: _Figures, n_images: int) -> 
                     np.stack(
                         [np.asarray(m, np.float32).reshape(28, 28) for m in rows[p][rows[p]["method"] == method]["map"]]
                     )
-                    for p, _, _ in models
+                    for p, _ in models
                 ]
             )
             path = _gallery_figure(figs, dataset, method, images, labels, models, preds, maps)
@@ -484,7 +397,7 @@ def _gallery_from_table(doc: Doc, s: A.Study, figs: _Figures, n_images: int) -> 
                     f"saliency gallery {dataset} {method}",
                 )
             )
-    return pending
+    return missing
 
 
 def _gallery_figure(figs: _Figures, dataset, method, images, labels, models, preds, maps) -> Path:
@@ -502,7 +415,7 @@ def _gallery_figure(figs: _Figures, dataset, method, images, labels, models, pre
         ax.set_title(class_name(dataset, int(labels[j])), fontsize=8)
     axes[0, 0].set_ylabel("input", fontsize=8, rotation=0, ha="right", va="center")
     im = None
-    for i, (penalty, row, _m) in enumerate(models, start=1):
+    for i, (penalty, row) in enumerate(models, start=1):
         lam = "" if penalty == "none" else f"\nλ={float(row['lam']):.3g}"
         axes[i, 0].set_ylabel(f"{penalty}{lam}", fontsize=8, rotation=0, ha="right", va="center")
         for j in range(n_img):
@@ -865,7 +778,7 @@ def build_report(
         baseline: the penalty the others are compared with.
         embed: inline the PNGs in the HTML as data URIs (one file to mail); the PNG files are
             written either way.
-        seed: seeds the bootstrap and the attribution methods that draw noise.
+        seed: seeds the bootstrap.
         log: progress messages (default: none).
 
     Raises FileNotFoundError / :class:`study.analysis.StudyError` for a folder that is not a
@@ -923,7 +836,7 @@ def build_report(
     guarded("summary", _summary_section, doc, s, summ, figs)
     doc.links(csvs)
     guarded("comparison", _compare_section, doc, s, comp, baseline)
-    guarded("gallery", _gallery_section, doc, s, figs, n_images, seed)
+    guarded("gallery", _gallery_section, doc, s, figs, n_images)
     guarded("MoRF", _morf_section, doc, s, figs)
     guarded("ROAR", _roar_section, doc, s, figs)
     guarded("robustness", _robustness_section, doc, s, figs)
@@ -980,7 +893,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=_count, default=6, help="test images per gallery figure (0: no gallery; default 6)")
     p.add_argument("--baseline", default="none", help="penalty the others are compared with (default: none)")
     p.add_argument("--embed", action="store_true", help="inline the figures in the HTML (a single file)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and noisy attributions (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the report's path")
     p.add_argument(
         "--results",

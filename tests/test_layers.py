@@ -93,3 +93,24 @@ def test_loading_a_config_and_the_cluster_launcher_import_no_torch():
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1]) == {"torch": False, "ray": False}
+
+
+def test_the_report_and_the_analysis_read_tables_only():
+    """Issue 12.2: the report plots the evaluation stage's `gallery` table instead of recomputing the maps:
+    neither it nor the analysis imports torch, a model or an attribution method, even inside a function."""
+    mods = modules()
+    reading = ("study.report", "study.document", "study.results_page", "study.analysis", "study.statistics")
+    heavy = {"torch", "torchvision", "captum", "study.data", "trainables.models", "evaluation.attributions"}
+    found = {}
+    for m in reading:
+        for node in ast.walk(ast.parse(mods[m].read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                if isinstance(node, ast.ImportFrom) and node.module else [])
+            hits = {n for n in names if n in heavy or n.split(".")[0] in ("torch", "torchvision", "captum")}
+            if hits:
+                found.setdefault(m, set()).update(hits)
+    assert not found, found
+    code = "import sys, study.report, study.analysis, study.results_page\nprint('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "False", (r.stdout, r.stderr)

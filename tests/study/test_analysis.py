@@ -98,6 +98,20 @@ def test_config_only_study_is_empty_not_an_error(tiny_study, tmp_path):
     assert s.pareto().empty and s.lambda_sweep().empty and s.summary().empty
 
 
+def test_a_corrupt_saved_config_is_one_error_naming_the_file(tmp_path):
+    """The launcher and the analysis read a study's config.yaml with one parser (issue 12.4): invalid YAML
+    or a file that is not a mapping names the file, as a StudyError here and a ConfigError in the launcher."""
+    from study.config import ConfigError, read_saved
+
+    for text, why in (("trials: [1, 2\n", "is not valid YAML"), ("- 1\n- 2\n", "expected a mapping")):
+        (tmp_path / "config.yaml").write_text(text)
+        with pytest.raises(A.StudyError, match=why) as e:
+            A.load(tmp_path)
+        assert str(tmp_path / "config.yaml") in str(e.value)
+        with pytest.raises(ConfigError, match=f"^output: .*config.yaml .*{why}.*; restore it, or use another --output"):
+            read_saved(str(tmp_path))
+
+
 def test_not_a_study_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(A.NotAStudyError, match=r"not a study folder") as e:

@@ -77,19 +77,21 @@ def test_percent_cells_have_one_decimal(flagged_report):
         assert re.fullmatch(r"\d{1,3}\.\d", cell), ln
 
 
-def test_a_report_built_elsewhere_says_which_data_is_missing(flagged_study, tmp_path, monkeypatch):
-    """Without stored gallery maps the report computes them from the test images: if those are not found
-    (data_root unset, another directory), the note says where it looked and what to set."""
+def test_a_report_built_elsewhere_keeps_its_gallery(flagged_study, tmp_path, monkeypatch):
+    """Issue 11.11: a report built from another directory lost its gallery (the maps were recomputed from
+    the data, looked up relative to the current directory). The maps now travel in the `gallery` table:
+    no data, weights or torch needed; without that table the note names the command that writes it."""
     import shutil
 
     study = copy_study(flagged_study, tmp_path / "study")
-    shutil.rmtree(study / "gallery", ignore_errors=True)  # the evaluation stage's stored maps, where it writes them
     monkeypatch.delenv("SALIENCY_DATA_ROOT", raising=False)
     monkeypatch.chdir(tmp_path)  # no ./data here
-    path = R.build_report(study, formats=("md",), out_dir=tmp_path / "rep", n_images=2)
-    md = path.read_text()
+    md = R.build_report(study, formats=("md",), out_dir=tmp_path / "rep", n_images=2).read_text()
+    assert "No gallery" not in md and (tmp_path / "rep" / "img" / "gallery_mnist_saliency.png").is_file()
+    shutil.rmtree(study / "gallery")  # the evaluation stage's stored maps, where it writes them
+    md = R.build_report(study, formats=("md",), out_dir=tmp_path / "rep2", n_images=2).read_text()
     note = next(ln for ln in md.splitlines() if "No gallery for mnist" in ln)
-    assert str(tmp_path / "data") in note and "SALIENCY_DATA_ROOT" in note and "data_root" in note, note
+    assert f"--output {study} --resume --stage evaluate" in note, note
 
 
 def test_search_config_records_the_absolute_data_root(tmp_path, data_root, monkeypatch):
