@@ -903,7 +903,16 @@ def main(argv: list[str] | None = None) -> int:
         "(e.g. docs/results.md, with PAGE/summary.csv and PAGE/img/; see study/results_page.py)",
     )
     p.add_argument("--notes", default=None, metavar="FILE.md", help="with --results: a discussion appended verbatim")
+    p.add_argument(
+        "--readme",
+        default=None,
+        metavar="README.md",
+        help="with --results: also rewrite that file's block between <!-- results:begin --> and "
+        "<!-- results:end --> (the run and its table)",
+    )
     args = p.parse_args(argv)
+    if (args.notes or args.readme) and not args.results:
+        p.error("--notes and --readme go with --results PAGE.md")
     if args.results:
         from study.results_page import build_results
 
@@ -913,6 +922,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.results,
                 notes=args.notes,
                 baseline=args.baseline,
+                readme=args.readme,
                 log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
             )
         except (FileNotFoundError, A.StudyError, ValueError) as exc:

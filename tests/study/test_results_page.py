@@ -107,6 +107,34 @@ def test_results_page_and_csv(replicated, tmp_path):
     assert np.isclose(got[key], want[key], rtol=1e-5)
 
 
+def test_the_readme_block_is_rewritten_by_the_command(replicated, tmp_path):
+    """The README's results table comes from `study.report --results … --readme README.md`, not a copy:
+    only the text between the markers changes; a README without them is refused, untouched."""
+    from study.results_page import README_BEGIN, README_END
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n## Results\n\n{README_BEGIN}\nold table\n{README_END}\n\n## After\nkept\n")
+    r = subprocess.run([sys.executable, "-m", "study.report", str(replicated), "--results", "docs/results.md",
+                        "--readme", "README.md", "-q"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    text = readme.read_text()
+    assert text.startswith("# x\n\n## Results\n\n" + README_BEGIN)
+    assert text.endswith(f"{README_END}\n\n## After\nkept\n")
+    block = text[text.index(README_BEGIN):text.index(README_END)]
+    assert "old table" not in block and "**[docs/results.md](docs/results.md)**" in block
+    assert "| gradient (2 seeds) | Saliency |" in block and "random (control)" in block
+    assert "python -m study.launch --config replicate" in block
+    page = (tmp_path / "docs" / "results.md").read_text()
+    row = next(ln for ln in page.splitlines() if ln.startswith("| gradient (2 seeds)"))
+    assert row in block  # the same row as the page's
+    bare = tmp_path / "bare.md"
+    bare.write_text("no markers\n")
+    r = subprocess.run([sys.executable, "-m", "study.report", str(replicated), "--results", "docs/results.md",
+                        "--readme", str(bare), "-q"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "needs one <!-- results:begin --> line" in r.stderr, r.stderr
+    assert bare.read_text() == "no markers\n"
+
+
 def test_report_shows_the_random_control_row_in_each_metric_table(replicated, tmp_path):
     from study.report import build_report
 
