@@ -516,6 +516,21 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def parse_mapping(text: str, where: str) -> dict:
+    """The mapping a YAML config holds (``{}`` for an empty file; ``where`` names it in errors): invalid
+    YAML, or a file that is not a mapping, is a :class:`ConfigError` naming the file, never a YAML traceback.
+    The one parser of a config file, a study's saved config.yaml (launcher and analysis) included."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: invalid YAML ({' '.join(str(exc).split())})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    return data
+
+
 def load_raw(path: str | Path | None) -> dict:
     """The raw mapping of a YAML config (``{}`` for None)."""
     if path is None:
@@ -523,13 +538,7 @@ def load_raw(path: str | Path | None) -> dict:
     p = preset_path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} not found; presets: {', '.join(PRESETS)} (in {CONFIG_DIR})")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p}: invalid YAML ({' '.join(str(exc).split())})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {p}: expected a mapping at the top level")
-    return data
+    return parse_mapping(p.read_text(), f"config file {p}")
 
 
 def config_from_raw(data: dict) -> StudyConfig:
@@ -545,30 +554,21 @@ def config_from_raw(data: dict) -> StudyConfig:
 SAVED = "config.yaml"
 
 
-def parse_saved(text: str, where: str) -> dict:
-    """The mapping a saved ``config.yaml`` holds (``where`` names it in errors): invalid YAML, or a file
-    that is not a mapping, is a :class:`ConfigError` naming the file (never a YAML traceback)."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where} is not valid YAML ({' '.join(str(exc).split())})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} does not hold a study configuration (expected a mapping)")
-    return data
-
-
 def read_saved(location: str) -> dict:
     """The raw mapping of a study's saved ``<location>/config.yaml`` (a folder or a URI), for the launcher
-    (``study.tables`` reads it for the analysis with the same :func:`parse_saved`)."""
+    (``study.tables`` reads it for the analysis with the same :func:`parse_mapping`)."""
     from study import storage
 
     loc = storage.join(location, SAVED)
     if not storage.is_file(loc):
         raise ConfigError(f"output: no study in {location} (missing {SAVED}); run it without --resume first")
     try:
-        return parse_saved(storage.read_text(loc), loc)
+        data = parse_mapping(storage.read_text(loc), loc)
+        if not data:
+            raise ConfigError(f"{loc}: expected a mapping at the top level, found an empty file")
     except ConfigError as exc:
         raise ConfigError(f"output: {exc}; restore it, or use another --output") from None
+    return data
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> StudyConfig:

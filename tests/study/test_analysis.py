@@ -103,12 +103,12 @@ def test_a_corrupt_saved_config_is_one_error_naming_the_file(tmp_path):
     or a file that is not a mapping names the file, as a StudyError here and a ConfigError in the launcher."""
     from study.config import ConfigError, read_saved
 
-    for text, why in (("trials: [1, 2\n", "is not valid YAML"), ("- 1\n- 2\n", "expected a mapping")):
+    for text, why in (("trials: [1, 2\n", "invalid YAML"), ("- 1\n- 2\n", "expected a mapping")):
         (tmp_path / "config.yaml").write_text(text)
         with pytest.raises(A.StudyError, match=why) as e:
             A.load(tmp_path)
         assert str(tmp_path / "config.yaml") in str(e.value)
-        with pytest.raises(ConfigError, match=f"^output: .*config.yaml .*{why}.*; restore it, or use another --output"):
+        with pytest.raises(ConfigError, match=f"^output: .*config.yaml: .*{why}.*; restore it, or use another --output"):
             read_saved(str(tmp_path))
 
 
