@@ -55,6 +55,21 @@ def search_limit(cfg: StudyConfig, cluster_cpus: float) -> int:
     return max(1, math.ceil(slots / cfg.max_concurrent_trials)) + 1
 
 
+def planned_evaluation(cfg: StudyConfig, settings) -> str:
+    """The evaluation stage's plan (``evaluation.stage.describe_plan``) for the whole study, before any model
+    exists: the models the selection rule will pick (every seed of a penalty whose seeds are replicates, else
+    one per (dataset, penalty)); trials that fail can only make it smaller."""
+    from evaluation import stage
+
+    rows = [
+        {"dataset": d, "penalty": p, "trial_id": f"{d}-{i}"}  # model ids unique per dataset
+        for d in cfg.datasets
+        for p in cfg.penalties
+        for i in range(cfg.n_trials(p) if cfg.replicated(p) else 1)
+    ]
+    return stage.describe_plan(stage.plan(pd.DataFrame(rows), settings), settings)
+
+
 def _search_task(cfg: StudyConfig, dataset: str, penalty: str, data: list, provenance: dict) -> dict:
     """Body of one search's Ray task: ``search.run_one`` in a worker; returns its summary."""
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
@@ -142,6 +157,8 @@ def run_study(
         else None
     )
     evaluated: set[str] = set()  # model ids whose tasks were queued
+    if runner is not None:  # the whole study's evaluation work, before anything runs (issue 11.10)
+        log(planned_evaluation(cfg, runner.s))
 
     def select_ready() -> None:
         """Queue the evaluation of every (dataset, penalty) whose own search and baseline are done."""

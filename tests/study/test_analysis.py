@@ -108,7 +108,8 @@ def test_a_corrupt_saved_config_is_one_error_naming_the_file(tmp_path):
         with pytest.raises(A.StudyError, match=why) as e:
             A.load(tmp_path)
         assert str(tmp_path / "config.yaml") in str(e.value)
-        with pytest.raises(ConfigError, match=f"^output: .*config.yaml: .*{why}.*; restore it, or use another --output"):
+        want = f"^output: .*config.yaml: .*{why}.*; restore it, or use another --output"
+        with pytest.raises(ConfigError, match=want):
             read_saved(str(tmp_path))
 
 

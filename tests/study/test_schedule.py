@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from study import results as R
+from evaluation import stage
 from study import schedule, search
 from study.config import load_config
 from tests.ray_utils import ray_env, start_local_ray
@@ -41,8 +42,6 @@ SETTINGS = [
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, data_root):
     import ray
-
-    from evaluation import stage
 
     start_local_ray(num_cpus=6)
     try:
@@ -93,6 +92,21 @@ def test_searches_overlap_and_evaluation_starts_before_the_last_search_ends(two_
     )
     assert any("model(s) selected" in line and "running" in line for line in logs)
     assert any(line.startswith("[search] fashion-mnist/smoothness: 2 trials") for line in logs)
+
+
+def test_the_whole_evaluation_plan_is_printed_before_the_first_search(two_runs):
+    """Issue 11.10 under the concurrent schedule: the evaluation's size is printed before any search runs,
+    and it is the plan the stage then ran (6 selected models; 2 chunks of 8 images, 1 ROAR retrain each)."""
+    conc, _, sel_c, _, logs, _ = two_runs
+    lines = [x for msg in logs for x in msg.splitlines()]
+    plan = [i for i, x in enumerate(lines) if x.startswith("[evaluate] plan:")]
+    first_event = min(i for i, x in enumerate(lines) if x.startswith(("[search]", "[study] ")))
+    assert len(plan) == 2 and max(plan) < first_event, lines[:6]
+    s = stage.settings_from_config(conc)
+    tasks = stage.plan(sel_c, s)
+    assert lines[plan[0]].startswith(f"[evaluate] plan: {len(sel_c)} model(s); "
+                                     f"{sum(t.kind == 'metrics' for t in tasks)} metric chunk(s) (16 test images")
+    assert f"{sum(t.kind == 'roar' for t in tasks)} ROAR retrain(s)" in lines[plan[1]]
 
 
 def test_concurrent_tables_equal_the_sequential_ones_row_for_row(two_runs):
