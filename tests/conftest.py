@@ -24,6 +24,7 @@ RAY_PATHS = ("tests/cluster/", "tests/evaluation/test_stage_cluster.py")
 RAY_TESTS = (
     "tests/study/test_launch.py::test_sigkill_driver_then_resume_finishes_without_rerunning",
     "tests/study/test_launch_faults.py::test_ctrl_c_",
+    "tests/study/test_launch_faults.py::test_a_search_marked_done_by_the_old_interrupt_bug_is_searched_again",
     "tests/study/test_launch_faults.py::test_infeasible_resources_stop_with_one_line",
     "tests/study/test_launch_faults.py::test_a_cluster_that_may_grow_gets_a_warning_after_the_wait",
     "tests/study/test_data.py::test_offline_prepare_from_scratch",
