@@ -25,7 +25,7 @@ from pathlib import Path
 
 
 from study import mounts, storage
-from study.cluster import CONFIG_ENV, EXCLUDES
+from study.cluster import CONFIG_ENV, EXCLUDES, trial_shortfall
 from study.config import (
     PRESETS, REPO_ROOT, ConfigError, StudyConfig, apply_overrides, config_from_raw, load_raw, read_saved,
 )
@@ -355,8 +355,6 @@ def _cluster_may_grow(address: str | None) -> bool:
 def resource_shortfall(cfg: StudyConfig) -> str | None:
     """None if one alive node of the connected Ray can hold a trial's ``resources``, else why not."""
     import ray
-
-    from study.cluster import trial_shortfall
 
     nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")]
     total = ray.cluster_resources()

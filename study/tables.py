@@ -42,6 +42,7 @@ CURVES = _columns(R.CURVES, (*_KEY, "curve", "x", "y"))
 _FALLBACK_SCHEMAS = {"evaluation": EVALUATION, "roar": ROAR, "curves": CURVES}
 EVALUATION_PARTITIONS = ["dataset", "penalty"]
 
+
 class StudyError(ValueError):
     """A study folder or one of its tables cannot be read; the message names the path."""
 
@@ -143,11 +144,12 @@ def conform(t: pa.Table, schema: pa.Schema, where: str, partition: dict[str, str
     return pa.Table.from_arrays(cols, names=names)
 
 
-def read_study_table(path_or_uri, table: str) -> tuple[pd.DataFrame, bool]:
+def read_study_table(path_or_uri, table: str, _opened: tuple | None = None) -> tuple[pd.DataFrame, bool]:
     """(rows of ``<study>/<table>``, present). Files whose name starts with ``.`` or ``_``
-    (temporary files of a writer) are skipped. Raises :class:`SchemaError` naming the file."""
+    (temporary files of a writer) are skipped. Raises :class:`SchemaError` naming the file.
+    ``_opened``: the study's already opened ``_filesystem`` (read_study opens it once for every table)."""
     schema = table_schema(table)
-    fs, root, shown = _filesystem(path_or_uri)
+    fs, root, shown = _opened or _filesystem(path_or_uri)
     folder = f"{root.rstrip('/')}/{table}"
     info = fs.get_file_info(folder)
     if info.type == pafs.FileType.NotFound:
@@ -189,7 +191,7 @@ def read_study(path_or_uri) -> dict:
         NotAStudyError: it exists but holds no study table and no ``config.yaml``.
         SchemaError: a table's file lacks a column or holds one of the wrong type (names the file).
     """
-    fs, root, shown = _filesystem(path_or_uri)
+    opened = fs, root, shown = _filesystem(path_or_uri)
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{shown}: no such study folder")
@@ -207,11 +209,11 @@ def read_study(path_or_uri) -> dict:
         )
     frames, missing = {}, []
     for t in TABLES:
-        df, ok = read_study_table(path_or_uri, t)
+        df, ok = read_study_table(path_or_uri, t, opened)
         frames[t] = df
         if not ok:
             missing.append(t)
-    frames["gallery"], _ = read_study_table(path_or_uri, "gallery")
+    frames["gallery"], _ = read_study_table(path_or_uri, "gallery", opened)
     config, text = {}, ""
     if has_cfg:
         from study.config import ConfigError, parse_mapping
