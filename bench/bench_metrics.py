@@ -34,7 +34,7 @@ from evaluation.metrics.complexity import complexity  # noqa: E402
 from evaluation.metrics.faithfulness import draw_subsets, faithfulness_correlation  # noqa: E402
 from evaluation.metrics.gaussian import draw_noise, gaussian  # noqa: E402
 from evaluation.metrics.morf import morf  # noqa: E402
-from study import data as data_mod  # noqa: E402
+from foundations import data as data_mod  # noqa: E402
 from tests.evaluation.test_morf import slow_morf  # noqa: E402
 from trainables.train import TrainConfig, TrainRun  # noqa: E402
 

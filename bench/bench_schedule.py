@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from study import results as R  # noqa: E402
+from foundations import schemas as R  # noqa: E402
 from study.config import load_config  # noqa: E402
 
 

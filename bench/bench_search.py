@@ -54,7 +54,7 @@ def plain_loop(cfg, trials, splits) -> list[float]:
     """Seconds per trial when the trials run one after the other, 1 thread each, no Ray."""
     import torch
 
-    from study.data import to_float
+    from foundations.data import to_float
     from evaluation.metrics.morf import explanation_score
     from trainables.trainable import trial_config
 

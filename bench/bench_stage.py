@@ -23,7 +23,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation import stage  # noqa: E402
-from study import data as data_mod  # noqa: E402
+from foundations import data as data_mod  # noqa: E402
 from tests.evaluation.stage_fixtures import make_selected, small_settings  # noqa: E402
 
 

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from study import data as data_mod
+from foundations import data as data_mod
 from trainables.models import build_model
 from trainables.penalties import PENALTIES
 from trainables.saliency import input_gradient

@@ -49,7 +49,7 @@ from evaluation.attributions import METHODS, attribute, check_method
 from evaluation.attributions import resolve_method_params as resolve_attribution_params
 from evaluation.metrics import METRICS, registry
 from evaluation.metrics._common import DEFAULT_BATCH_SIZE, MetricInput, check_batch, check_batch_size
-from study import seeds
+from foundations import seeds
 from evaluation.metrics.gaussian import predicted
 
 COLUMNS = ["dataset", "penalty", "model_id", "method", "metric", "level", "sample", "value", "seed"]

@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from evaluation.metrics.registry import REGISTRY
-from study import seeds
-from study.data import Splits, to_float
+from foundations import seeds
+from foundations.data import Splits, to_float
 from trainables.train import TrainConfig, TrainRun, accuracy
 
 SPEC = REGISTRY["roar"]  # outputs roar / roar_clean, directions, references: evaluation/metrics/registry.py

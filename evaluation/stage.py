@@ -34,10 +34,10 @@ import pandas as pd
 import torch
 
 from evaluation.config import Evaluation
-from study import results, seeds, storage
-from study.results import CURVES, EVALUATION, GALLERY, ROAR
+from foundations import schemas as results, seeds, storage
+from foundations.schemas import CURVES, EVALUATION, GALLERY, ROAR
 
-# the three tables of this stage; their schemas live with the others in study/results.py
+# the three tables of this stage; their schemas live with the others in foundations/schemas.py
 STAGE_SCHEMAS = {"evaluation": EVALUATION, "roar": ROAR, "curves": CURVES}
 PARTS = results.PARTITIONS["evaluation"]
 
@@ -265,7 +265,7 @@ def metrics_task(task: Task, row: dict, splits, s: StageSettings, out: str) -> d
     """Per-image metrics of one (model, chunk), every method -> one ``evaluation`` file."""
     ev = s.evaluation
     from evaluation.evaluate import evaluate_model
-    from study.data import to_float
+    from foundations.data import to_float
 
     _threads(s.cpu)
     _marker(out, task)
@@ -468,7 +468,7 @@ class Runner:
         """The dataset's full splits (the test set included) in the object store, put once."""
         import ray
 
-        from study import data as data_mod
+        from foundations import data as data_mod
 
         if dataset not in self._splits:
             sp = data_mod.load(dataset, self.s.data_root or None)

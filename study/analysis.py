@@ -6,7 +6,7 @@
 
     s = analysis.load("outputs/quick")          # a folder, or a URI pyarrow understands
     s.missing                                    # tables not written (yet): e.g. ['evaluation', 'roar', 'curves']
-    s.trials, s.epochs, s.selected               # search stage (study.results schemas)
+    s.trials, s.epochs, s.selected               # search stage (foundations.schemas schemas)
     s.evaluation, s.roar, s.curves               # evaluation stage
     s.summary()                                  # mean and 95% bootstrap CI per dataset × penalty × method × metric
     s.compare(baseline="none")                   # paired Wilcoxon vs the baseline, Holm-corrected, effect sizes
@@ -15,9 +15,9 @@
 
 Each function is also a module-level function taking the :class:`Study` (``analysis.summary(s)``).
 
-Reading (schemas, Hive partitions, checks, :class:`SchemaError`, :class:`NotAStudyError`): :mod:`study.tables`;
+Reading (schemas, Hive partitions, checks, :class:`SchemaError`, :class:`NotAStudyError`): :mod:`study.loading`;
 tables not written yet are empty DataFrames with the right columns, listed in ``Study.missing`` (a study still
-running, or a search without evaluation, can be analysed). The statistical primitives: :mod:`study.statistics`.
+running, or a search without evaluation, can be analysed). The statistical primitives: :mod:`foundations.statistics`.
 
 Statistics (SPEC §5: aggregates are computed here, from the per-sample rows):
 
@@ -44,9 +44,9 @@ import pandas as pd
 import pyarrow as pa
 
 from evaluation.metrics import registry as metric_registry
-from study import results as R
-from study.statistics import adjust, bootstrap_ci, front_mask, group_seed, holm, paired_test, t_interval  # noqa: F401
-from study.tables import (  # noqa: F401  (the reading side, re-exported: analysis.load is the entry point)
+from foundations import schemas as R
+from foundations.statistics import adjust, bootstrap_ci, front_mask, group_seed, holm, paired_test, t_interval  # noqa: F401
+from study.loading import (  # noqa: F401  (the reading side, re-exported: analysis.load is the entry point)
     AUXILIARY_TABLES,
     CURVES,
     EVALUATION,

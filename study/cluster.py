@@ -48,7 +48,8 @@ from typing import Callable
 
 import yaml
 
-from study import mounts, storage
+from foundations import storage
+from study import mounts
 from study.config import REPO_ROOT, ConfigError, StudyConfig, dump_config
 
 AUTH_MODES = ("disabled", "token")  # Ray 2.60's RAY_AUTH_MODE values (ray._raylet.AuthenticationMode)

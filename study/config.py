@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from study.data import DATASETS
+from foundations.data import DATASETS
 from trainables.config import (  # torch-free: the training's names, checks and defaults
     PENALTY_NAMES, ConfigError, check_choice, check_int_ge, check_list, check_training,
     resolve_penalty_params,
@@ -159,7 +159,7 @@ class StudyConfig:
         output: where the study writes ('' = ``outputs/<name>`` under the current directory): a
             folder, or on a cluster a path every node mounts or a URI (``s3://bucket/prefix``).
         data_root: prepared data folder ('' = ``$SALIENCY_DATA_ROOT`` or ``./data``).
-        datasets: datasets searched, from ``study.data.DATASETS``.
+        datasets: datasets searched, from ``foundations.data.DATASETS``.
         penalties: penalties searched, from ``trainables.config.PENALTY_NAMES`` (``none`` is the
             baseline of the selection rule).
         space: search space per penalty name; key ``default`` applies to every penalty and a
@@ -232,7 +232,7 @@ class StudyConfig:
         if not self.name or any(c in self.name for c in "/\\ ="):
             raise ConfigError(f"name: must be a non-empty name without '/', '\\\\', ' ' or '=', got {self.name!r}")
         if self.output:
-            from study import storage
+            from foundations import storage
 
             try:
                 storage.normalize(self.output)
@@ -277,14 +277,14 @@ class StudyConfig:
     @property
     def location(self) -> str:
         """Where the study writes: an absolute folder, or a URI (``s3://bucket/studies/quick``)."""
-        from study import storage
+        from foundations import storage
 
         return storage.normalize(self.output or f"outputs/{self.name}")
 
     @property
     def remote(self) -> bool:
         """True when the study writes to an object store (``s3://`` …) rather than a folder."""
-        from study import storage
+        from foundations import storage
 
         return storage.is_remote(self.location)
 
@@ -350,7 +350,7 @@ class StudyConfig:
 
     @property
     def data_path(self) -> Path:
-        from study.data import default_root
+        from foundations.data import default_root
 
         return Path(self.data_root).absolute() if self.data_root else default_root()
 
@@ -556,8 +556,8 @@ SAVED = "config.yaml"
 
 def read_saved(location: str) -> dict:
     """The raw mapping of a study's saved ``<location>/config.yaml`` (a folder or a URI), for the launcher
-    (``study.tables`` reads it for the analysis with the same :func:`parse_mapping`)."""
-    from study import storage
+    (``study.loading`` reads it for the analysis with the same :func:`parse_mapping`)."""
+    from foundations import storage
 
     loc = storage.join(location, SAVED)
     if not storage.is_file(loc):

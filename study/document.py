@@ -1,6 +1,6 @@
 """The report's document model and its two renderers (HTML, Markdown), formatting and figure helpers.
 
-:mod:`study.report` (the study report) and :mod:`study.results_page` (the published results page) fill
+:mod:`study.report` (the study report) and :mod:`study.publish` (the published results page) fill
 a :class:`Doc` with headings, paragraphs, :class:`Table` and :class:`Figure` blocks; :func:`render_html`
 and :func:`render_md` turn it into a page. Nothing here reads a study: content lives in the callers.
 """

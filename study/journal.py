@@ -17,7 +17,7 @@ import os
 import threading
 from pathlib import Path
 
-from study.storage import StorageError, download, is_remote, join, list_files, name, normalize, write_bytes
+from foundations.storage import StorageError, download, is_remote, join, list_files, name, normalize, write_bytes
 
 
 def state_root() -> Path:

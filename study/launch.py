@@ -24,7 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-from study import mounts, storage
+from foundations import storage
+from study import mounts
 from study.cluster import CONFIG_ENV, EXCLUDES, trial_shortfall
 from study.config import (
     PRESETS, REPO_ROOT, ConfigError, StudyConfig, apply_overrides, config_from_raw, load_raw, read_saved,
@@ -190,7 +191,7 @@ def config_warnings(cfg: StudyConfig) -> list[str]:
 
 
 def check_data(cfg: StudyConfig) -> None:
-    from study import data as data_mod
+    from foundations import data as data_mod
 
     for ds in cfg.datasets:
         try:
@@ -442,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             if args.stage == "evaluate":
-                from study.results import read_table
+                from foundations.schemas import read_table
 
                 if not storage.exists(storage.join(cfg.location, "selected")):
                     print(
@@ -508,7 +509,7 @@ def record_run(cfg: StudyConfig, argv: list[str] | None, started: float, seconds
     import json
     import platform
 
-    from study.results import git_commit
+    from foundations.schemas import git_commit
 
     line = {
         "command": "python -m study.launch " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from study.storage import StorageError, is_remote
+from foundations.storage import StorageError, is_remote
 
 # Filesystem types (/proc/mounts) that several hosts can mount: a path on one is "shared".
 NETWORK_FS = {

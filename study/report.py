@@ -40,7 +40,7 @@ from study.document import (  # noqa: F401  (also the report's public names, as 
     DPI, FORMATS, METRIC_LABELS, Block, Doc, Figure, Table, _arrow, _best_flags, _ci, _Figures, _grid,  # noqa: F401
     _hide_unused, _label, _legend, _log_x, _num, _pct, _write, render_html, render_md, style,  # noqa: F401
 )
-from study import results as R
+from foundations import schemas as R
 
 REPORT_DIR = "report"
 
@@ -858,7 +858,8 @@ def run(cfg, selected=None, quiet: bool = False) -> Path:
 
     A study on an object store (``s3://…``) gets its report built in a local folder of this
     machine, then copied to ``<location>/report/``."""
-    from study import journal, storage
+    from foundations import storage
+    from study import journal
 
     log = None if quiet else (lambda m: print(m, flush=True))  # quiet: the report's path only
     if not cfg.remote:
@@ -900,7 +901,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         metavar="PAGE.md",
         help="instead of the report, write the published results page of a replicated study "
-        "(e.g. docs/results.md, with PAGE/summary.csv and PAGE/img/; see study/results_page.py)",
+        "(e.g. docs/results.md, with PAGE/summary.csv and PAGE/img/; see study/publish.py)",
     )
     p.add_argument("--notes", default=None, metavar="FILE.md", help="with --results: a discussion appended verbatim")
     p.add_argument(
@@ -914,7 +915,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.notes or args.readme) and not args.results:
         p.error("--notes and --readme go with --results PAGE.md")
     if args.results:
-        from study.results_page import build_results
+        from study.publish import build_results
 
         try:
             path = build_results(

@@ -37,7 +37,7 @@ from typing import Callable
 
 import pandas as pd
 
-from study import results as R
+from foundations import schemas as R
 from study import journal, search
 from study.config import StudyConfig
 

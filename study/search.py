@@ -44,11 +44,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from study import data as data_mod
-from study import results as R
-from study.results import git_commit  # noqa: F401  (re-exported: provenance of every row)
-from study import journal, seeds, storage
-from study.statistics import front_mask
+from foundations import data as data_mod
+from foundations import schemas as R
+from foundations.schemas import git_commit  # noqa: F401  (re-exported: provenance of every row)
+from foundations import seeds, storage
+from study import journal
+from foundations.statistics import front_mask
 from study.config import StudyConfig, dump_config
 
 OBJECTIVE_METRICS = ("val_acc", "val_morf")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from study import data as data_mod
+from foundations import data as data_mod
 from tests.ray_utils import start_local_ray
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -1,6 +1,6 @@
-"""The import graph (issue 12): no circle, no arrow from a lower layer up, and the launcher's side
-(config, cluster launch) without torch. An ``ast`` walk of every import, at module level and inside
-functions alike, of the three packages."""
+"""The import graph: no circle, no arrow from a lower layer up, and the launcher's side (config, cluster
+launch) without torch. An ``ast`` walk of every import, at module level and inside functions alike, of the
+four packages. The layer of a module is its top-level folder, nothing else."""
 
 from __future__ import annotations
 
@@ -11,15 +11,12 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("study", "trainables", "evaluation")
-FOUNDATIONS = {"study.data", "study.storage", "study.results", "study.seeds", "study.statistics"}
+PACKAGES = ("foundations", "trainables", "evaluation", "study")  # bottom to top: the layer order
 
 
 def layer(module: str) -> int:
-    """0 foundations, 1 training, 2 evaluation, 3 the study (README, Layout)."""
-    if module in FOUNDATIONS:
-        return 0
-    return {"trainables": 1, "evaluation": 2, "study": 3}[module.split(".")[0]]
+    """A module's layer: the position of its folder in PACKAGES (0 foundations … 3 the study)."""
+    return PACKAGES.index(module.split(".")[0])
 
 
 def modules() -> dict[str, Path]:
@@ -40,7 +37,7 @@ def graph() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                subs = [f"{node.module}.{a.name}" for a in node.names]  # `from study import seeds`: study.seeds
+                subs = [f"{node.module}.{a.name}" for a in node.names]  # `from foundations import seeds`
                 names = [s for s in subs if s in mods] + ([node.module] if any(s not in mods for s in subs) else [])
             for n in names:
                 if n in mods and n != m:
@@ -78,6 +75,14 @@ def test_the_walk_sees_the_known_arrows():
     g = graph()
     assert "study.schedule" in g["study.launch"] and "evaluation.stage" in g["study.schedule"]
     assert "evaluation.evaluate" in g["evaluation.stage"]  # imported inside a function
+    assert "foundations.seeds" in g["evaluation.roar"]
+
+
+def test_no_lower_package_names_study_at_all():
+    """Not even inside a function: trainables, evaluation and foundations import nothing from study."""
+    up = sorted(f"{a} -> {b}" for a, deps in graph().items() for b in deps
+                if b.startswith("study") and not a.startswith("study"))
+    assert not up, up
 
 
 def test_loading_a_config_and_the_cluster_launcher_import_no_torch():
@@ -96,11 +101,11 @@ def test_loading_a_config_and_the_cluster_launcher_import_no_torch():
 
 
 def test_the_report_and_the_analysis_read_tables_only():
-    """Issue 12.2: the report plots the evaluation stage's `gallery` table instead of recomputing the maps:
+    """The report plots the evaluation stage's `gallery` table instead of recomputing the maps:
     neither it nor the analysis imports torch, a model or an attribution method, even inside a function."""
     mods = modules()
-    reading = ("study.report", "study.document", "study.results_page", "study.analysis", "study.statistics")
-    heavy = {"torch", "torchvision", "captum", "study.data", "trainables.models", "evaluation.attributions"}
+    reading = ("study.report", "study.document", "study.publish", "study.analysis", "foundations.statistics")
+    heavy = {"torch", "torchvision", "captum", "foundations.data", "trainables.models", "evaluation.attributions"}
     found = {}
     for m in reading:
         for node in ast.walk(ast.parse(mods[m].read_text())):
@@ -111,6 +116,6 @@ def test_the_report_and_the_analysis_read_tables_only():
             if hits:
                 found.setdefault(m, set()).update(hits)
     assert not found, found
-    code = "import sys, study.report, study.analysis, study.results_page\nprint('torch' in sys.modules)"
+    code = "import sys, study.report, study.analysis, study.publish\nprint('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "False", (r.stdout, r.stderr)

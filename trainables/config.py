@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from study import data as data_mod
+from foundations import data as data_mod
 
 MODELS = ("cnn3b", "cnn4b")
 DEFAULT_MODEL = {"mnist": "cnn3b", "fashion-mnist": "cnn4b"}

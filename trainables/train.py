@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study import data as data_mod
-from study import seeds
+from foundations import data as data_mod
+from foundations import seeds
 from trainables.config import (  # noqa: F401  (TrainConfig and the names are re-exported)
     BATCH_NORMS, DEVICES, OPTIMIZERS, TrainConfig,
 )
@@ -91,7 +91,7 @@ class TrainRun:
 
     Args:
         cfg: the run's configuration.
-        splits: loaded data (default: ``study.data.load(cfg.dataset, ...)``, once per process).
+        splits: loaded data (default: ``foundations.data.load(cfg.dataset, ...)``, once per process).
         extra_metrics: optional ``fn(model, splits) -> dict`` evaluated after each epoch (the search
             stage adds its validation explanation score here).
     """

@@ -30,7 +30,7 @@ from typing import Callable
 
 import torch
 
-from study.data import Splits, to_float
+from foundations.data import Splits, to_float
 from trainables.train import NonFiniteLossError, TrainConfig, TrainRun
 
 STATE_FILE = "state.pt"
@@ -90,7 +90,7 @@ def _report(metrics: dict, state: dict | None) -> None:
 def load_state(checkpoint_dir: str | Path) -> dict:
     """The saved trial state (run, history, start_time[, diverged]) of a checkpoint folder
     (a local path or a URI such as ``s3://bucket/…/checkpoint_000001``)."""
-    from study import storage
+    from foundations import storage
 
     data = storage.read_bytes(storage.join(storage.normalize(checkpoint_dir), STATE_FILE))
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from study import seeds
+from foundations import seeds
 from torch import Tensor, nn
 
 from evaluation.metrics._common import (

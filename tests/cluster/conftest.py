@@ -16,7 +16,7 @@ from tests.cluster import helpers as H
 
 @pytest.fixture(scope="session")
 def data_root_path() -> Path:
-    from study import data as data_mod
+    from foundations import data as data_mod
 
     root = data_mod.default_root()
     if not data_mod.is_prepared(root, "mnist"):

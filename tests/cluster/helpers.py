@@ -507,7 +507,7 @@ def cluster_yaml_variant(tmp: Path, sshd: SSHD, data_root: Path, token_file: Pat
         return cmd
 
     setup = [fix(c) for c in raw["setup_commands"]]
-    assert any("pip install" in c for c in setup) and any("study.data prepare" in c for c in setup)
+    assert any("pip install" in c for c in setup) and any("foundations.data prepare" in c for c in setup)
     raw["setup_commands"] = [c for c in setup if "pip install" not in c and "venv" not in c]
     raw["setup_commands"].insert(0, 'python -c "import study.launch, ray; print(ray.__version__)"')
     raw["setup_commands"] = [c.replace("--dataset all", "--dataset mnist") for c in raw["setup_commands"]]

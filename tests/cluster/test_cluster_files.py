@@ -15,7 +15,7 @@ import yaml
 
 from study import cluster as C
 from study import mounts as M
-from study import storage as S
+from foundations import storage as S
 from study.config import load_config
 from tests.cluster.helpers import REPO, free_port
 
@@ -71,7 +71,7 @@ def test_shipped_cluster_yaml_is_valid_as_is(home):
     text = SHIPPED.read_text()
     for key in ("head_ip", "worker_ips", "ssh_user", "ssh_private_key"):
         assert re.search(rf"{key}:.*# <-- CHANGE", text), key
-    assert "pip install" in text and "study.data prepare" in text and "--dashboard-host=127.0.0.1" in text
+    assert "pip install" in text and "foundations.data prepare" in text and "--dashboard-host=127.0.0.1" in text
 
 
 def test_example_cluster_files(home):

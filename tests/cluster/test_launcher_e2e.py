@@ -65,7 +65,7 @@ def test_cluster_up_job_results_down(sshd, workdir, data_root_path):
         assert f"[cluster] results: {out}" in text
         assert "[cluster] down" in text
         # the results are where it said (the head is this machine)
-        from study import results as R
+        from foundations import schemas as R
 
         trials = R.read_table(out, "trials")
         assert len(trials) == 1 and trials["status"].iloc[0] == "ok"

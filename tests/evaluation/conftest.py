@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from study.data import to_float
+from foundations.data import to_float
 
 N_IMAGES = 48
 

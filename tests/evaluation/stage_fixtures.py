@@ -32,7 +32,7 @@ def make_selected(root: Path, mnist, penalties=("none", "gradient")) -> pd.DataF
 
 
 def mnist_root() -> Path:
-    from study.data import default_root
+    from foundations.data import default_root
 
     return default_root()
 

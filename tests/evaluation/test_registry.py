@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_analysis_report_config_and_registry_import_no_torch():
     code = ("import json, sys; "
-            "import evaluation.metrics.registry, study.analysis, study.report, study.results; "
+            "import evaluation.metrics.registry, study.analysis, study.report, foundations.schemas; "
             "heavy = ('torch', 'captum', 'torchvision'); "
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

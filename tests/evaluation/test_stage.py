@@ -38,7 +38,7 @@ def test_writes_all_tables_with_schema_and_computed_row_counts(study, mnist, tra
     n_roar = sum(t.kind == "roar" for t in tasks)
     assert stats["submitted"] == len(tasks) == n_metric + n_roar
     # metric rows per image: counted from the library itself on two images
-    from study.data import to_float
+    from foundations.data import to_float
 
     ev = s.evaluation
     probe = evaluate_model(trained_cnn3b, to_float(mnist.test_x[:2]), mnist.test_y[:2], methods=ev.methods,

@@ -4,7 +4,7 @@ Everything in it is computed for real, with the project's own code, on 1% of MNI
 
 - search: ``TRIALS`` trials per penalty trained with :class:`trainables.train.TrainRun` (1 epoch)
   and scored with the search's explanation score (:func:`evaluation.metrics.morf.explanation_score`);
-  the ``trials``/``epochs`` tables are written with ``study.results`` (its schemas), and the
+  the ``trials``/``epochs`` tables are written with ``foundations.schemas`` (its schemas), and the
   selection rule and weight export are the search stage's own :func:`study.search.select`
   (Ray Tune itself is not started: it costs a minute and a half here, see tests/study/test_search*);
 - evaluation: the evaluation stage's task bodies (:mod:`evaluation.stage`: ``plan``,
@@ -51,9 +51,9 @@ def study_config(root: Path):
 
 
 def _trial_rows(cfg, splits, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from study import results as R
-    from study.results import git_commit, package_versions
-    from study.data import to_float
+    from foundations import schemas as R
+    from foundations.schemas import git_commit, package_versions
+    from foundations.data import to_float
     from trainables.train import TrainConfig, TrainRun
     from evaluation.metrics.morf import explanation_score
 
@@ -139,7 +139,7 @@ def _trial_rows(cfg, splits, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                 }
             )
     t = pd.DataFrame(trials, columns=R.TRIALS.names)
-    from study.statistics import front_mask as pareto_mask
+    from foundations.statistics import front_mask as pareto_mask
 
     for _, g in t.groupby("penalty"):
         t.loc[g.index, "on_pareto_front"] = pareto_mask(g["val_acc"], g["val_morf"])
@@ -161,7 +161,7 @@ def build_tiny_study(root: Path, splits, *, evaluate: bool = True, log=print) ->
 
 def _build(root: Path, splits, evaluate: bool, log) -> Path:
     from evaluation import stage
-    from study import results as R
+    from foundations import schemas as R
     from study.config import dump_config
     from study.search import select
 
@@ -196,8 +196,8 @@ def _build(root: Path, splits, evaluate: bool, log) -> Path:
 
 def _evaluate(cfg, selected, splits, root: Path) -> None:
     from evaluation import stage
-    from study import results as R
-    from study.data import to_float
+    from foundations import schemas as R
+    from foundations.data import to_float
     from tests.evaluation.stage_fixtures import settings_with
 
     s = settings_with(

@@ -13,7 +13,7 @@ import yaml
 from evaluation import stage
 from evaluation.attributions import attribute
 from study import analysis as A
-from study import results as results_mod
+from foundations import schemas as results_mod
 from tests.study.report_fixture import METHODS, N_EVAL
 from tests.study.test_report import copy_study
 
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_stage_writes_the_first_evaluated_images_with_each_methods_map(tiny_study, mnist):
-    from study.data import to_float
+    from foundations.data import to_float
 
     g = results_mod.read_table(tiny_study, "gallery")
     sel = results_mod.read_table(tiny_study, "selected")

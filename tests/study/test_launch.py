@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from study import results as R
+from foundations import schemas as R
 from tests.ray_utils import ray_env
 
 REPO = Path(__file__).resolve().parents[2]

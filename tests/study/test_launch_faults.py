@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from study import results as R
+from foundations import schemas as R
 from tests.ray_utils import ray_env
 
 REPO = Path(__file__).resolve().parents[2]

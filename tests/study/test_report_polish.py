@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from study import report as R
-from study import results as results_mod
+from foundations import schemas as results_mod
 from tests.study.test_report import copy_study
 
 REPO = Path(__file__).resolve().parents[2]

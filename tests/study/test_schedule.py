@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from study import results as R
+from foundations import schemas as R
 from evaluation import stage
 from study import schedule, search
 from study.config import load_config

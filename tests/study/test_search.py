@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from study import results as R
+from foundations import schemas as R
 from study import search
-from study.statistics import front_mask
+from foundations.statistics import front_mask
 from study.config import load_config
 
 HUGE, SMALL = 1e50, 1.0
@@ -156,7 +156,7 @@ def test_selected_model_reloads_and_reproduces_its_metrics(study, mnist):
     from trainables.models import build_model
     from evaluation.metrics.morf import explanation_score
     from trainables.train import TrainConfig, TrainRun, accuracy
-    from study.data import to_float
+    from foundations.data import to_float
 
     cfg, selected, _ = study
     for _, s in selected.iterrows():

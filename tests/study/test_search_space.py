@@ -8,7 +8,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from study import results as R
+from foundations import schemas as R
 from study import search
 from study.config import ConfigError, Space, load_config
 

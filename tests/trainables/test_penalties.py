@@ -226,7 +226,7 @@ def test_rotate_isometries_are_exact_and_small_angles_invertible():
 @pytest.mark.parametrize("model_name", ["cnn3b", "cnn4b"])
 @pytest.mark.parametrize("name", [p for p in PENALTIES if p != "none"])
 def test_parameter_gradient_is_finite_and_nonzero(model_name, name, mnist):
-    from study.data import to_float
+    from foundations.data import to_float
 
     torch.manual_seed(0)
     model = build_model(model_name).train()

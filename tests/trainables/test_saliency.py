@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from study.data import to_float
+from foundations.data import to_float
 from trainables.models import BatchNorm2d, build_model
 from trainables.saliency import input_gradient, minmax
 

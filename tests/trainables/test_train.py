@@ -132,7 +132,7 @@ def test_standard_batch_norm_trains_the_loss_through_torchs_batchnorm_and_keeps_
     statistics constant (the exact per-sample form, checked against a per-sample loop in test_saliency)."""
     import torch.nn.functional as F
 
-    from study.data import to_float
+    from foundations.data import to_float
     from trainables.models import batch_statistics_constant, build_model, frozen_running_stats
     from trainables.saliency import input_gradient
     from trainables.train import training_step_loss

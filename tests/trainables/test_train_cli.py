@@ -41,7 +41,7 @@ def test_cuda_without_a_gpu_is_one_line(capsys):
 def test_a_bad_data_root_is_one_line(capsys, tmp_path):
     line = _error(capsys, ["--data-root", str(tmp_path / "nowhere"), "--epochs", "1"])
     assert line.startswith("error: --data-root: mnist: missing "), line
-    assert "python -m study.data prepare" in line
+    assert "python -m foundations.data prepare" in line
 
 
 def test_every_option_has_help_text():

@@ -20,17 +20,17 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from study import results as R
+from foundations import schemas as R
 
 # --------------------------------------------------------------------------- schemas
 SEARCH_TABLES = R.SEARCH_TABLES
 EVALUATION_TABLES = R.EVALUATION_TABLES
 TABLES = SEARCH_TABLES + EVALUATION_TABLES
-# Read when present, never listed as missing: the report's saliency gallery (study.results.GALLERY).
+# Read when present, never listed as missing: the report's saliency gallery (foundations.schemas.GALLERY).
 AUXILIARY_TABLES = ("gallery",)
 
 # The columns the analysis needs of the evaluation stage's tables: a subset of their full schemas
-# in study/results.py (the stage's extra columns, chunk, node_id, y_std ..., are kept when present).
+# in foundations/schemas.py (the stage's extra columns, chunk, node_id, y_std ..., are kept when present).
 def _columns(schema: pa.Schema, names: Sequence[str]) -> pa.Schema:
     return pa.schema([schema.field(n) for n in names])
 
@@ -56,8 +56,8 @@ class SchemaError(StudyError):
 
 
 def table_schema(table: str) -> pa.Schema:
-    """The columns ``table`` must have: the search tables' full schemas (``study.results``); for the
-    evaluation tables the documented columns above (the stage's full schemas in ``study.results``
+    """The columns ``table`` must have: the search tables' full schemas (``foundations.schemas``); for the
+    evaluation tables the documented columns above (the stage's full schemas in ``foundations.schemas``
     add ``chunk``, ``node_id``, ``y_std`` …, which are kept when present)."""
     if table not in TABLES + AUXILIARY_TABLES:
         raise ValueError(f"unknown table {table!r}; valid: {', '.join(TABLES + AUXILIARY_TABLES)}")
@@ -71,7 +71,7 @@ def _filesystem(path_or_uri) -> tuple[pafs.FileSystem, str, str]:
     """(filesystem, path inside it, display name) of a local path or a URI (``file://``, ``s3://``...)."""
     s = str(path_or_uri)
     if "://" in s:
-        from study import storage  # the study's own storage rules (S3 endpoint override, schemes)
+        from foundations import storage  # the study's own storage rules (S3 endpoint override, schemes)
 
         try:
             fs, path = storage.filesystem(s)

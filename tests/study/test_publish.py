@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from study import analysis as A
-from study.results_page import CSV_COLUMNS, build_results
+from study.publish import CSV_COLUMNS, build_results
 from tests.ray_utils import ray_env
 
 pytestmark = pytest.mark.ray
@@ -110,7 +110,7 @@ def test_results_page_and_csv(replicated, tmp_path):
 def test_the_readme_block_is_rewritten_by_the_command(replicated, tmp_path):
     """The README's results table comes from `study.report --results … --readme README.md`, not a copy:
     only the text between the markers changes; a README without them is refused, untouched."""
-    from study.results_page import README_BEGIN, README_END
+    from study.publish import README_BEGIN, README_END
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n## Results\n\n{README_BEGIN}\nold table\n{README_END}\n\n## After\nkept\n")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from study import seeds
+from foundations import seeds
 
 def group_seed(seed: int, *key) -> int:
     """A seed per group, stable across processes and independent of the order of groups."""

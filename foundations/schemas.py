@@ -15,7 +15,7 @@ under a temporary name, then renamed: rerunning a writer replaces its files, nev
 Read back with ``pandas.read_parquet(study_dir / "trials")`` or :func:`read_table` (which restores
 the column order and the partition columns as plain strings)::
 
-    from study.results import read_table
+    from foundations.schemas import read_table
     trials = read_table("outputs/quick", "trials")
 """
 
@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from study import storage
+from foundations import storage
 
 _TS = pa.timestamp("us", tz="UTC")
 

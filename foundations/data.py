@@ -15,7 +15,7 @@ a mismatch is an error, never a silent fallback.
 Loading returns uint8 tensors held once in memory (47 MB for both sets), with a fixed-seed
 validation split carved from the training set::
 
-    python -m study.data prepare --root data --dataset all
+    python -m foundations.data prepare --root data --dataset all
 """
 
 from __future__ import annotations
@@ -101,13 +101,13 @@ def verify(root: Path | str, dataset: str) -> None:
     for fname, want in SHA256[dataset].items():
         path = folder / fname
         if not path.exists():
-            raise DataError(f"{dataset}: missing {path}; run `python -m study.data prepare --root {root}`")
+            raise DataError(f"{dataset}: missing {path}; run `python -m foundations.data prepare --root {root}`")
         got = _sha256(path)
         if got != want:
             raise DataError(
                 f"{dataset}: {path} has SHA-256 {got}, expected {want} (the official file). "
                 f"The file is corrupt or tampered with: delete {folder} and run "
-                f"`python -m study.data prepare --root {root} --dataset {dataset}` again."
+                f"`python -m foundations.data prepare --root {root} --dataset {dataset}` again."
             )
 
 
@@ -325,7 +325,7 @@ def load(dataset: str, root: Path | str | None = None, val_fraction: float = 0.1
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m study.data", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m foundations.data", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     pp = sub.add_parser("prepare", help="prepare and verify datasets (online or offline)")
     pp.add_argument("--root", default=None, help="data folder (default: $SALIENCY_DATA_ROOT or ./data)")

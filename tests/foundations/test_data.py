@@ -14,7 +14,7 @@ import pytest
 import torch
 import torchvision
 
-from study import data as data_mod
+from foundations import data as data_mod
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ def test_offline_prepare_from_scratch(tmp_path, data_root):
         (tmp_path / "downloads").mkdir()
         shutil.copy(wheels[0], tmp_path / "downloads")
     proc = subprocess.run(
-        [sys.executable, "-m", "study.data", "prepare", "--root", str(tmp_path), "--offline"],
+        [sys.executable, "-m", "foundations.data", "prepare", "--root", str(tmp_path), "--offline"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -85,7 +85,7 @@ def test_tampered_file_is_rejected(tmp_path, data_root):
 def test_unknown_dataset_is_a_clear_error(data_root):
     with pytest.raises(ValueError, match="valid choices: mnist, fashion-mnist"):
         data_mod.load("cifar10", data_root)
-    proc = subprocess.run([sys.executable, "-m", "study.data", "prepare", "--dataset", "cifar10"],
+    proc = subprocess.run([sys.executable, "-m", "foundations.data", "prepare", "--dataset", "cifar10"],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode != 0 and "invalid choice" in proc.stderr
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from study import analysis as A
-from study import results as R
+from foundations import schemas as R
 from study.document import Doc, Figure, Table, _ci, _Figures, _label, _legend, _num, _write, render_md, style
 
 # the table's columns, in order: (metric, method, scale, label); method "" = a property of the model
