@@ -71,8 +71,8 @@ def plain_loop(cfg, trials, splits) -> list[float]:
         from trainables.train import TrainRun
 
         run = TrainRun(trial_config(conf), splits)
-        x = to_float(splits.val_x[: cfg.explain_n])
-        run.extra_metrics = lambda m, _s: {"val_morf": explanation_score(m, x, cfg.morf_levels)}
+        x = to_float(splits.val_x[: cfg.search.explain_n])
+        run.extra_metrics = lambda m, _s: {"val_morf": explanation_score(m, x, cfg.search.morf_levels)}
         while run.epoch < run.cfg.epochs:
             run.run_epoch()
         out.append(time.perf_counter() - t0)

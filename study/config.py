@@ -24,7 +24,7 @@ import yaml
 
 from foundations.data import DATASETS
 from trainables.config import (  # torch-free: the training's names, checks and defaults
-    PENALTY_NAMES, ConfigError, check_choice, check_int_ge, check_list, check_training,
+    PENALTY_NAMES, ConfigError, TrainConfig, check_choice, check_int_ge, check_list, check_training,
     resolve_penalty_params,
 )
 from evaluation.config import Evaluation, Roar  # noqa: F401  (the `evaluation:` section; no torch)
@@ -36,8 +36,6 @@ OBJECTIVES = ("multi", "val_acc", "val_morf")  # multi = maximise (val_acc, val_
 SAMPLERS = ("tpe", "nsga2", "random")
 SCHEDULERS = ("asha", "fifo")
 SCHEDULES = ("concurrent", "sequential")
-# the study's keys that are TrainConfig fields, checked by trainables.config.check_training
-TRAINING_KEYS = ("epochs", "batch_size", "lr", "optimizer", "data_fraction", "val_fraction", "val_limit")
 
 
 # ConfigError (imported above) is defined with the training's checks in trainables/config.py, the lowest
@@ -137,95 +135,79 @@ class Resources:
             raise ConfigError(f"gpu: above 1 it must be a whole number of GPUs, got {self.gpu}")
 
 
-@dataclass
-class DatasetOverrides:
-    """Per-dataset values that replace the study-wide ones (``null`` = use the study's)."""
+# --------------------------------------------------------------------------- the sections
+RUNTIME = {"runtime": True}  # field metadata: how the study runs, not what it finds; may change on --resume
+# TrainConfig fields the study sets itself, per trial or per dataset: not keys of the `training:` section
+PER_TRIAL = {
+    "dataset": "datasets", "penalty": "penalties", "lam": "search.space", "seed": "seed",
+    "penalty_params": "penalty_params", "data_root": "data_root", "model": "per_dataset.<dataset>.model",
+}
+TRAINING_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in PER_TRIAL)
+DATASET_KEYS = TRAINING_KEYS + ("model", "explain_n")  # what per_dataset.<dataset> may override
 
-    data_fraction: float | None = None
-    val_limit: int | None = None
-    explain_n: int | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    model: str | None = None
+
+@dataclass
+class Search:
+    """The `search:` section: what each (dataset, penalty) search tries, how it picks, how much runs at once."""
+
+    trials: int = 2  # trials per (dataset, penalty); the `none` baseline gets as many, varying the seed
+    space: dict[str, Space] = field(default_factory=lambda: {"default": Space()})  # per penalty; `default` for all
+    objective: str = "multi"  # multi: Pareto over (val_acc, val_morf); or one of val_acc, val_morf
+    sampler: str = "tpe"  # Optuna sampler: tpe, nsga2 or random
+    scheduler: str = "asha"  # asha (single objective and >= 2 epochs only) or fifo
+    explain_n: int = 200  # validation images of the explanation score (MoRF of Saliency)
+    morf_levels: int = 20  # removal levels of that score
+    tolerance: float = field(default=0.01, metadata=RUNTIME)  # selection: val-accuracy tolerance (0.01 = 1 point)
+    max_concurrent_trials: int = field(default=2, metadata=RUNTIME)  # trials at once per search
+    max_failures: int = field(default=1, metadata=RUNTIME)  # retries of a failed trial (a diverged one: none)
+    schedule: str = field(default="concurrent", metadata=RUNTIME)  # concurrent (study/schedule.py) or sequential
+    max_concurrent_searches: int = field(default=0, metadata=RUNTIME)  # 0 = enough to fill the slots
+    max_concurrent_total: int = field(default=0, metadata=RUNTIME)  # slots in trials (0 = CPUs / resources.cpu)
+
+    def __post_init__(self) -> None:
+        for key in self.space:
+            if key != "default" and key not in PENALTY_NAMES:
+                raise ConfigError(f"space.{key}: unknown penalty; valid keys: default, {', '.join(PENALTY_NAMES)}")
+        for key in ("trials", "max_concurrent_trials", "explain_n", "morf_levels"):
+            check_int_ge(key, getattr(self, key), 1)
+        check_int_ge("max_failures", self.max_failures, 0)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        for key in ("max_concurrent_searches", "max_concurrent_total"):
+            check_int_ge(key, getattr(self, key), 0)
+        check_choice("objective", self.objective, OBJECTIVES)
+        check_choice("sampler", self.sampler, SAMPLERS)
+        check_choice("scheduler", self.scheduler, SCHEDULERS)
+        if not 0 <= self.tolerance < 1:
+            raise ConfigError(
+                f"tolerance: must be a fraction of accuracy in [0, 1) (0.01 = 1 point), got {self.tolerance}"
+            )
+        if self.morf_levels < 2:
+            raise ConfigError(f"morf_levels: must be >= 2, got {self.morf_levels}")
 
 
 # --------------------------------------------------------------------------- the study
 @dataclass
 class StudyConfig:
-    """Everything that defines a search study.
+    """Everything that defines a study: a few study-wide keys and four sections.
 
-    Args:
-        name: study name (recorded in every row; default output folder ``outputs/<name>``).
-        output: where the study writes ('' = ``outputs/<name>`` under the current directory): a
-            folder, or on a cluster a path every node mounts or a URI (``s3://bucket/prefix``).
-        data_root: prepared data folder ('' = ``$SALIENCY_DATA_ROOT`` or ``./data``).
-        datasets: datasets searched, from ``foundations.data.DATASETS``.
-        penalties: penalties searched, from ``trainables.config.PENALTY_NAMES`` (``none`` is the
-            baseline of the selection rule).
-        space: search space per penalty name; key ``default`` applies to every penalty and a
-            penalty's own entry overrides it field by field.
-        penalty_params: fixed hyper-parameters per penalty (s, m, eps, angles, class_rule).
-        trials: trials per (dataset, penalty); the ``none`` baseline gets as many, varying the seed.
-        epochs, batch_size, lr, optimizer: training (``lr`` is fixed unless the space searches it).
-        data_fraction: fraction of the training split used by each trial.
-        val_fraction, split_seed: the validation carve (SPEC §1), the same for all trials.
-        val_limit: validation accuracy on the first ``val_limit`` validation images (0 = all).
-        per_dataset: per-dataset overrides (data_fraction, val_limit, explain_n, epochs,
-            batch_size, model), e.g. to keep cnn4b on Fashion-MNIST affordable on a CPU.
-        seed: trial k of a (dataset, penalty) search trains with seed ``seed + k``; the Optuna
-            sampler's seed derives from it and the (dataset, penalty) name.
-        objective: ``multi`` (Pareto search over val accuracy and explanation score), or a single
-            metric ``val_acc`` / ``val_morf``.
-        sampler: Optuna sampler ``tpe`` (multi-objective capable), ``nsga2`` or ``random``.
-        scheduler: ``asha`` (early stopping on the single objective; only used when the objective
-            is single and epochs >= 2) or ``fifo``.
-        resources: per trial CPUs and GPU share.
-        max_concurrent_trials: trials running at once per search (each search keeps its own limit,
-            so that a model-based sampler sees its own results between proposals).
-        schedule: ``concurrent`` (default: every search and evaluation task share the cluster at once,
-            evaluation starting as soon as a model is selected; study/schedule.py) or ``sequential``
-            (one search after the other, then the evaluation stage).
-        max_concurrent_searches: searches running at once (0 = enough to fill the study's slots).
-        max_concurrent_total: the study's slots, in trials (0 = the cluster's CPUs / ``resources.cpu``;
-            set it on an autoscaling cluster, whose current size is not its ceiling).
-        max_failures: retries of a trial after a failure (a diverged trial is not retrained).
-        tolerance: selection tolerance on validation accuracy, as a fraction (0.01 = 1 point).
-        explain_n: validation images of the explanation score (MoRF of Saliency).
-        morf_levels: removal levels of that score.
-        evaluation: the evaluation stage's settings.
+    ``training`` is the one :class:`~trainables.config.TrainConfig` (the study sets its dataset, penalty,
+    λ, seed, penalty_params, data_root and model per trial); ``search``, ``resources`` and ``evaluation``
+    are the other sections. Fields marked ``RUNTIME`` (and the whole ``resources`` and ``evaluation``
+    sections) may change on ``--resume``; everything else is the search's identity (:meth:`search_key`).
     """
 
-    name: str = "quick"
-    output: str = ""
-    data_root: str = ""
-    datasets: list[str] = field(default_factory=lambda: list(DATASETS))
-    penalties: list[str] = field(default_factory=lambda: list(PENALTY_NAMES))
-    space: dict[str, Space] = field(default_factory=lambda: {"default": Space()})
-    penalty_params: dict[str, dict] = field(default_factory=dict)
-    trials: int = 2
-    epochs: int = 1
-    batch_size: int = 30
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    data_fraction: float = 0.05
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    val_limit: int = 0
-    per_dataset: dict[str, DatasetOverrides] = field(default_factory=dict)
-    seed: int = 0
-    objective: str = "multi"
-    sampler: str = "tpe"
-    scheduler: str = "asha"
-    resources: Resources = field(default_factory=Resources)
-    max_concurrent_trials: int = 2
-    schedule: str = "concurrent"
-    max_concurrent_searches: int = 0
-    max_concurrent_total: int = 0
-    max_failures: int = 1
-    tolerance: float = 0.01
-    explain_n: int = 200
-    morf_levels: int = 20
-    evaluation: Evaluation = field(default_factory=Evaluation)
+    name: str = "quick"  # recorded in every row; default output folder outputs/<name>
+    output: str = field(default="", metadata=RUNTIME)  # a folder or a URI ('' = outputs/<name>)
+    data_root: str = field(default="", metadata=RUNTIME)  # prepared data ('' = $SALIENCY_DATA_ROOT or ./data)
+    datasets: list[str] = field(default_factory=lambda: list(DATASETS))  # from foundations.data.DATASETS
+    penalties: list[str] = field(default_factory=lambda: list(PENALTY_NAMES))  # `none` is the baseline
+    seed: int = 0  # trial k trains with seed + k; the samplers' seeds derive from it
+    penalty_params: dict[str, dict] = field(default_factory=dict)  # fixed hyper-parameters per penalty
+    per_dataset: dict[str, dict] = field(default_factory=dict)  # per-dataset training keys, model, explain_n
+    training: TrainConfig = field(default_factory=TrainConfig)  # the training section (TrainConfig's defaults)
+    search: Search = field(default_factory=Search)  # the search section
+    resources: Resources = field(default_factory=Resources, metadata=RUNTIME)  # per trial CPUs and GPU share
+    evaluation: Evaluation = field(default_factory=Evaluation, metadata=RUNTIME)  # its own fingerprint
 
     def __post_init__(self) -> None:
         _coerce_fields(self)
@@ -240,38 +222,26 @@ class StudyConfig:
                 raise ConfigError(f"output: {exc}") from None
         check_list("datasets", self.datasets, DATASETS)
         check_list("penalties", self.penalties, PENALTY_NAMES)
-        for key in self.space:
-            if key != "default" and key not in PENALTY_NAMES:
-                raise ConfigError(f"space.{key}: unknown penalty; valid keys: default, {', '.join(PENALTY_NAMES)}")
         for key, params in self.penalty_params.items():
             try:
                 resolve_penalty_params(key, params)
             except ValueError as exc:
                 raise ConfigError(f"penalty_params.{key}: {exc}") from None
-        for key in ("trials", "max_concurrent_trials", "explain_n", "morf_levels"):
-            check_int_ge(key, getattr(self, key), 1)
-        for key in ("max_failures", "seed", "split_seed"):
-            check_int_ge(key, getattr(self, key), 0)
-        check_training({k: getattr(self, k) for k in TRAINING_KEYS})  # the trainables' own checks
-        for ds, o in self.per_dataset.items():
+        check_int_ge("seed", self.seed, 0)
+        for ds, over in self.per_dataset.items():
+            where = f"per_dataset.{ds}"
             if ds not in DATASETS:
-                raise ConfigError(f"per_dataset.{ds}: unknown dataset; valid choices: {', '.join(DATASETS)}")
-            if o.explain_n is not None:
-                check_int_ge(f"per_dataset.{ds}.explain_n", o.explain_n, 1)
-            over = {k: getattr(o, k) for k in TRAINING_KEYS + ("model",) if getattr(o, k, None) is not None}
-            check_training(over, prefix=f"per_dataset.{ds}.")
-        check_choice("schedule", self.schedule, SCHEDULES)
-        for key in ("max_concurrent_searches", "max_concurrent_total"):
-            check_int_ge(key, getattr(self, key), 0)
-        check_choice("objective", self.objective, OBJECTIVES)
-        check_choice("sampler", self.sampler, SAMPLERS)
-        check_choice("scheduler", self.scheduler, SCHEDULERS)
-        if not 0 <= self.tolerance < 1:
-            raise ConfigError(
-                f"tolerance: must be a fraction of accuracy in [0, 1) (0.01 = 1 point), got {self.tolerance}"
-            )
-        if self.morf_levels < 2:
-            raise ConfigError(f"morf_levels: must be >= 2, got {self.morf_levels}")
+                raise ConfigError(f"{where}: unknown dataset; valid choices: {', '.join(DATASETS)}")
+            if not isinstance(over, dict):
+                raise ConfigError(f"{where}: expected a mapping, got {over!r}")
+            for k, v in over.items():
+                if k not in DATASET_KEYS:
+                    raise ConfigError(f"{where}.{k}: unknown key; valid keys: {', '.join(DATASET_KEYS)}")
+                if k == "explain_n" and v is not None:
+                    check_int_ge(f"{where}.explain_n", v, 1)
+            check_training({k: v for k, v in over.items() if v is not None and k != "explain_n"}, prefix=where + ".")
+        # null means "the section's value" (older saved configs list every key): kept out of the search key
+        self.per_dataset = {ds: {k: v for k, v in o.items() if v is not None} for ds, o in self.per_dataset.items()}
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -296,19 +266,21 @@ class StudyConfig:
         return Path(self.location)
 
     def for_dataset(self, dataset: str, key: str):
-        """``key`` for ``dataset``: its per-dataset override if set, else the study-wide value."""
-        o = self.per_dataset.get(dataset)
-        v = getattr(o, key, None) if o is not None else None
+        """``key`` (a training key, ``model`` or ``explain_n``) for ``dataset``: its ``per_dataset``
+        override if set, else the section's value (``model``: '' = the dataset's default)."""
+        v = self.per_dataset.get(dataset, {}).get(key)
         if v is not None:
             return v
-        return "" if key == "model" else getattr(self, key)
+        if key == "model":
+            return ""
+        return getattr(self.search, key) if key == "explain_n" else getattr(self.training, key)
 
     def space_for(self, penalty: str) -> Space:
         """The search space of ``penalty``: its own ``space`` entry, else ``space.default``.
 
         (When loading YAML, a penalty's entry inherits the keys it does not set from ``default``.)
         """
-        return self.space.get(penalty) or self.space.get("default") or Space()
+        return self.search.space.get(penalty) or self.search.space.get("default") or Space()
 
     def grids(self, penalty: str) -> list[tuple[str, list[float]]]:
         """The gridded keys of ``penalty``'s space, as (key, values); λ is never gridded for ``none``."""
@@ -318,7 +290,7 @@ class StudyConfig:
 
     def n_trials(self, penalty: str) -> int:
         """Trials of ``penalty``'s search: ``trials`` seeds, times the size of each grid."""
-        return self.trials * math.prod(len(v) for _, v in self.grids(penalty))
+        return self.search.trials * math.prod(len(v) for _, v in self.grids(penalty))
 
     def replicated(self, penalty: str) -> bool:
         """True when ``penalty``'s trials differ by seed only (λ fixed, lr not searched): its seeds are
@@ -328,25 +300,12 @@ class StudyConfig:
         return Space.kind(sp.lam) == "fixed" and Space.kind(sp.lr) in ("fixed", "none")
 
     def train_config(self, dataset: str, penalty: str) -> dict:
-        """The fixed part of a trial's ``TrainConfig`` (λ, lr and seed are set per trial)."""
-        return dict(
-            dataset=dataset,
-            model=self.for_dataset(dataset, "model"),
-            penalty=penalty,
-            lam=0.0 if penalty == "none" else 0.1,
-            penalty_params=dict(self.penalty_params.get(penalty, {})),
-            optimizer=self.optimizer,
-            lr=self.lr,
-            batch_size=self.for_dataset(dataset, "batch_size"),
-            epochs=self.for_dataset(dataset, "epochs"),
-            seed=self.seed,
-            data_fraction=self.for_dataset(dataset, "data_fraction"),
-            val_fraction=self.val_fraction,
-            split_seed=self.split_seed,
-            device="auto",
-            data_root=str(self.data_path),
-            val_limit=self.for_dataset(dataset, "val_limit"),
-        )
+        """The fixed part of a trial's ``TrainConfig``: the training section, the dataset's overrides and
+        what the study sets (λ, lr and seed are then set per trial)."""
+        over = {k: v for k, v in self.per_dataset.get(dataset, {}).items() if k in TRAINING_KEYS and v is not None}
+        return {**self.training.to_dict(), **over, "dataset": dataset, "model": self.for_dataset(dataset, "model"),
+                "penalty": penalty, "lam": 0.0 if penalty == "none" else 0.1, "seed": self.seed,
+                "penalty_params": dict(self.penalty_params.get(penalty, {})), "data_root": str(self.data_path)}
 
     @property
     def data_path(self) -> Path:
@@ -355,25 +314,50 @@ class StudyConfig:
         return Path(self.data_root).absolute() if self.data_root else default_root()
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["training"] = {k: v for k, v in d["training"].items() if k not in PER_TRIAL}
+        return d
 
     def search_key(self) -> dict:
-        """The settings a finished search depends on (a resumed study must not change them)."""
-        d = self.to_dict()
-        for k in (
-            "output",
-            "data_root",
-            "resources",
-            "max_concurrent_trials",
-            "max_failures",
-            "tolerance",
-            "evaluation",
-            "schedule",
-            "max_concurrent_searches",
-            "max_concurrent_total",
-        ):
-            d.pop(k)
-        return d
+        """The settings a finished search depends on (a resumed study must not change them): every field
+        but those marked RUNTIME, at any depth of the sections."""
+        return _without_runtime(self)
+
+
+def _without_runtime(obj, prefix: str = "") -> dict:
+    """``obj``'s fields as a flat {dotted key: value}, without RUNTIME fields and the study's per-trial keys."""
+    out = {}
+    for f in fields(obj):
+        if f.metadata.get("runtime") or (isinstance(obj, TrainConfig) and f.name in PER_TRIAL):
+            continue
+        v = getattr(obj, f.name)
+        if isinstance(v, (TrainConfig, Search)):
+            out.update(_without_runtime(v, f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = {k: dataclasses.asdict(x) for k, x in v.items()} if f.name == "space" else v
+    return out
+
+
+# --------------------------------------------------------------------------- the flat form of older versions
+SECTION_OF = {  # a key of the flat configuration (before sections) -> its section today
+    **{k: "training" for k in ("epochs", "batch_size", "lr", "optimizer", "data_fraction", "val_fraction",
+                               "split_seed", "val_limit")},
+    **{f.name: "search" for f in fields(Search)},
+}
+
+
+def migrate(data: dict) -> dict:
+    """A raw mapping of the flat form (a preset or a study's saved config.yaml of an older version) in
+    sections; a mapping already in sections comes back unchanged. Raises on a key given in both forms."""
+    out = dict(data)
+    for key in [k for k in data if k in SECTION_OF]:
+        section = out.setdefault(SECTION_OF[key], {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{SECTION_OF[key]}: expected a mapping, got {section!r}")
+        if key in section:
+            raise ConfigError(f"{key}: given twice, as {key} and {SECTION_OF[key]}.{key}; keep {SECTION_OF[key]}.{key}")
+        section[key] = out.pop(key)
+    return out
 
 
 # --------------------------------------------------------------------------- typed building
@@ -504,6 +488,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``KEY=VALUE`` overrides (dotted keys reach nested sections) to a raw config mapping."""
     for item in overrides:
         path, value = parse_override(item)
+        if path[0] in SECTION_OF:  # `--set trials=3`, the flat name of older versions: search.trials
+            path = [SECTION_OF[path[0]], *path]
         node = data
         for i, part in enumerate(path[:-1]):
             nxt = node.get(part)
@@ -538,12 +524,18 @@ def load_raw(path: str | Path | None) -> dict:
     p = preset_path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} not found; presets: {', '.join(PRESETS)} (in {CONFIG_DIR})")
-    return parse_mapping(p.read_text(), f"config file {p}")
+    return migrate(parse_mapping(p.read_text(), f"config file {p}"))
 
 
 def config_from_raw(data: dict) -> StudyConfig:
-    """Build the config from a raw mapping; a penalty's ``space`` entry inherits ``space.default``."""
-    space = data.get("space")
+    """Build the config from a raw mapping (the flat form of older versions migrated to sections); a
+    penalty's ``search.space`` entry inherits ``search.space.default``."""
+    data = migrate(data)
+    for key in (data.get("training") or {}) if isinstance(data.get("training"), dict) else ():
+        if key in PER_TRIAL:
+            raise ConfigError(f"training.{key}: set by the study for each trial (from {PER_TRIAL[key]}); "
+                              f"valid keys: {', '.join(TRAINING_KEYS)}")
+    space = (data.get("search") or {}).get("space") if isinstance(data.get("search"), dict) else None
     if isinstance(space, dict) and isinstance(space.get("default"), dict):
         for k, v in space.items():
             if k != "default" and isinstance(v, dict):
@@ -568,7 +560,7 @@ def read_saved(location: str) -> dict:
             raise ConfigError(f"{loc}: expected a mapping at the top level, found an empty file")
     except ConfigError as exc:
         raise ConfigError(f"output: {exc}; restore it, or use another --output") from None
-    return data
+    return migrate(data)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> StudyConfig:

@@ -427,8 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     verbose = 0 if args.quiet else min(args.verbose, 2)
     print(
-        f"[study] {cfg.name}: {len(cfg.datasets)} dataset(s) x {len(cfg.penalties)} penalties x {cfg.trials} trials "
-        f"-> {cfg.location}",
+        f"[study] {cfg.name}: {len(cfg.datasets)} dataset(s) x {len(cfg.penalties)} penalties x "
+        f"{cfg.search.trials} trials -> {cfg.location}",
         flush=True,
     )
     t0, started = time.perf_counter(), time.time()
@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     return 2
                 selected = read_table(cfg.location, "selected")
-            elif cfg.schedule == "concurrent":  # every search and evaluation task at once (study/schedule.py)
+            elif cfg.search.schedule == "concurrent":  # every search and evaluation task at once (study/schedule.py)
                 from study.schedule import run_study
 
                 selected = run_study(
@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             if args.stage in ("evaluate", "all"):
-                done = ("evaluate",) if args.stage == "all" and cfg.schedule == "concurrent" else ()
+                done = ("evaluate",) if args.stage == "all" and cfg.search.schedule == "concurrent" else ()
                 run_later_stages(cfg, selected, log=lambda s: print(s, flush=True), quiet=args.quiet, skip=done)
     except (KeyboardInterrupt, search.SearchInterrupted) as exc:
         record_run(cfg, argv, started, time.perf_counter() - t0, "interrupted")

@@ -216,12 +216,12 @@ def read_study(path_or_uri) -> dict:
     frames["gallery"], _ = read_study_table(path_or_uri, "gallery", opened)
     config, text = {}, ""
     if has_cfg:
-        from study.config import ConfigError, parse_mapping
+        from study.config import ConfigError, migrate, parse_mapping
 
         with fs.open_input_stream(cfg_path) as f:
             text = f.read().decode("utf-8", "replace")
         try:
-            config = parse_mapping(text, f"{shown}/config.yaml")
+            config = migrate(parse_mapping(text, f"{shown}/config.yaml"))  # sections, whatever its version
         except ConfigError as exc:
             raise StudyError(str(exc)) from None
     return dict(path=shown, missing=missing, config=config, config_text=text, **frames)

@@ -250,14 +250,13 @@ def build_results(
     prov = A.provenance(s)
     if prov["versions"]:
         doc.p("Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(prov["versions"].items()) if v) + ".")
+    training, search = s.config.get("training") or {}, s.config.get("search") or {}
+    setup = [("datasets", s.config.get("datasets")), ("trials", search.get("trials"))] + [
+        (k, training.get(k)) for k in ("epochs", "batch_size", "lr", "data_fraction")]
     doc.p(
         "Set-up: "
-        + ", ".join(
-            f"{k} {s.config.get(k)}"
-            for k in ("datasets", "trials", "epochs", "batch_size", "lr", "data_fraction")
-            if k in s.config
-        )
-        + f"; λ {s.config.get('space', {}).get('default', {}).get('lam')}; evaluation "
+        + ", ".join(f"{k} {v}" for k, v in setup if v is not None)
+        + f"; λ {(search.get('space') or {}).get('default', {}).get('lam')}; evaluation "
         + json.dumps(s.config.get("evaluation", {}), sort_keys=True)
         + "."
     )

@@ -46,13 +46,13 @@ STOP_WAIT_S = 60.0  # after Ctrl-C, how long the driver waits for the cancelled 
 
 
 def search_limit(cfg: StudyConfig, cluster_cpus: float) -> int:
-    """Searches running at once: ``cfg.max_concurrent_searches``, or (0) enough searches to fill the
-    study's slots (``cfg.max_concurrent_total`` trials, default the cluster's CPUs / CPUs per trial),
+    """Searches running at once: ``cfg.search.max_concurrent_searches``, or (0) enough searches to fill the
+    study's slots (``cfg.search.max_concurrent_total`` trials, default the cluster's CPUs / CPUs per trial),
     plus one whose queued trials fill the tails of the others."""
-    if cfg.max_concurrent_searches:
-        return cfg.max_concurrent_searches
-    slots = cfg.max_concurrent_total or max(1, int(cluster_cpus / max(cfg.resources.cpu, 1e-9)))
-    return max(1, math.ceil(slots / cfg.max_concurrent_trials)) + 1
+    if cfg.search.max_concurrent_searches:
+        return cfg.search.max_concurrent_searches
+    slots = cfg.search.max_concurrent_total or max(1, int(cluster_cpus / max(cfg.resources.cpu, 1e-9)))
+    return max(1, math.ceil(slots / cfg.search.max_concurrent_trials)) + 1
 
 
 def planned_evaluation(cfg: StudyConfig, settings) -> str:

@@ -134,7 +134,7 @@ def unfinished_trials(cfg: StudyConfig, dataset: str, grid) -> int:
     search with ``scheduler: asha`` and at least 2 epochs (see :func:`build_tuner`).
     """
     epochs = cfg.for_dataset(dataset, "epochs")
-    asha = cfg.objective != "multi" and cfg.scheduler == "asha" and epochs >= 2
+    asha = cfg.search.objective != "multi" and cfg.search.scheduler == "asha" and epochs >= 2
     n = 0
     for res in grid:
         if res.error is not None:
@@ -153,7 +153,7 @@ def interrupted_rows(cfg: StudyConfig, dataset: str, penalty: str, trials: pd.Da
     if trials.empty:
         return 0
     epochs = cfg.for_dataset(dataset, "epochs")
-    asha = cfg.objective != "multi" and cfg.scheduler == "asha" and epochs >= 2
+    asha = cfg.search.objective != "multi" and cfg.search.scheduler == "asha" and epochs >= 2
     done = trials["epochs_done"].fillna(0)
     short = (trials["status"] != "error") & (done < epochs) & ~(asha & (done >= 1))
     return int(short.sum()) + max(0, cfg.n_trials(penalty) - len(trials))
@@ -185,9 +185,9 @@ def make_sampler(cfg: StudyConfig, dataset: str, penalty: str):
     import optuna
 
     seed = sampler_seed(cfg, dataset, penalty)
-    if cfg.sampler == "tpe":
+    if cfg.search.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
-    if cfg.sampler == "nsga2":
+    if cfg.search.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
 
@@ -250,13 +250,13 @@ def param_space(cfg: StudyConfig, dataset: str, penalty: str) -> dict:
     return {
         "train": cfg.train_config(dataset, penalty),
         "explain_n": cfg.for_dataset(dataset, "explain_n"),
-        "morf_levels": cfg.morf_levels,
+        "morf_levels": cfg.search.morf_levels,
     }
 
 
 def search_splits(cfg: StudyConfig, dataset: str) -> data_mod.Splits:
     """The training and validation splits only (the test set stays out of the search)."""
-    s = data_mod.load(dataset, cfg.data_path, cfg.val_fraction, cfg.split_seed)
+    s = data_mod.load(dataset, cfg.data_path, cfg.training.val_fraction, cfg.training.split_seed)
     empty = s.test_x[:0]
     return replace(s, test_x=empty, test_y=s.test_y[:0])
 
@@ -322,19 +322,19 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
     # copy pushed to <location>/optuna/ after every trial when the study writes to an object store
     journal_file = journal.journal_dir(cfg.location) / f"{experiment_name(dataset, penalty)}.journal"
     journal_file.parent.mkdir(parents=True, exist_ok=True)
-    single = cfg.objective != "multi"
+    single = cfg.search.objective != "multi"
     searcher = OptunaSearch(
         space=OptunaSpace(None if penalty == "none" else space.lam, space.lr, cfg.seed),
-        metric=cfg.objective if single else list(OBJECTIVE_METRICS),
+        metric=cfg.search.objective if single else list(OBJECTIVE_METRICS),
         mode="max" if single else ["max"] * len(OBJECTIVE_METRICS),
         sampler=make_sampler(cfg, dataset, penalty),
         study_name=f"{cfg.name}/{dataset}/{penalty}",
         storage=JournalStorage(JournalFileBackend(str(journal_file))),
     )
     epochs = cfg.for_dataset(dataset, "epochs")
-    if single and cfg.scheduler == "asha" and epochs >= 2:
+    if single and cfg.search.scheduler == "asha" and epochs >= 2:
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=1, reduction_factor=2)
-        tune_metric = {"metric": cfg.objective, "mode": "max"}
+        tune_metric = {"metric": cfg.search.objective, "mode": "max"}
     else:
         scheduler, tune_metric = FIFOScheduler(), {}
     return tune.Tuner(
@@ -344,7 +344,7 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=cfg.n_trials(penalty),
-            max_concurrent_trials=cfg.max_concurrent_trials,
+            max_concurrent_trials=cfg.search.max_concurrent_trials,
             reuse_actors=True,  # no process start per trial
             trial_name_creator=trial_dirname,
             trial_dirname_creator=trial_dirname,
@@ -355,7 +355,7 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
             storage_path=tune_dir,
             storage_filesystem=tune_fs,
             callbacks=[journal.journal_sync_callback(cfg.location)] if cfg.remote else None,
-            failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+            failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=verbose,
             **progress,
@@ -506,7 +506,7 @@ def select(cfg: StudyConfig, trials: pd.DataFrame, export: bool = True) -> pd.Da
             p = done[done["penalty"] == penalty]
             if p.empty:
                 continue
-            ok = p[p["val_acc"] >= baseline - cfg.tolerance - 1e-12] if np.isfinite(baseline) else p
+            ok = p[p["val_acc"] >= baseline - cfg.search.tolerance - 1e-12] if np.isfinite(baseline) else p
             within = not ok.empty
             if cfg.replicated(penalty):  # the seeds are replicates: every finished one is kept
                 picks = [r for _, r in p.sort_values("trial_id").iterrows()]
@@ -522,11 +522,11 @@ def select(cfg: StudyConfig, trials: pd.DataFrame, export: bool = True) -> pd.Da
             for pick in picks:
                 if cfg.replicated(penalty):
                     within = bool(
-                        np.isfinite(baseline) and pick["val_acc"] >= baseline - cfg.tolerance - 1e-12
+                        np.isfinite(baseline) and pick["val_acc"] >= baseline - cfg.search.tolerance - 1e-12
                     ) or not np.isfinite(baseline)
                 info = {
                     "baseline_val_acc": baseline,
-                    "tolerance": cfg.tolerance,
+                    "tolerance": cfg.search.tolerance,
                     "within_tolerance": within,
                     "has_baseline": bool(np.isfinite(baseline)),
                 }

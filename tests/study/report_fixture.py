@@ -59,13 +59,14 @@ def _trial_rows(cfg, splits, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     trials, epochs = [], []
     provenance = {"git_commit": git_commit(), "versions": json.dumps(package_versions(), sort_keys=True)}
-    x_explain = to_float(splits.val_x[: cfg.explain_n])
+    x_explain = to_float(splits.val_x[: cfg.search.explain_n])
     for penalty in PENALTIES:
         for k in range(TRIALS):
             tc = TrainConfig(**{**cfg.train_config(DATASET, penalty), "lam": 0.0 if penalty == "none" else LAMS[k],
                                 "seed": cfg.seed + k, "device": "cpu"})
             run = TrainRun(
-                tc, splits, extra_metrics=lambda m, _s: {"val_morf": explanation_score(m, x_explain, cfg.morf_levels)}
+                tc, splits,
+                extra_metrics=lambda m, _s: {"val_morf": explanation_score(m, x_explain, cfg.search.morf_levels)},
             )
             start = pd.Timestamp.now(tz="UTC")
             rec = run.run_epoch()
@@ -93,7 +94,7 @@ def _trial_rows(cfg, splits, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "val_fraction": tc.val_fraction,
                     "val_limit": tc.val_limit,
                     "split_seed": tc.split_seed,
-                    "explain_n": cfg.explain_n,
+                    "explain_n": cfg.search.explain_n,
                     "penalty_params": json.dumps(tc.penalty_params, sort_keys=True),
                     "train_config": json.dumps(tc.to_dict(), sort_keys=True),
                     "sampler_seed": 0,

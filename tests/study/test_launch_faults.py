@@ -278,7 +278,7 @@ def test_smoke_test_keeps_explicit_sets_and_resume_finds_it(tmp_path, monkeypatc
 
     monkeypatch.chdir(tmp_path)  # the default output folder outputs/<name> is relative to here
     cfg = resolve_config(parse_args(["--smoke-test", "--set", "epochs=3", "--set", "val_limit=100"]))
-    assert (cfg.epochs, cfg.val_limit, cfg.trials, cfg.data_fraction) == (
+    assert (cfg.training.epochs, cfg.training.val_limit, cfg.search.trials, cfg.training.data_fraction) == (
         3,
         100,
         2,

@@ -142,7 +142,7 @@ def test_selection_rule_and_pareto_front(study):
     done = t[t["status"] == "ok"]
     baseline = done[done["penalty"] == "none"]["val_acc"].max()
     for _, s in selected.iterrows():
-        cand = done[(done["penalty"] == s["penalty"]) & (done["val_acc"] >= baseline - cfg.tolerance)]
+        cand = done[(done["penalty"] == s["penalty"]) & (done["val_acc"] >= baseline - cfg.search.tolerance)]
         if s["within_tolerance"]:
             assert s["val_morf"] == cand["val_morf"].max()
         else:
@@ -167,7 +167,7 @@ def test_selected_model_reloads_and_reproduces_its_metrics(study, mnist):
         model.load_state_dict(torch.load(s["weights_path"], map_location="cpu"))
         val_x, val_y = TrainRun(tc, mnist).val_set()
         assert accuracy(model, val_x, val_y) == pytest.approx(s["val_acc"], abs=1e-9)
-        score = explanation_score(model, to_float(mnist.val_x[: cfg.explain_n]), cfg.morf_levels)
+        score = explanation_score(model, to_float(mnist.val_x[: cfg.search.explain_n]), cfg.search.morf_levels)
         assert score == pytest.approx(s["val_morf"], abs=1e-6)
 
 
