@@ -45,22 +45,12 @@ import pyarrow as pa
 
 from evaluation.metrics import registry as metric_registry
 from foundations import schemas as R
-from foundations.statistics import adjust, bootstrap_ci, front_mask, group_seed, holm, paired_test, t_interval  # noqa: F401
-from study.loading import (  # noqa: F401  (the reading side, re-exported: analysis.load is the entry point)
-    AUXILIARY_TABLES,
-    CURVES,
-    EVALUATION,
-    EVALUATION_PARTITIONS,
-    EVALUATION_TABLES,
-    ROAR,
-    SEARCH_TABLES,
+from foundations.statistics import adjust, bootstrap_ci, front_mask, group_seed, paired_test
+from study.loading import (
     TABLES,
-    NotAStudyError,
-    SchemaError,
     StudyError,
     conform,
     read_study,
-    read_study_table,
     table_schema,
 )
 
@@ -193,12 +183,6 @@ class Study:
     def curve(self, kind: str) -> pd.DataFrame:
         return curve(self, kind)
 
-    def replicates(self, **kw) -> pd.DataFrame:
-        return replicates(self, **kw)
-
-    def compare_replicates(self, baseline: str = "none", **kw) -> pd.DataFrame:
-        return compare_replicates(self, baseline, **kw)
-
 
 def order_penalties(names: Iterable[str], config_order: Iterable[str] | None = None) -> list[str]:
     names = set(names)
@@ -221,7 +205,7 @@ def load(path_or_uri) -> Study:
     return Study(**read_study(path_or_uri))
 
 
-def _as_study(s) -> Study:
+def as_study(s) -> Study:
     return s if isinstance(s, Study) else load(s)
 
 
@@ -363,7 +347,7 @@ def summary(
     resamples: ``samples``, ``repeats`` (ROAR) or ``none`` (aggregate rows only, no interval).
     ``lam``, ``val_acc``, ``val_morf`` come from the ``selected`` table.
     """
-    s = _as_study(s)
+    s = as_study(s)
     data = per_sample(s, levels=levels)
     acc = data[data["metric"].isin(ACCURACY_METRICS) & data["level"].isna()]
     data = data[~data["metric"].isin(ACCURACY_METRICS)]
@@ -406,7 +390,7 @@ def summary(
     out["random_mean"] = _random_control(out)
     out["n"] = out["n"].astype("int64")
     out["higher_is_better"] = out["higher_is_better"].astype(object)
-    return _sort(out, s)[SUMMARY_COLUMNS]
+    return sort_rows(out, s)[SUMMARY_COLUMNS]
 
 
 def _random_control(out: pd.DataFrame) -> pd.Series:
@@ -433,7 +417,7 @@ def _random_control(out: pd.DataFrame) -> pd.Series:
     return pd.Series(vals, index=out.index, dtype=float)
 
 
-def _sort(df: pd.DataFrame, s: Study) -> pd.DataFrame:
+def sort_rows(df: pd.DataFrame, s: Study) -> pd.DataFrame:
     if df.empty:
         return df.reset_index(drop=True)
     rank = {p: i for i, p in enumerate(s.penalties)}
@@ -502,7 +486,7 @@ def compare(
     ``improved`` = the difference goes in the metric's better direction (None when the
     direction is unknown or the difference is 0). Aggregate rows (sample −1) are not compared.
     """
-    s = _as_study(s)
+    s = as_study(s)
     data = per_sample(s, levels=levels)
     data = data[data["sample"] >= 0].drop_duplicates(GROUP + ["sample"], keep="last")
     rows = []
@@ -553,7 +537,7 @@ def compare(
     out["significant"] = (out["p_adjusted"] < alpha) if len(out) else pd.Series(dtype=bool)
     out["n"] = out["n"].astype("int64")
     out["significant"] = out["significant"].astype(bool)
-    return _sort(out, s)[COMPARE_COLUMNS]
+    return sort_rows(out, s)[COMPARE_COLUMNS]
 
 
 # --------------------------------------------------------------------------- search views
@@ -584,7 +568,7 @@ def pareto(s, *, accuracy: str = "val_acc", score: str = "val_morf") -> pd.DataF
     the accuracy–explanation Pareto front of its dataset (all penalties) and of its own
     (dataset, penalty) search; both objectives are maximised. ``selected``: the trial is the
     selected model of its (dataset, penalty)."""
-    s = _as_study(s)
+    s = as_study(s)
     t = _finished_trials(s)
     t = t[np.isfinite(t[accuracy].astype(float)) & np.isfinite(t[score].astype(float))].copy()
     if t.empty:
@@ -623,7 +607,7 @@ SWEEP_COLUMNS = [
 def lambda_sweep(s, *, metrics: Iterable[str] = ("val_acc", "val_morf"), baseline: str = "none") -> pd.DataFrame:
     """Long form: one row per finished trial of each penalty other than ``baseline`` (whose λ is
     meaningless) and per metric in ``metrics`` (trial columns) with a finite value; sorted by λ."""
-    s = _as_study(s)
+    s = as_study(s)
     metrics = list(metrics)
     bad = [m for m in metrics if m not in s.trials.columns]
     if bad:
@@ -670,7 +654,7 @@ def curve(s, kind: str) -> pd.DataFrame:
     ``curves`` table (under either of its names, e.g. ``morf`` or ``morf_curve``).
     Model-level curves (accuracy under noise) have ``method`` "".
     """
-    s = _as_study(s)
+    s = as_study(s)
     empty = pd.DataFrame(
         {c: pd.Series(dtype=float if c in ("x", "y", "y_low", "y_high") else object) for c in CURVE_COLUMNS}
     )
@@ -697,191 +681,7 @@ def curve(s, kind: str) -> pd.DataFrame:
     g = src.groupby(keys + ["x"], sort=True)["y"]
     out = g.agg(y="mean", y_low=lo, y_high=hi, n="size").reset_index()
     out["curve"], out["source"] = kind, source
-    return _sort(out, s)[CURVE_COLUMNS]
-
-
-# --------------------------------------------------------------------------- replicates (seeds)
-REPLICATE_COLUMNS = [
-    "dataset",
-    "penalty",
-    "method",
-    "metric",
-    "higher_is_better",
-    "n",
-    "mean",
-    "ci_low",
-    "ci_high",
-    "sd",
-    "over",
-    "values",
-    "random_mean",
-]
-
-
-def _model_seeds(s: Study) -> pd.DataFrame:
-    """model_id -> (dataset, penalty, seed) of the selected models (the evaluation names them penalty-trial)."""
-    sel = s.selected
-    if sel.empty:
-        return pd.DataFrame(columns=["model_id", "seed"])
-    return pd.DataFrame(
-        {
-            "model_id": sel["penalty"].astype(str) + "-" + sel["trial_id"].astype(str),
-            "seed": sel["seed"].astype("int64"),
-        }
-    ).drop_duplicates("model_id")
-
-
-LEVEL_AVERAGED = ("max_sensitivity", "avg_sensitivity", "block_infidelity", "block_infidelity_raw")
-
-
-def per_model(s) -> pd.DataFrame:
-    """One value per (dataset, penalty, model_id, seed, method, metric): the mean over the model's test
-    images (ROAR: over its repeats). Scalar metrics, plus the explanation metrics measured per level
-    (:data:`LEVEL_AVERAGED`) averaged over their levels; test accuracy is metric ``accuracy``."""
-    s = _as_study(s)
-    data = per_sample(s, levels=True)
-    data = data[data["sample"] >= 0].drop_duplicates(GROUP + ["sample"], keep="last")
-    # an explanation metric measured per level (sensitivity per σ, infidelity per s_max) becomes one scalar:
-    # its mean over the levels (each level weighs the same, as in the curve's own mean)
-    levelled = data["level"].notna() & data["metric"].isin(LEVEL_AVERAGED)
-    data = data[data["level"].isna() | levelled]
-    out = (
-        data.groupby(["dataset", "penalty", "model_id", "method", "metric"], sort=True)["value"]
-        .agg(value="mean", n_units="size")
-        .reset_index()
-    )
-    return out.merge(_model_seeds(s), on="model_id", how="left")
-
-
-def replicates(s, *, confidence: float = 0.95) -> pd.DataFrame:
-    """Mean and Student-t CI **over seeds** per dataset × penalty × method × metric (the replicate preset).
-
-    Each model contributes one value (:func:`per_model`); ``n`` is the number of seeds (models).
-    Where a group has a single model (ROAR's random-ranking control, filed once per dataset) the
-    interval is over its ROAR repeats instead, and ``over`` says so. ``values`` lists the per-seed
-    values (for plots and for anyone re-checking the interval).
-    """
-    s = _as_study(s)
-    pm = per_model(s)
-    rows = []
-    for key, g in pm.groupby(["dataset", "penalty", "method", "metric"], sort=True):
-        v = g.sort_values("seed")["value"].to_numpy(float)
-        over = "seeds"
-        if len(v) == 1 and key[3] in ("roar", "roar_clean"):
-            r = roar_scores(s)
-            col = "value" if key[3] == "roar" else "value_clean"
-            v = r[(r["dataset"] == key[0]) & (r["penalty"] == key[1]) & (r["method"] == key[2])][col].to_numpy(float)
-            over = "repeats"
-        lo, hi = t_interval(v, confidence)
-        fin = v[np.isfinite(v)]
-        rows.append(
-            (
-                *key,
-                higher_is_better(key[3]),
-                len(fin),
-                float(fin.mean()) if len(fin) else np.nan,
-                lo,
-                hi,
-                float(fin.std(ddof=1)) if len(fin) > 1 else np.nan,
-                over,
-                json.dumps([round(x, 6) for x in fin]),
-            )
-        )
-    out = pd.DataFrame(rows, columns=REPLICATE_COLUMNS[:-1])
-    out["higher_is_better"] = out["higher_is_better"].astype(object)
-    rnd = out[out["method"] == RANDOM_METHOD]
-    own = rnd.set_index(["dataset", "penalty", "metric"])["mean"]
-    ctrl = (
-        rnd[rnd["metric"].isin(["roar", "roar_clean"])]
-        .drop_duplicates(["dataset", "metric"])
-        .set_index(["dataset", "metric"])["mean"]
-    )
-    out["random_mean"] = [
-        np.nan if m == "" else own.get((d, p, k), ctrl.get((d, k), np.nan))
-        for d, p, m, k in zip(out["dataset"], out["penalty"], out["method"], out["metric"])
-    ]
-    return _sort(out, s)
-
-
-REPLICATE_COMPARE_COLUMNS = [
-    "dataset",
-    "method",
-    "metric",
-    "penalty",
-    "baseline",
-    "higher_is_better",
-    "n",
-    "mean_diff",
-    "diff_ci_low",
-    "diff_ci_high",
-    "statistic",
-    "p_value",
-    "p_adjusted",
-    "correction",
-    "significant",
-    "improved",
-]
-
-
-def compare_replicates(
-    s, baseline: str = "none", *, correction: str = "holm", alpha: float = 0.05, confidence: float = 0.95
-) -> pd.DataFrame:
-    """Each penalty against ``baseline`` over seeds: paired by seed (seed k of the penalty with seed k
-    of the baseline: the same initialisation and data order), two-sided paired t-test on the per-model
-    values of :func:`per_model`, p-values corrected across all rows (Holm by default). With 3 seeds
-    the test has little power: a non-significant row is "not shown", not "no effect"."""
-    from scipy import stats
-
-    s = _as_study(s)
-    pm = per_model(s).dropna(subset=["seed"])
-    rows = []
-    for (dataset, method, metric), g in pm.groupby(["dataset", "method", "metric"], sort=True):
-        base = g[g["penalty"] == baseline][["seed", "value"]]
-        if base.empty:
-            continue
-        for penalty, p in g[g["penalty"] != baseline].groupby("penalty", sort=True):
-            m = p[["seed", "value"]].merge(base, on="seed", suffixes=("", "_base"))
-            d = (m["value"] - m["value_base"]).to_numpy(float)
-            d = d[np.isfinite(d)]
-            if len(d) >= 2 and np.any(d != d[0]):
-                t = stats.ttest_rel(m["value"], m["value_base"], nan_policy="omit")
-                stat, pv = float(t.statistic), float(t.pvalue)
-            else:
-                stat, pv = float("nan"), (1.0 if len(d) >= 2 and np.all(d == 0) else float("nan"))
-            lo, hi = t_interval(d, confidence)
-            md = float(d.mean()) if len(d) else float("nan")
-            hib = higher_is_better(metric)
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "method": method,
-                    "metric": metric,
-                    "penalty": penalty,
-                    "baseline": baseline,
-                    "higher_is_better": hib,
-                    "n": len(d),
-                    "mean_diff": md,
-                    "diff_ci_low": lo,
-                    "diff_ci_high": hi,
-                    "statistic": stat,
-                    "p_value": pv,
-                    "improved": None if hib is None or not np.isfinite(md) or md == 0 else bool((md > 0) == hib),
-                }
-            )
-    out = pd.DataFrame(
-        rows, columns=[c for c in REPLICATE_COMPARE_COLUMNS if c not in ("p_adjusted", "correction", "significant")]
-    )
-    out["p_adjusted"] = adjust(out["p_value"].to_numpy(float), correction) if len(out) else pd.Series(dtype=float)
-    out["correction"] = correction
-    out["significant"] = (out["p_adjusted"] < alpha) if len(out) else pd.Series(dtype=bool)
-    out["significant"] = out["significant"].astype(bool)
-    return _sort(out, s)[REPLICATE_COMPARE_COLUMNS]
-
-
-def has_replicates(s) -> bool:
-    """True when some (dataset, penalty) has several selected models (seeds evaluated as replicates)."""
-    sel = _as_study(s).selected
-    return bool(len(sel)) and bool(sel.groupby(["dataset", "penalty"]).size().gt(1).any())
+    return sort_rows(out, s)[CURVE_COLUMNS]
 
 
 # --------------------------------------------------------------------------- provenance
@@ -899,36 +699,6 @@ def provenance(s: Study) -> dict:
     return {"git_commits": commits, "versions": versions}
 
 
-__all__ = [
-    "Study",
-    "StudyError",
-    "NotAStudyError",
-    "SchemaError",
-    "TABLES",
-    "load",
-    "read_study_table",
-    "table_schema",
-    "summary",
-    "compare",
-    "pareto",
-    "lambda_sweep",
-    "per_sample",
-    "curve",
-    "roar_scores",
-    "bootstrap_ci",
-    "paired_test",
-    "adjust",
-    "holm",
-    "higher_is_better",
-    "directions",
-    "front_mask",
-    "provenance",
-    "per_model",
-    "replicates",
-    "compare_replicates",
-    "has_replicates",
-    "t_interval",
-]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,6 +51,7 @@ import yaml
 from foundations import storage
 from study import mounts
 from study.config import REPO_ROOT, ConfigError, StudyConfig, dump_config
+from study.resources import EXPECT_WORKERS_ENV, NODE_TYPES_ENV, node_type_shortfall
 
 AUTH_MODES = ("disabled", "token")  # Ray 2.60's RAY_AUTH_MODE values (ray._raylet.AuthenticationMode)
 DEFAULT_DASHBOARD_PORT = 8265
@@ -58,7 +59,6 @@ DEFAULT_SSH_PORT = 22
 EXCLUDES = ["data/", "outputs/", ".git/", "*.egg-info/", "__pycache__/", ".pytest_cache/", ".benchmarks/",
             "*.pt", "*.parquet", ".install-stamp"]
 CONFIG_ENV = "SALIENCY_STUDY_CONFIG"
-EXPECT_WORKERS_ENV = "SALIENCY_EXPECT_WORKERS"
 DEFAULT_REMOTE_OUTPUT = "~/saliency-outputs"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 PLACEHOLDER = re.compile(r"<[^>]*>|\b(CHANGE_?ME|TODO|x\.x\.x\.x)\b", re.I)
@@ -272,37 +272,6 @@ def load_cluster_config(path: str | Path) -> ClusterSpec:
         if isinstance(res, dict) and res:
             spec.node_types[str(tname)] = {str(k): float(v) for k, v in res.items() if isinstance(v, (int, float))}
     return spec
-
-
-NODE_TYPES_ENV = "SALIENCY_NODE_TYPES"  # the cluster file's node types (JSON) for the job's resource check
-
-
-def trial_shortfall(cfg: StudyConfig, pools: dict[str, dict], *, what: str, have: str, more) -> str | None:
-    """None if one of ``pools`` (name -> its resources, e.g. ``{"CPU": 16, "GPU": 1}``) holds one trial's
-    ``resources``, else a one-line reason: ``what`` names a pool ("node of this Ray cluster", "node type of
-    the cluster"), ``have`` lists what exists, ``more(kind, most)`` is the advice besides lowering the request.
-    The one check behind both :func:`node_type_shortfall` and ``launch.resource_shortfall``."""
-    need = {k: float(v) for k, v in (("CPU", cfg.resources.cpu), ("GPU", cfg.resources.gpu)) if v and v > 0}
-    if any(all(r.get(k, 0.0) >= v for k, v in need.items()) for r in pools.values()):
-        return None
-    for k, v in need.items():
-        most = max((r.get(k, 0.0) for r in pools.values()), default=0.0)
-        if most < v:
-            key = f"resources.{k.lower()}"
-            return (f"{key}: each trial asks for {v:g} {k}, but no {what} has more than {most:g} ({have}); "
-                    f"valid choices: --set {key}={most:g}{' or less' if most else ''}, or {more(k, most)}")
-    return (f"resources: each trial asks for {', '.join(f'{v:g} {k}' for k, v in need.items())} together, but no "
-            f"{what} has all of them ({have}); valid choices: lower resources.cpu or resources.gpu")
-
-
-def node_type_shortfall(cfg: StudyConfig, node_types: dict[str, dict]) -> str | None:
-    """None if some node type the cluster can start holds one trial (``resources``), or if no type
-    declares its resources (Ray detects them when the node starts); else a one-line reason."""
-    if not node_types:
-        return None
-    types = ", ".join(f"{n}: {r.get('CPU', 0):g} CPU, {r.get('GPU', 0):g} GPU" for n, r in node_types.items())
-    return trial_shortfall(cfg, node_types, what="node type of the cluster", have=types,
-                           more=lambda k, most: f"a node type with more {k} in available_node_types")
 
 
 def check_reachable(spec: ClusterSpec, timeout: float | None = None) -> None:

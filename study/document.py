@@ -102,7 +102,7 @@ class Doc:
 
 
 # --------------------------------------------------------------------------- formatting
-def _num(v, digits: int = 3) -> str:
+def fmt_num(v, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "–"
     v = float(v)
@@ -111,30 +111,30 @@ def _num(v, digits: int = 3) -> str:
     return f"{v:.{digits}g}" if abs(v) >= 1000 else f"{v:.{digits}f}"
 
 
-def _pct(v) -> str:
+def fmt_pct(v) -> str:
     """A fraction as a percentage with one decimal (97.5)."""
     return "–" if v is None or not np.isfinite(v) else f"{100 * float(v):.1f}"
 
 
-def _ci(mean, lo, hi, scale: float = 1.0) -> str:
+def fmt_ci(mean, lo, hi, scale: float = 1.0) -> str:
     if mean is None or not np.isfinite(mean):
         return "–"
-    fmt = (lambda v: _pct(v / 100)) if scale == 100 else _num  # percentages: one decimal
+    fmt = (lambda v: fmt_pct(v / 100)) if scale == 100 else fmt_num  # percentages: one decimal
     s = fmt(mean * scale)
     if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
         s += f" [{fmt(lo * scale)}, {fmt(hi * scale)}]"
     return s
 
 
-def _arrow(hib) -> str:
+def direction_arrow(hib) -> str:
     return " ↑" if hib is True else (" ↓" if hib is False else "")
 
 
-def _label(metric: str) -> str:
+def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric.replace("_", " "))
 
 
-def _best_flags(values: list[float], hib) -> list[bool]:
+def best_flags(values: list[float], hib) -> list[bool]:
     v = np.asarray(values, float)
     if hib is None or not np.isfinite(v).any() or np.isfinite(v).sum() < 2:
         return [False] * len(v)
@@ -144,7 +144,7 @@ def _best_flags(values: list[float], hib) -> list[bool]:
 
 
 # --------------------------------------------------------------------------- figures
-class _Figures:
+class Figures:
     """Creates and saves matplotlib figures (Agg canvas, no pyplot state)."""
 
     def __init__(self, img_dir: Path, log: Callable[[str], None]) -> None:
@@ -168,7 +168,7 @@ class _Figures:
         return path
 
 
-def _legend(fig, axes, loc="outside lower center", ncol: int | None = None) -> None:
+def figure_legend(fig, axes, loc="outside lower center", ncol: int | None = None) -> None:
     handles, labels, seen = [], [], set()
     for ax in np.ravel(axes):
         for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -182,12 +182,12 @@ def _legend(fig, axes, loc="outside lower center", ncol: int | None = None) -> N
         fig.legend(handles, labels, loc=loc, ncol=ncol or min(len(labels), 4, fit), frameon=False, fontsize=8)
 
 
-def _hide_unused(axes, used: int) -> None:
+def hide_unused_axes(axes, used: int) -> None:
     for ax in np.ravel(axes)[used:]:
         ax.set_visible(False)
 
 
-def _log_x(ax) -> None:
+def log_x_axis(ax) -> None:
     """Log-scaled x axis with plain tick labels at 1, 2, 5 × 10^k (no overlapping minor labels)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -197,7 +197,7 @@ def _log_x(ax) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
+def grid_shape(n: int, max_cols: int = 4) -> tuple[int, int]:
     cols = min(max(n, 1), max_cols)
     return int(np.ceil(max(n, 1) / cols)), cols
 
@@ -341,7 +341,7 @@ def render_md(doc: Doc, title: str, base: Path) -> str:
     return "\n".join(parts)
 
 
-def _write(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

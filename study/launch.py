@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import os
 import sys
@@ -26,7 +25,8 @@ from pathlib import Path
 
 from foundations import storage
 from study import mounts
-from study.cluster import CONFIG_ENV, EXCLUDES, trial_shortfall
+from study.cluster import CONFIG_ENV, EXCLUDES
+from study.resources import check_resources
 from study.config import (
     PRESETS, REPO_ROOT, ConfigError, StudyConfig, apply_overrides, config_from_raw, load_raw, read_saved,
 )
@@ -327,72 +327,10 @@ def check_cluster_storage(cfg: StudyConfig, address: str | None) -> None:
     """On a running cluster, refuse a node-local output when the cluster spans several hosts."""
     if not address:
         return
-    from study.cluster import EXPECT_WORKERS_ENV
+    from study.resources import EXPECT_WORKERS_ENV
 
     mounts.check_shared(
         cfg.location, mounts.cluster_hosts(), expect_more_hosts=bool(os.environ.get(EXPECT_WORKERS_ENV))
-    )
-
-
-RESOURCE_WAIT_ENV = "SALIENCY_RESOURCE_WAIT_S"  # how long a cluster that may grow gets before the warning
-
-
-def _cluster_may_grow(address: str | None) -> bool:
-    """True on a cluster that can still add nodes: an autoscaler reports to it, or workers are on their way."""
-    if not address:
-        return False
-    from study.cluster import EXPECT_WORKERS_ENV
-
-    if os.environ.get(EXPECT_WORKERS_ENV):
-        return True
-    try:
-        from ray.experimental.internal_kv import _internal_kv_get
-
-        return bool(_internal_kv_get("__autoscaling_status"))  # ray_constants.DEBUG_AUTOSCALING_STATUS
-    except Exception:
-        return False
-
-
-def resource_shortfall(cfg: StudyConfig) -> str | None:
-    """None if one alive node of the connected Ray can hold a trial's ``resources``, else why not."""
-    import ray
-
-    nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")]
-    total = ray.cluster_resources()
-    have = f"the cluster has {total.get('CPU', 0):g} CPU and {total.get('GPU', 0):g} GPU on {len(nodes)} node(s)"
-    return trial_shortfall(
-        cfg, dict(enumerate(nodes)), what="node of this Ray cluster", have=have,
-        more=lambda k, most: "a Ray with GPUs" if k == "GPU" and not most
-        else f"bigger nodes (--num-{k.lower()}s for the local Ray)",
-    )
-
-
-def check_resources(cfg: StudyConfig, address: str | None, log=print, wait_s: float | None = None) -> None:
-    """Refuse, before any trial starts, a per-trial request no node can meet (trials would stay PENDING forever).
-
-    On a cluster that may still grow (autoscaler, workers joining) wait up to ``wait_s`` seconds
-    (default ``$SALIENCY_RESOURCE_WAIT_S`` or 120) for a node that fits, then warn and go on.
-    """
-    why = resource_shortfall(cfg)
-    if why is None:
-        return
-    if not _cluster_may_grow(address):
-        raise ConfigError(why)
-    from study.cluster import NODE_TYPES_ENV, node_type_shortfall
-
-    types = json.loads(os.environ.get(NODE_TYPES_ENV) or "{}")  # the cluster file's node types, if it declares them
-    never = node_type_shortfall(cfg, types)
-    if never:  # no node the cluster can start would hold a trial: waiting cannot help
-        raise ConfigError(never)
-    wait_s = float(os.environ.get(RESOURCE_WAIT_ENV, 120)) if wait_s is None else wait_s
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
-        if resource_shortfall(cfg) is None:
-            return
-    log(
-        f"[study] warning: still no node for a trial after {wait_s:g} s, trials stay PENDING until the cluster "
-        f"grows (Ctrl-C to stop): {why.split('; valid choices')[0]}"
     )
 
 
@@ -419,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {w}", file=sys.stderr, flush=True)
         check_data(cfg)
         check_output_writable(cfg)
-        from study import search
+        from study import search, selection
 
         search.check_output(cfg)
     except (ConfigError, ValueError) as exc:
@@ -460,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             else:
                 selected = search.run_search(cfg, verbose=verbose, log=lambda s: print(s, flush=True))
-            print("\nselected models:\n" + search.format_selected(selected), flush=True)
+            print("\nselected models:\n" + selection.format_selected(selected), flush=True)
             if "none" not in cfg.penalties and len(selected):
                 print(
                     "(no baseline: `none` was not searched, so within_tolerance is not checked against any accuracy)",

@@ -36,9 +36,11 @@ import numpy as np
 import pandas as pd
 
 from study import analysis as A
-from study.document import (  # noqa: F401  (also the report's public names, as before the split)
-    DPI, FORMATS, METRIC_LABELS, Block, Doc, Figure, Table, _arrow, _best_flags, _ci, _Figures, _grid,  # noqa: F401
-    _hide_unused, _label, _legend, _log_x, _num, _pct, _write, render_html, render_md, style,  # noqa: F401
+from study import loading
+from study.document import (
+    FORMATS, Doc, Figure, Figures, Table, best_flags, direction_arrow, figure_legend,
+    fmt_ci, fmt_num, fmt_pct, grid_shape, hide_unused_axes, log_x_axis, metric_label, render_html, render_md, style,
+    write_text_atomic,
 )
 from foundations import schemas as R
 
@@ -122,13 +124,13 @@ def _status(doc: Doc, s: A.Study) -> None:
     ]
     for ln in lines:
         doc.p(ln)
-    present = [t for t in A.TABLES if t not in s.missing]
+    present = [t for t in loading.TABLES if t not in s.missing]
     doc.p(f"Tables present: {', '.join(present) or 'none'}; missing: {', '.join(s.missing) or 'none'}.")
     for n in s.notes():
         doc.note(n)
 
 
-def _summary_section(doc: Doc, s: A.Study, summ: pd.DataFrame, figs: _Figures) -> None:
+def _summary_section(doc: Doc, s: A.Study, summ: pd.DataFrame, figs: Figures) -> None:
     doc.h2("Summary", "summary")
     doc.p(
         "Mean over the evaluated test images, with its 95% bootstrap confidence interval in brackets "
@@ -159,7 +161,7 @@ def _model_table(doc: Doc, s: A.Study, summ: pd.DataFrame, dataset: str) -> None
         doc.note(f"{dataset}: no selected model.")
         return
     header = ["penalty", "λ", "val. acc. (%) ↑", "val. MoRF ↑", "test acc. (%) ↑"] + [
-        f"{_label(m)}{_arrow(A.higher_is_better(m))}" for m in model_metrics
+        f"{metric_label(m)}{direction_arrow(A.higher_is_better(m))}" for m in model_metrics
     ]
     cols: list[list[tuple[str, float]]] = []
     flagged: list[str] = []
@@ -173,23 +175,25 @@ def _model_table(doc: Doc, s: A.Study, summ: pd.DataFrame, dataset: str) -> None
             and np.isfinite(r["baseline_val_acc"])
         )
         flagged += [p] if outside else []
-        row = [(f"{p} †" if outside else p, np.nan), (_num(r["lam"]) if r is not None and p != "none" else "–", np.nan)]
-        row.append((_pct(r["val_acc"]) if r is not None else "–", r["val_acc"] if r is not None else np.nan))
-        row.append((_num(r["val_morf"]) if r is not None else "–", r["val_morf"] if r is not None else np.nan))
+        lam = fmt_num(r["lam"]) if r is not None and p != "none" else "–"
+        row = [(f"{p} †" if outside else p, np.nan), (lam, np.nan)]
+        row.append((fmt_pct(r["val_acc"]) if r is not None else "–", r["val_acc"] if r is not None else np.nan))
+        row.append((fmt_num(r["val_morf"]) if r is not None else "–", r["val_morf"] if r is not None else np.nan))
         acc = sd[sd["penalty"] == p][["test_acc", "test_acc_ci_low", "test_acc_ci_high"]].dropna()
         if len(acc):
             a = acc.iloc[0]
-            row.append((_ci(a["test_acc"], a["test_acc_ci_low"], a["test_acc_ci_high"], 100), a["test_acc"]))
+            row.append((fmt_ci(a["test_acc"], a["test_acc_ci_low"], a["test_acc_ci_high"], 100), a["test_acc"]))
         else:
             row.append(("–", np.nan))
         for m in model_metrics:
             q = sd[(sd["penalty"] == p) & (sd["method"] == "") & (sd["metric"] == m)]
-            row.append((_ci(*q[["mean", "ci_low", "ci_high"]].iloc[0]), q["mean"].iloc[0]) if len(q) else ("–", np.nan))
+            row.append((fmt_ci(*q[["mean", "ci_low", "ci_high"]].iloc[0]), q["mean"].iloc[0])
+                       if len(q) else ("–", np.nan))
         cols.append(row)
     dirs = [None, None, True, True, True] + [A.higher_is_better(m) for m in model_metrics]
     bold = [[False] * len(header) for _ in cols]
     for j, hib in enumerate(dirs):
-        for i, f in enumerate(_best_flags([c[j][1] for c in cols], hib)):
+        for i, f in enumerate(best_flags([c[j][1] for c in cols], hib)):
             bold[i][j] = f
     rows = [[c[0] for c in row] for row in cols]
     if not (sd["test_acc"].notna().any()):
@@ -202,7 +206,7 @@ def _model_table(doc: Doc, s: A.Study, summ: pd.DataFrame, dataset: str) -> None
         tol = sel["tolerance"].dropna()
         doc.note(
             f"† selected outside the tolerance ({', '.join(flagged)}): no trial of this penalty reached the best "
-            f"`none` validation accuracy minus the tolerance ({_pct(tol.iloc[0]) if len(tol) else '?'} points), "
+            f"`none` validation accuracy minus the tolerance ({fmt_pct(tol.iloc[0]) if len(tol) else '?'} points), "
             "so the most accurate trial was taken; compare its explanations with that in mind."
         )
     if len(sel) and "none" not in sel.index and not np.isfinite(sel["baseline_val_acc"]).any():
@@ -220,7 +224,7 @@ def _explanation_table(doc: Doc, s: A.Study, sd: pd.DataFrame) -> None:
         if m in set(sd["metric"])
     ]
     metrics += sorted(set(sd["metric"]) - set(metrics))
-    header = ["method", "penalty"] + [f"{_label(m)}{_arrow(A.higher_is_better(m))}" for m in metrics]
+    header = ["method", "penalty"] + [f"{metric_label(m)}{direction_arrow(A.higher_is_better(m))}" for m in metrics]
     rows, bold = [], []
     # the random-attribution control sits under every row (its `random_mean`: the same metric on random maps
     # of the same model; for ROAR the dataset's random-ranking retrains), not in a block of its own
@@ -237,21 +241,21 @@ def _explanation_table(doc: Doc, s: A.Study, sd: pd.DataFrame) -> None:
             for m in metrics:
                 if m in r.index:
                     q = r.loc[m]
-                    row.append(_ci(q["mean"], q["ci_low"], q["ci_high"]))
+                    row.append(fmt_ci(q["mean"], q["ci_low"], q["ci_high"]))
                     vals[m].append(q["mean"])
                 else:
                     row.append("–")
                     vals[m].append(np.nan)
             cells.append(row)
         # the random control does not depend on the model: no "best" among its rows
-        flags = {m: _best_flags(vals[m], None if method == A.RANDOM_METHOD else A.higher_is_better(m)) for m in metrics}
+        flags = {m: best_flags(vals[m], None if method == A.RANDOM_METHOD else A.higher_is_better(m)) for m in metrics}
         for i, (row, (p, mid)) in enumerate(zip(cells, keys)):
             rows.append(row)
             bold.append([False, False] + [flags[m][i] for m in metrics])
             if method == A.RANDOM_METHOD:
                 continue
             r = block[(block["penalty"] == p) & (block["model_id"] == mid)].set_index("metric")
-            ctrl = [_num(r.loc[m, "random_mean"]) if m in r.index and "random_mean" in r else "–" for m in metrics]
+            ctrl = [fmt_num(r.loc[m, "random_mean"]) if m in r.index and "random_mean" in r else "–" for m in metrics]
             rows.append(["↳ random control", ""] + ctrl)
             bold.append([False] * (2 + len(metrics)))
     doc.table(Table(header, rows, bold, caption="explanation metrics per attribution method; under each model its "
@@ -289,13 +293,13 @@ def _compare_section(doc: Doc, s: A.Study, comp: pd.DataFrame, baseline: str) ->
             [
                 r["dataset"],
                 METHOD_LABELS.get(r["method"], r["method"] or "(model)"),
-                f"{_label(r['metric'])}{_arrow(r['higher_is_better'])}",
+                f"{metric_label(r['metric'])}{direction_arrow(r['higher_is_better'])}",
                 r["penalty"],
                 str(r["n"]),
-                _ci(r["mean_diff"], r["diff_ci_low"], r["diff_ci_high"]),
-                _num(r["p_adjusted"]),
-                _num(r["rank_biserial"], 2),
-                _num(r["cohens_d"], 2),
+                fmt_ci(r["mean_diff"], r["diff_ci_low"], r["diff_ci_high"]),
+                fmt_num(r["p_adjusted"]),
+                fmt_num(r["rank_biserial"], 2),
+                fmt_num(r["cohens_d"], 2),
                 verdict,
             ]
         )
@@ -317,7 +321,7 @@ def _compare_section(doc: Doc, s: A.Study, comp: pd.DataFrame, baseline: str) ->
     )
 
 
-def _gallery_section(doc: Doc, s: A.Study, figs: _Figures, n_images: int) -> None:
+def _gallery_section(doc: Doc, s: A.Study, figs: Figures, n_images: int) -> None:
     doc.h2("Saliency gallery", "gallery")
     if n_images <= 0:
         doc.note("The gallery was not requested (--images 0).")
@@ -342,7 +346,7 @@ GALLERY_TEXT = (
 )
 
 
-def _gallery_from_table(doc: Doc, s: A.Study, figs: _Figures, n_images: int) -> dict[str, list[str]]:
+def _gallery_from_table(doc: Doc, s: A.Study, figs: Figures, n_images: int) -> dict[str, list[str]]:
     """Plot the ``gallery`` table (written by the evaluation stage: no weights, data or torch needed here),
     one figure per dataset and method; returns, per dataset, the selected models it holds no maps of."""
     missing, intro = {}, False
@@ -400,7 +404,7 @@ def _gallery_from_table(doc: Doc, s: A.Study, figs: _Figures, n_images: int) -> 
     return missing
 
 
-def _gallery_figure(figs: _Figures, dataset, method, images, labels, models, preds, maps) -> Path:
+def _gallery_figure(figs: Figures, dataset, method, images, labels, models, preds, maps) -> Path:
     n_img, n_rows = images.shape[0], len(models) + 1
     signed = method in SIGNED_METHODS or (maps < 0).any()
     v = float(np.percentile(np.abs(maps), 99.5)) or 1.0
@@ -443,7 +447,7 @@ def _gallery_figure(figs: _Figures, dataset, method, images, labels, models, pre
     return figs.save(fig, f"gallery_{dataset}_{method}")
 
 
-def _morf_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
+def _morf_section(doc: Doc, s: A.Study, figs: Figures) -> None:
     doc.h2("MoRF curves", "morf")
     c = A.curve(s, "morf")
     if c.empty:
@@ -462,7 +466,7 @@ def _morf_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
         methods = _methods_of(cd)
         if not methods:
             continue
-        nr, nc = _grid(len(methods))
+        nr, nc = grid_shape(len(methods))
         fig, axes = figs.new(nr, nc, 3.4 * nc, 2.9 * nr + 0.7, sharey=True)
         for ax, method in zip(axes.ravel(), methods):
             _curve_lines(ax, s, cd[cd["method"] == method], s.penalties)
@@ -471,8 +475,8 @@ def _morf_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
             ax.set_ylabel("p(ŷ | masked) / p(ŷ | x)\n(ratio; lower is better)", fontsize=8)
             ax.set_xlim(0, 1)
             ax.grid(alpha=0.3)
-        _hide_unused(axes, len(methods))
-        _legend(fig, axes)
+        hide_unused_axes(axes, len(methods))
+        figure_legend(fig, axes)
         fig.suptitle(f"{dataset}: MoRF curves", fontsize=10)
         path = figs.save(fig, f"morf_{dataset}")
         doc.figure(
@@ -482,7 +486,7 @@ def _morf_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
         )
 
 
-def _roar_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
+def _roar_section(doc: Doc, s: A.Study, figs: Figures) -> None:
     doc.h2("ROAR: remove and retrain", "roar")
     c = A.curve(s, "roar")
     if c.empty:
@@ -502,7 +506,7 @@ def _roar_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
         if not methods and rnd.empty:
             continue
         methods = methods or [A.RANDOM_METHOD]
-        nr, nc = _grid(len(methods))
+        nr, nc = grid_shape(len(methods))
         fig, axes = figs.new(nr, nc, 3.4 * nc, 2.9 * nr + 0.7, sharey=True)
         ctrl = (
             rnd.groupby("x").agg(y=("y", "mean"), lo=("y_low", "min"), hi=("y_high", "max")).reset_index()
@@ -528,8 +532,8 @@ def _roar_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
             ax.set_xlabel("fraction of pixels removed, t", fontsize=8)
             ax.set_ylabel("test accuracy after retraining (%)\n(lower is better)", fontsize=8)
             ax.grid(alpha=0.3)
-        _hide_unused(axes, len(methods))
-        _legend(fig, axes)
+        hide_unused_axes(axes, len(methods))
+        figure_legend(fig, axes)
         fig.suptitle(f"{dataset}: ROAR", fontsize=10)
         path = figs.save(fig, f"roar_{dataset}")
         doc.figure(
@@ -541,7 +545,7 @@ def _roar_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
         )
 
 
-def _robustness_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
+def _robustness_section(doc: Doc, s: A.Study, figs: Figures) -> None:
     doc.h2("Gaussian noise and square-block occlusion", "robustness")
     specs = [
         (
@@ -576,7 +580,7 @@ def _robustness_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
                 )
             methods = _methods_of(ed)
             n = 1 + len(methods)
-            nr, nc = _grid(n)
+            nr, nc = grid_shape(n)
             fig, axes = figs.new(nr, nc, 3.4 * nc, 2.9 * nr + 0.7)
             ax0 = axes.ravel()[0]
             _curve_lines(ax0, s, ad, s.penalties, scale=100)
@@ -593,8 +597,8 @@ def _robustness_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
                 if len(vals) and (vals > 0).all() and vals.max() / vals.min() > 100:
                     ax.set_yscale("log")
                 ax.grid(alpha=0.3)
-            _hide_unused(axes, n)
-            _legend(fig, axes)
+            hide_unused_axes(axes, n)
+            figure_legend(fig, axes)
             fig.suptitle(f"{dataset}: {title}", fontsize=10)
             path = figs.save(fig, f"{kind}_{dataset}")
             doc.figure(
@@ -611,7 +615,7 @@ def _robustness_section(doc: Doc, s: A.Study, figs: _Figures) -> None:
         )
 
 
-def _search_section(doc: Doc, s: A.Study, figs: _Figures, par: pd.DataFrame, sweep: pd.DataFrame) -> None:
+def _search_section(doc: Doc, s: A.Study, figs: Figures, par: pd.DataFrame, sweep: pd.DataFrame) -> None:
     doc.h2("Search: Pareto fronts and λ sweeps", "search")
     if par.empty:
         doc.note("No finished trials yet: no Pareto front or λ sweep.")
@@ -714,7 +718,7 @@ def _search_section(doc: Doc, s: A.Study, figs: _Figures, par: pd.DataFrame, swe
                     linewidths=1.2,
                     label="selected model",
                 )
-            _log_x(ax)
+            log_x_axis(ax)
             ax.set_xlabel("λ (penalty weight, log scale)", fontsize=8)
             what = {"val_acc": "validation accuracy (%)", "val_morf": "validation MoRF score"}.get(metric, metric)
             hib = A.higher_is_better(metric)
@@ -722,7 +726,7 @@ def _search_section(doc: Doc, s: A.Study, figs: _Figures, par: pd.DataFrame, swe
                 f"{what}\n({'higher' if hib else 'lower'} is better)" if hib is not None else what, fontsize=8
             )
             ax.grid(alpha=0.3, which="both")
-        _legend(fig, axes)
+        figure_legend(fig, axes)
         fig.suptitle(f"{dataset}: λ sweep", fontsize=10)
         path = figs.save(fig, f"lambda_{dataset}")
         doc.figure(
@@ -781,7 +785,7 @@ def build_report(
         seed: seeds the bootstrap.
         log: progress messages (default: none).
 
-    Raises FileNotFoundError / :class:`study.analysis.StudyError` for a folder that is not a
+    Raises FileNotFoundError / :class:`study.loading.StudyError` for a folder that is not a
     study or a table with a wrong schema; every other problem becomes a note in the report.
     """
     formats = [formats] if isinstance(formats, str) else list(formats)
@@ -807,7 +811,7 @@ def build_report(
         d.mkdir(parents=True, exist_ok=True)
         for old in list(d.glob("*.png")) + list(d.glob("*.csv")):  # this report's own previous outputs
             old.unlink()
-    figs = _Figures(img, log)
+    figs = Figures(img, log)
     doc = Doc()
 
     def guarded(name: str, fn, *args):
@@ -847,7 +851,7 @@ def build_report(
     written = []
     for fmt in formats:
         path = out / f"report.{fmt}"
-        _write(path, render_html(doc, title, out, embed) if fmt == "html" else render_md(doc, title, out))
+        write_text_atomic(path, render_html(doc, title, out, embed) if fmt == "html" else render_md(doc, title, out))
         written.append(path)
     log(f"[report] wrote {', '.join(str(p) for p in written)} ({len(figs.made)} figures)")
     return written[0]
@@ -896,41 +900,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--embed", action="store_true", help="inline the figures in the HTML (a single file)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the report's path")
-    p.add_argument(
-        "--results",
-        default=None,
-        metavar="PAGE.md",
-        help="instead of the report, write the published results page of a replicated study "
-        "(e.g. docs/results.md, with PAGE/summary.csv and PAGE/img/; see study/publish.py)",
-    )
-    p.add_argument("--notes", default=None, metavar="FILE.md", help="with --results: a discussion appended verbatim")
-    p.add_argument(
-        "--readme",
-        default=None,
-        metavar="README.md",
-        help="with --results: also rewrite that file's block between <!-- results:begin --> and "
-        "<!-- results:end --> (the run and its table)",
-    )
     args = p.parse_args(argv)
-    if (args.notes or args.readme) and not args.results:
-        p.error("--notes and --readme go with --results PAGE.md")
-    if args.results:
-        from study.publish import build_results
-
-        try:
-            path = build_results(
-                args.output,
-                args.results,
-                notes=args.notes,
-                baseline=args.baseline,
-                readme=args.readme,
-                log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
-            )
-        except (FileNotFoundError, A.StudyError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(path)
-        return 0
     try:
         path = build_report(
             args.output,
@@ -942,7 +912,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
         )
-    except (FileNotFoundError, A.StudyError, ValueError) as exc:
+    except (FileNotFoundError, loading.StudyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(path)

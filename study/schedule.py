@@ -17,7 +17,7 @@
 - **Same outputs, same guarantees.** The trials, epochs and selected tables, the exported models and
   the evaluation tables are those of the sequential schedule (``search.run_search`` then
   ``evaluation.stage.run``), row for row but times, ids and nodes: the ``selected`` table is
-  written once at the end by the same :func:`search.select` (its dataset-wide Pareto column needs
+  written once at the end by the same :func:`selection.select` (its dataset-wide Pareto column needs
   every search). A killed driver loses nothing finished: a search's Tune/Optuna state and an
   evaluation task's file are written as they finish, and a rerun restores the unfinished searches
   and submits only the missing evaluation files.
@@ -38,7 +38,7 @@ from typing import Callable
 import pandas as pd
 
 from foundations import schemas as R
-from study import journal, search
+from study import journal, search, selection
 from study.config import StudyConfig
 
 
@@ -173,7 +173,7 @@ def run_study(
             if trials is None:
                 trials = R.read_table(cfg.location, "trials")
             # the rule needs only this search and the baseline's: select (and export) over those two
-            both = search.select(
+            both = selection.select(
                 cfg, trials[(trials["dataset"] == d) & trials["penalty"].isin(["none", p])], export=True
             )
             ids = {stage.model_id(r) for _, r in both[both["penalty"] == p].iterrows()} - evaluated
@@ -220,7 +220,7 @@ def run_study(
         raise
     log(f"[study] all {len(order)} searches done in {time.perf_counter() - t_search0:.0f} s")
     trials = R.read_table(cfg.location, "trials")
-    selected = search.select(cfg, trials)
+    selected = selection.select(cfg, trials)
     if len(selected):
         R.write_table(selected, cfg.location, "selected", key=cfg.name)
     if runner is not None:

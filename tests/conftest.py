@@ -7,6 +7,7 @@ pinned, dashboard off), see ``tests/ray_utils.py``.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,27 +18,24 @@ from tests.ray_utils import start_local_ray
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-# `make test-fast` runs `pytest -m "not ray and not slow"`. A test is marked `ray` when it uses the
-# ray_local fixture, lies under one of RAY_PATHS, or is named in RAY_TESTS (tests that start Ray or
-# the launcher in a subprocess, or fetch packages). Mark a new such test with @pytest.mark.ray.
-RAY_PATHS = ("tests/cluster/", "tests/evaluation/test_stage_cluster.py")
-RAY_TESTS = (
-    "tests/study/test_launch.py::test_sigkill_driver_then_resume_finishes_without_rerunning",
-    "tests/study/test_launch_faults.py::test_ctrl_c_",
-    "tests/study/test_launch_faults.py::test_a_search_marked_done_by_the_old_interrupt_bug_is_searched_again",
-    "tests/study/test_launch_faults.py::test_infeasible_resources_stop_with_one_line",
-    "tests/study/test_launch_faults.py::test_a_cluster_that_may_grow_gets_a_warning_after_the_wait",
-    "tests/study/test_data.py::test_offline_prepare_from_scratch",
-)
+# `make test-fast` runs `pytest -m "not ray and not slow"`. Each test that starts Ray, SSH or the launcher in a
+# subprocess says so: `@pytest.mark.ray`, a module's `pytestmark`, or the `ray_local` fixture (which implies it).
+# A test that leaves a Ray running without the mark fails (check_ray_marker below).
 
 
 def pytest_collection_modifyitems(config, items):
-    root = Path(str(config.rootpath))
     for item in items:
-        rel = Path(str(item.path)).resolve().relative_to(root).as_posix() if item.path else ""
-        nodeid = rel + item.nodeid[item.nodeid.find("::"):] if "::" in item.nodeid else rel
-        if "ray_local" in item.fixturenames or rel.startswith(RAY_PATHS) or nodeid.startswith(RAY_TESTS):
+        if "ray_local" in item.fixturenames:
             item.add_marker(pytest.mark.ray)
+
+
+@pytest.fixture(autouse=True)
+def check_ray_marker(request):
+    """Fail a test that has Ray running in this process without being marked `ray`."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized() and request.node.get_closest_marker("ray") is None:
+        pytest.fail(f"{request.node.nodeid} runs with Ray started but is not marked ray (@pytest.mark.ray)")
 
 
 @pytest.fixture(scope="session")

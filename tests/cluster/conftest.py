@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import helpers as H
+from tests.cluster import helpers
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +34,7 @@ def workdir():
 
 @pytest.fixture(scope="module")
 def s3(workdir):
-    server = H.start_s3(workdir)
+    server = helpers.start_s3(workdir)
     yield server
     server.stop()
 
@@ -42,15 +42,15 @@ def s3(workdir):
 @pytest.fixture(scope="module")
 def two_nodes(workdir, s3, data_root_path):
     """A head (driver side, dashboard/job server on 127.0.0.1) and one worker node."""
-    env = H.ray_env({"SALIENCY_DATA_ROOT": str(data_root_path), "SALIENCY_STATE_DIR": str(workdir / "head-state"),
+    env = helpers.ray_env({"SALIENCY_DATA_ROOT": str(data_root_path), "SALIENCY_STATE_DIR": str(workdir / "head-state"),
                      **s3.env()})
     nodes = []
     try:
-        head = H.start_head(workdir, env, num_cpus=1)
+        head = helpers.start_head(workdir, env, num_cpus=1)
         nodes.append(head)
-        worker = H.start_worker(workdir, head, env, num_cpus=1, label="worker1")
+        worker = helpers.start_worker(workdir, head, env, num_cpus=1, label="worker1")
         nodes.append(worker)
-        H.wait_for(lambda: len(H.alive_nodes(head.ports["dashboard-port"])) == 2 or not worker.alive(), 120,
+        helpers.wait_for(lambda: len(helpers.alive_nodes(head.ports["dashboard-port"])) == 2 or not worker.alive(), 120,
                    "the worker node to join")
         assert worker.alive(), worker.log.read_text()[-3000:]
         cluster = {"head": head, "workers": [worker], "env": env, "nodes": nodes, "workdir": workdir}

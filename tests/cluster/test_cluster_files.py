@@ -13,11 +13,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study import cluster as C
-from study import mounts as M
-from foundations import storage as S
+from study import cluster
+from study import mounts
+from study import resources
+from foundations import storage
 from study.config import load_config
+
 from tests.cluster.helpers import REPO, free_port
+
+pytestmark = pytest.mark.ray  # SSH, cluster launches and a launcher; kept out of make test-fast
 
 SHIPPED = REPO / "cluster.yaml"
 
@@ -62,12 +66,12 @@ _DELETE = object()
 
 
 def test_shipped_cluster_yaml_is_valid_as_is(home):
-    spec = C.load_cluster_config(SHIPPED)
+    spec = cluster.load_cluster_config(SHIPPED)
     assert spec.provider == "local" and spec.head_ip and spec.worker_ips and spec.ssh_user
-    assert spec.auth_mode in C.AUTH_MODES and spec.dashboard_host == "127.0.0.1" and spec.may_have_workers
+    assert spec.auth_mode in cluster.AUTH_MODES and spec.dashboard_host == "127.0.0.1" and spec.may_have_workers
     mounts = spec.sdk_config()["file_mounts"]
     assert mounts["~/saliency-study"] == str(REPO)  # relative to the YAML's folder
-    C.validate_with_ray(spec)  # Ray's own schema
+    cluster.validate_with_ray(spec)  # Ray's own schema
     text = SHIPPED.read_text()
     for key in ("head_ip", "worker_ips", "ssh_user", "ssh_private_key"):
         assert re.search(rf"{key}:.*# <-- CHANGE", text), key
@@ -75,15 +79,15 @@ def test_shipped_cluster_yaml_is_valid_as_is(home):
 
 
 def test_example_cluster_files(home):
-    aws = C.load_cluster_config(REPO / "clusters" / "aws-gpu.yaml")
+    aws = cluster.load_cluster_config(REPO / "clusters" / "aws-gpu.yaml")
     assert aws.provider == "aws" and aws.may_have_workers and aws.auth_mode == "token"
     gpu = aws.raw["available_node_types"]["gpu_worker"]
     assert gpu["min_workers"] < gpu["max_workers"] and "g5" in gpu["node_config"]["InstanceType"]
-    C.validate_with_ray(aws)
+    cluster.validate_with_ray(aws)
     job = yaml.safe_load((REPO / "clusters" / "kuberay-rayjob.yaml").read_text())
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
     spec = job["spec"]
-    assert "study.launch" in spec["entrypoint"] and spec["rayClusterSpec"]["authOptions"]["mode"] in C.AUTH_MODES
+    assert "study.launch" in spec["entrypoint"] and spec["rayClusterSpec"]["authOptions"]["mode"] in cluster.AUTH_MODES
     assert (
         spec["rayClusterSpec"]["workerGroupSpecs"][0]["maxReplicas"]
         > spec["rayClusterSpec"]["workerGroupSpecs"][0]["minReplicas"]
@@ -136,32 +140,32 @@ def test_bad_cluster_files(home, tmp_path, label, mutate, message):
     raw = _shipped()
     raw["file_mounts"]["~/saliency-study"] = str(REPO)
     p = _write(tmp_path, mutate(raw))
-    with pytest.raises(C.ClusterError, match=re.escape(message)):
-        C.load_cluster_config(p)
+    with pytest.raises(cluster.ClusterError, match=re.escape(message)):
+        cluster.load_cluster_config(p)
 
 
 def test_unparseable_and_missing_files(home, tmp_path):
-    with pytest.raises(C.ClusterError, match="not found"):
-        C.load_cluster_config(tmp_path / "nope.yaml")
-    with pytest.raises(C.ClusterError, match="invalid YAML"):
-        C.load_cluster_config(_write(tmp_path, "provider: [type: local\n"))
-    with pytest.raises(C.ClusterError, match="expected a mapping"):
-        C.load_cluster_config(_write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(cluster.ClusterError, match="not found"):
+        cluster.load_cluster_config(tmp_path / "nope.yaml")
+    with pytest.raises(cluster.ClusterError, match="invalid YAML"):
+        cluster.load_cluster_config(_write(tmp_path, "provider: [type: local\n"))
+    with pytest.raises(cluster.ClusterError, match="expected a mapping"):
+        cluster.load_cluster_config(_write(tmp_path, "- a\n- b\n"))
     raw = _shipped()
     raw["bogus_key"] = 1
     raw["file_mounts"]["~/saliency-study"] = str(REPO)
-    with pytest.raises(C.ClusterError, match="bogus_key"):
-        C.validate_with_ray(C.load_cluster_config(_write(tmp_path, raw)))
+    with pytest.raises(cluster.ClusterError, match="bogus_key"):
+        cluster.validate_with_ray(cluster.load_cluster_config(_write(tmp_path, raw)))
 
 
 def test_token_mode_needs_a_token(home, tmp_path, monkeypatch):
     (home / ".ray" / "auth_token").unlink()
     raw = _shipped()
     raw["file_mounts"] = {"~/saliency-study": str(REPO)}
-    with pytest.raises(C.ClusterError, match="ray get-auth-token --generate"):
-        C.load_cluster_config(_write(tmp_path, raw))
+    with pytest.raises(cluster.ClusterError, match="ray get-auth-token --generate"):
+        cluster.load_cluster_config(_write(tmp_path, raw))
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(_write(tmp_path, "1" * 64, "tok")))
-    assert C.load_cluster_config(_write(tmp_path, raw)).auth_mode == "token"
+    assert cluster.load_cluster_config(_write(tmp_path, raw)).auth_mode == "token"
 
 
 def test_unreachable_head_is_reported_fast(home, tmp_path):
@@ -169,16 +173,17 @@ def test_unreachable_head_is_reported_fast(home, tmp_path):
     raw["file_mounts"]["~/saliency-study"] = str(REPO)
     # TEST-NET-3: nothing answers there (a transparent proxy may accept the TCP connection, but
     # it sends no SSH greeting).
-    spec = C.load_cluster_config(_write(tmp_path, _edit(raw, "provider.head_ip", "203.0.113.7")))
+    spec = cluster.load_cluster_config(_write(tmp_path, _edit(raw, "provider.head_ip", "203.0.113.7")))
     with pytest.raises(
-        C.ClusterError, match=r"cannot reach the head node 203\.0\.113\.7 on its SSH port 22 .*Nothing was started"
+        cluster.ClusterError,
+        match=r"cannot reach the head node 203\.0\.113\.7 on its SSH port 22 .*Nothing was started"
     ):
-        C.check_reachable(spec, timeout=2)
+        cluster.check_reachable(spec, timeout=2)
     # a port that is closed on this machine: refused at once
     port = free_port()
     spec.head_ip, spec.ssh_port = "127.0.0.1", port
-    with pytest.raises(C.ClusterError, match="refused"):
-        C.check_reachable(spec, timeout=2)
+    with pytest.raises(cluster.ClusterError, match="refused"):
+        cluster.check_reachable(spec, timeout=2)
     # something that is not an SSH server
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
@@ -192,8 +197,8 @@ def test_unreachable_head_is_reported_fast(home, tmp_path):
         c.close()
 
     threading.Thread(target=serve, daemon=True).start()
-    with pytest.raises(C.ClusterError, match="not an SSH server"):
-        C.check_reachable(spec, timeout=2)
+    with pytest.raises(cluster.ClusterError, match="not an SSH server"):
+        cluster.check_reachable(spec, timeout=2)
     srv.close()
 
 
@@ -255,12 +260,12 @@ def test_launcher_rejects_bad_cluster_files_and_uris_without_starting_anything(h
 
 # --------------------------------------------------------------------------- storage locations
 def test_storage_locations_normalise_and_reject_clearly(tmp_path):
-    assert S.normalize("s3://b//studies/q/") == "s3://b/studies/q"
-    assert S.normalize(f"file://{tmp_path}/x") == str(tmp_path / "x")
-    assert S.normalize("rel/dir") == str(Path("rel/dir").absolute())
-    assert S.join("s3://b/q", "trials", "dataset=mnist") == "s3://b/q/trials/dataset=mnist"
-    assert S.join(str(tmp_path), "a", "b") == str(tmp_path / "a" / "b")
-    assert S.is_remote("gs://b/x") and not S.is_remote("/x") and not S.is_remote("file:///x")
+    assert storage.normalize("s3://b//studies/q/") == "s3://b/studies/q"
+    assert storage.normalize(f"file://{tmp_path}/x") == str(tmp_path / "x")
+    assert storage.normalize("rel/dir") == str(Path("rel/dir").absolute())
+    assert storage.join("s3://b/q", "trials", "dataset=mnist") == "s3://b/q/trials/dataset=mnist"
+    assert storage.join(str(tmp_path), "a", "b") == str(tmp_path / "a" / "b")
+    assert storage.is_remote("gs://b/x") and not storage.is_remote("/x") and not storage.is_remote("file:///x")
     for bad, msg in [
         ("", "empty storage location"),
         ("s3://", "no bucket"),
@@ -271,22 +276,23 @@ def test_storage_locations_normalise_and_reject_clearly(tmp_path):
         ("s3://b/../x", "'..' are not allowed"),
         ("s3://b/x?region=y", "--storage-endpoint"),
     ]:
-        with pytest.raises(S.StorageError, match=re.escape(msg)):
-            S.normalize(bad)
+        with pytest.raises(storage.StorageError, match=re.escape(msg)):
+            storage.normalize(bad)
 
 
 def test_node_local_path_refused_on_a_multi_host_cluster(tmp_path, monkeypatch):
     monkeypatch.delenv("SALIENCY_STORAGE_SHARED", raising=False)
-    M.check_shared("s3://b/x", {"10.0.0.1", "10.0.0.2"})  # object storage: fine
-    M.check_shared(str(tmp_path), {"10.0.0.1"})  # one host: its disk is shared by all its nodes
+    mounts.check_shared("s3://b/x", {"10.0.0.1", "10.0.0.2"})  # object storage: fine
+    mounts.check_shared(str(tmp_path), {"10.0.0.1"})  # one host: its disk is shared by all its nodes
     with pytest.raises(
-        S.StorageError, match=r"node-local path \(.*\) but this Ray cluster is multi-node: its nodes run on 2 hosts"
+        storage.StorageError,
+        match=r"node-local path \(.*\) but this Ray cluster is multi-node: its nodes run on 2 hosts"
     ):
-        M.check_shared(str(tmp_path), {"10.0.0.1", "10.0.0.2"})
-    with pytest.raises(S.StorageError, match="it can add worker hosts"):
-        M.check_shared(str(tmp_path), {"10.0.0.1"}, expect_more_hosts=True)
+        mounts.check_shared(str(tmp_path), {"10.0.0.1", "10.0.0.2"})
+    with pytest.raises(storage.StorageError, match="it can add worker hosts"):
+        mounts.check_shared(str(tmp_path), {"10.0.0.1"}, expect_more_hosts=True)
     monkeypatch.setenv("SALIENCY_STORAGE_SHARED", "1")  # the operator vouches for an unrecognised shared fs
-    M.check_shared(str(tmp_path), {"10.0.0.1", "10.0.0.2"})
+    mounts.check_shared(str(tmp_path), {"10.0.0.1", "10.0.0.2"})
 
 
 def test_submission_id_is_derived_from_the_study(tmp_path):
@@ -294,10 +300,10 @@ def test_submission_id_is_derived_from_the_study(tmp_path):
     b = load_config("quick", [f"output=s3://b/{tmp_path.name}", "resources.cpu=2", "max_concurrent_trials=4"])
     c = load_config("quick", [f"output=s3://b/{tmp_path.name}", "trials=3"])
     d = load_config("quick", [f"output=s3://b/{tmp_path.name}-other"])
-    assert C.submission_base(a) == C.submission_base(b)  # same study, other resources: attach
-    assert len({C.submission_base(a), C.submission_base(c), C.submission_base(d)}) == 3
-    assert re.fullmatch(r"saliency-quick-[0-9a-f]{12}", C.submission_base(a))
-    assert C._attempt(C.submission_base(a) + "-r3", C.submission_base(a)) == 3
+    assert cluster.submission_base(a) == cluster.submission_base(b)  # same study, other resources: attach
+    assert len({cluster.submission_base(a), cluster.submission_base(c), cluster.submission_base(d)}) == 3
+    assert re.fullmatch(r"saliency-quick-[0-9a-f]{12}", cluster.submission_base(a))
+    assert cluster._attempt(cluster.submission_base(a) + "-r3", cluster.submission_base(a)) == 3
 
 
 class _FakeJobs:
@@ -324,10 +330,10 @@ class _FakeJobs:
 
 def test_same_study_attaches_finished_is_reported_failed_is_resubmitted(tmp_path):
     cfg = load_config("quick", ["output=s3://b/studies/quick", "datasets=[mnist]"])
-    base = C.submission_base(cfg)
+    base = cluster.submission_base(cfg)
     args = dict(stage="all", verbose=1, quiet=True, expect_workers=True, auth_mode="token", log=lambda _: None)
     jobs = _FakeJobs()
-    assert C.submit_or_attach(jobs, cfg, **args) == (base, "submitted")
+    assert cluster.submit_or_attach(jobs, cfg, **args) == (base, "submitted")
     sub = jobs.submitted[0]
     env = sub["runtime_env"]
     assert sub["entrypoint"] == "python -m study.launch --job --stage all -q"
@@ -335,13 +341,13 @@ def test_same_study_attaches_finished_is_reported_failed_is_resubmitted(tmp_path
     assert env["env_vars"]["RAY_AUTH_MODE"] == "token" and env["env_vars"]["SALIENCY_EXPECT_WORKERS"] == "1"
     assert yaml.safe_load(env["env_vars"]["SALIENCY_STUDY_CONFIG"])["output"] == "s3://b/studies/quick"
     assert not any(re.search(r"SECRET|ACCESS_KEY|TOKEN$", k) for k in env["env_vars"])  # no credentials shipped
-    assert C.submit_or_attach(jobs, cfg, **args) == (base, "attached")  # still pending: attach
+    assert cluster.submit_or_attach(jobs, cfg, **args) == (base, "attached")  # still pending: attach
     jobs.jobs[-1].status = "SUCCEEDED"
-    assert C.submit_or_attach(jobs, cfg, **args) == (base, "done")
+    assert cluster.submit_or_attach(jobs, cfg, **args) == (base, "done")
     jobs.jobs[-1].status = "FAILED"
-    assert C.submit_or_attach(jobs, cfg, **args) == (f"{base}-r2", "submitted")  # resumes from its storage
+    assert cluster.submit_or_attach(jobs, cfg, **args) == (f"{base}-r2", "submitted")  # resumes from its storage
     jobs.jobs[-1].status = "STOPPED"
-    assert C.submit_or_attach(jobs, cfg, **args) == (f"{base}-r3", "submitted")
+    assert cluster.submit_or_attach(jobs, cfg, **args) == (f"{base}-r3", "submitted")
     assert len(jobs.submitted) == 3
 
 
@@ -363,13 +369,13 @@ def test_a_request_no_node_type_can_hold_is_refused_before_anything_starts(home,
     raw = _shipped()
     raw["file_mounts"]["~/saliency-study"] = str(REPO)
     p = _write(tmp_path, _autoscaling(raw), "aws.yaml")
-    spec = C.load_cluster_config(p)
+    spec = cluster.load_cluster_config(p)
     assert spec.node_types == {"head": {"CPU": 4.0}, "cpu_worker": {"CPU": 16.0}}
     cfg = load_config("quick")
-    assert C.node_type_shortfall(cfg, spec.node_types) is None
-    assert C.node_type_shortfall(load_config("quick", ["resources.cpu=16"]), spec.node_types) is None  # a worker
-    assert C.node_type_shortfall(cfg, {}) is None  # types without declared resources: Ray finds out at start
-    why = C.node_type_shortfall(load_config("quick", ["resources.cpu=32"]), spec.node_types)
+    assert resources.node_type_shortfall(cfg, spec.node_types) is None
+    assert resources.node_type_shortfall(load_config("quick", ["resources.cpu=16"]), spec.node_types) is None  # worker
+    assert resources.node_type_shortfall(cfg, {}) is None  # types without declared resources: Ray finds out at start
+    why = resources.node_type_shortfall(load_config("quick", ["resources.cpu=32"]), spec.node_types)
     assert why.startswith("resources.cpu: each trial asks for 32 CPU, but no node type of the cluster has more than 16")
     assert "cpu_worker: 16 CPU, 0 GPU" in why and "valid choices:" in why
     env = {**os.environ, "HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}

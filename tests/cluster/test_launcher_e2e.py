@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import helpers as H
+from tests.cluster import helpers
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 BOOTSTRAP = [Path.home() / "ray_bootstrap_config.yaml", Path.home() / "ray_bootstrap_key.pem"]
 
@@ -29,12 +29,12 @@ BOOTSTRAP = [Path.home() / "ray_bootstrap_config.yaml", Path.home() / "ray_boots
 @pytest.fixture
 def sshd(workdir):
     saved = {p: p.read_bytes() for p in BOOTSTRAP if p.exists()}  # the launcher writes these on the head (~)
-    server = H.start_sshd(workdir)
+    server = helpers.start_sshd(workdir)
     try:
         yield server
     finally:
         server.stop()  # kills its PID namespace, and with it the head's Ray
-        H.kill_matching(str(workdir / "ray-head"))  # (when sshd could not have its own namespace)
+        helpers.kill_matching(str(workdir / "ray-head"))  # (when sshd could not have its own namespace)
         for p in BOOTSTRAP:
             if p in saved:
                 p.write_bytes(saved[p])
@@ -46,7 +46,7 @@ def test_cluster_up_job_results_down(sshd, workdir, data_root_path):
     name = f"saliency-test-{secrets.token_hex(3)}"
     token = workdir / "auth_token"
     token.write_text(secrets.token_hex(32))
-    path, ports = H.cluster_yaml_variant(workdir, sshd, data_root_path, token, name)
+    path, ports = helpers.cluster_yaml_variant(workdir, sshd, data_root_path, token, name)
     out = workdir / "head-output" / "e2e"
     env = {**os.environ, "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(workdir)}
     env.pop("RAY_AUTH_MODE", None)  # the launcher takes it from the cluster file
@@ -55,7 +55,7 @@ def test_cluster_up_job_results_down(sshd, workdir, data_root_path):
             "--set", "epochs=1", "--set", "data_fraction=0.01", "--set", "val_limit=200", "--set", "explain_n=10",
             "--set", "per_dataset={}"]
     try:
-        r = H.run_launcher(args, env, workdir / "e2e.log", timeout=540)
+        r = helpers.run_launcher(args, env, workdir / "e2e.log", timeout=540)
         text = r.stdout
         assert r.returncode == 0, text[-6000:]
         assert "[cluster] bringing up" in text and "Setup commands succeeded" in text, text[-4000:]
@@ -65,9 +65,9 @@ def test_cluster_up_job_results_down(sshd, workdir, data_root_path):
         assert f"[cluster] results: {out}" in text
         assert "[cluster] down" in text
         # the results are where it said (the head is this machine)
-        from foundations import schemas as R
+        from foundations import schemas
 
-        trials = R.read_table(out, "trials")
+        trials = schemas.read_table(out, "trials")
         assert len(trials) == 1 and trials["status"].iloc[0] == "ok"
         assert (out / "selected").is_dir() and (out / "models" / "mnist" / "none" / "model.pt").is_file()
         # the project was synced and the data prepared by the setup commands
@@ -75,8 +75,8 @@ def test_cluster_up_job_results_down(sshd, workdir, data_root_path):
         data = workdir / "remote" / "saliency-study" / "data"
         assert not data.exists() or data.is_symlink()  # .gitignore'd: not copied (a link is copied as a link)
         # down: no Ray left behind on the head
-        left = [pid for pid in H.all_pids() if str(workdir / "ray-head") in H.cmdline(pid)]
-        assert not left, [H.cmdline(p)[:200] for p in left]
+        left = [pid for pid in helpers.all_pids() if str(workdir / "ray-head") in helpers.cmdline(pid)]
+        assert not left, [helpers.cmdline(p)[:200] for p in left]
     finally:
         for f in Path(os.environ.get("RAY_TMPDIR", "/tmp"), "ray").glob(f"cluster-{name}.*"):
             f.unlink(missing_ok=True)

@@ -9,12 +9,16 @@ the study ends with every trial and every row exactly once. pandas reads the res
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import time
 
 
-from tests.cluster import helpers as H
+from tests.cluster import helpers
+
+pytestmark = pytest.mark.ray  # starts Ray, SSH or a launcher
 
 STUDY = "mn"
 SETTINGS = [
@@ -38,7 +42,7 @@ def test_local_path_is_refused_on_a_multi_node_cluster(two_nodes, workdir):
     head = two_nodes["head"]
     env = {**two_nodes["env"], "SALIENCY_EXPECT_WORKERS": "1"}
     env.pop("SALIENCY_STORAGE_SHARED", None)
-    r = H.run_launcher(
+    r = helpers.run_launcher(
         [
             "--address",
             f"127.0.0.1:{head.ports['port']}",
@@ -95,7 +99,7 @@ def _committed_results(fs, prefix: str) -> dict[str, tuple[str, dict]]:
 def test_two_nodes_s3_storage_and_a_worker_killed_mid_study(two_nodes, s3, workdir):
     head, worker = two_nodes["head"], two_nodes["workers"][0]
     dash = head.ports["dashboard-port"]
-    nodes_before = {n.node_id for n in H.alive_nodes(dash)}
+    nodes_before = {n.node_id for n in helpers.alive_nodes(dash)}
     assert len(nodes_before) == 2
     storage = f"s3://{s3.bucket}/studies"
     args = [
@@ -113,15 +117,15 @@ def test_two_nodes_s3_storage_and_a_worker_killed_mid_study(two_nodes, s3, workd
     env = {**two_nodes["env"]}
     log = workdir / "study.log"
     proc = subprocess.Popen(
-        [H.PY, "-m", "study.launch", *args],
-        cwd=H.REPO,
+        [helpers.PY, "-m", "study.launch", *args],
+        cwd=helpers.REPO,
         env=env,
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
-    fs = H.s3_filesystem(s3)
+    fs = helpers.s3_filesystem(s3)
     prefix = f"{s3.bucket}/studies/{STUDY}"
     killed_at = None
     try:
@@ -130,7 +134,7 @@ def test_two_nodes_s3_storage_and_a_worker_killed_mid_study(two_nodes, s3, workd
         # outright: raylet, trial process and all
         def ready():
             assert proc.poll() is None, "the study ended before the worker could be killed:\n" + log.read_text()[-5000:]
-            pids = {p for p in H.session_pids(worker.sid) if "ImplicitFunc" in H.cmdline(p)}
+            pids = {p for p in helpers.session_pids(worker.sid) if "ImplicitFunc" in helpers.cmdline(p)}
             if not pids:
                 return None
             for trial_id, (exp, last) in _committed_results(fs, prefix).items():
@@ -138,29 +142,30 @@ def test_two_nodes_s3_storage_and_a_worker_killed_mid_study(two_nodes, s3, workd
                     return f"{exp}/{trial_id}/{last['checkpoint_dir_name']}", last
             return None
 
-        key, at_kill = H.wait_for(ready, 420, "a trial on the worker to checkpoint its first epoch", every=0.3)
+        key, at_kill = helpers.wait_for(ready, 420, "a trial on the worker to checkpoint its first epoch", every=0.3)
         worker.kill()
         killed_at = time.time()
         # a fresh worker joins (as a replaced machine would); the retried trial may land there or on the head
-        replacement = H.start_worker(workdir, head, two_nodes["env"], num_cpus=1, label="worker2")
+        replacement = helpers.start_worker(workdir, head, two_nodes["env"], num_cpus=1, label="worker2")
         two_nodes["nodes"].append(replacement)
         two_nodes["workers"].append(replacement)
-        H.wait_for(lambda: len(H.alive_nodes(dash)) == 2 or not replacement.alive(), 120, "the new worker to join")
+        helpers.wait_for(lambda: len(helpers.alive_nodes(dash)) == 2 or not replacement.alive(), 120,
+                         "the new worker to join")
         assert replacement.alive(), replacement.log.read_text()[-3000:]
         rc = proc.wait(timeout=600)
     finally:
-        H.kill_group(proc, wait=5)
+        helpers.kill_group(proc, wait=5)
     out = log.read_text()
     assert rc == 0, out[-6000:]
     assert f"[cluster] results: {storage}/{STUDY}" in out
 
     # ---- pandas reads every table back from S3
-    trials = H.read_s3_table(s3, f"studies/{STUDY}/trials")
-    epochs = H.read_s3_table(s3, f"studies/{STUDY}/epochs")
-    selected = H.read_s3_table(s3, f"studies/{STUDY}/selected")
-    ev = H.read_s3_table(s3, f"studies/{STUDY}/evaluation")
-    ro = H.read_s3_table(s3, f"studies/{STUDY}/roar")
-    worker1 = nodes_before - {n.node_id for n in H.alive_nodes(dash)}
+    trials = helpers.read_s3_table(s3, f"studies/{STUDY}/trials")
+    epochs = helpers.read_s3_table(s3, f"studies/{STUDY}/epochs")
+    selected = helpers.read_s3_table(s3, f"studies/{STUDY}/selected")
+    ev = helpers.read_s3_table(s3, f"studies/{STUDY}/evaluation")
+    ro = helpers.read_s3_table(s3, f"studies/{STUDY}/roar")
+    worker1 = nodes_before - {n.node_id for n in helpers.alive_nodes(dash)}
     assert len(worker1) == 1, "the killed worker should be the only node gone"
     (worker1,) = worker1
 
@@ -188,7 +193,7 @@ def test_two_nodes_s3_storage_and_a_worker_killed_mid_study(two_nodes, s3, workd
     # 2 models × 1 fraction + the random control + the clean retrain (t = 0, SPEC §5): 4 retrains
     assert len(ro) == 4 and not ro.duplicated(["model_id", "method", "fraction", "repeat"]).any()
     used = set(ev["node_id"]) | set(ro["node_id"])
-    assert len(used) >= 2, (used, [(n.node_id, n.state) for n in H.alive_nodes(dash)], out[-3000:])
+    assert len(used) >= 2, (used, [(n.node_id, n.state) for n in helpers.alive_nodes(dash)], out[-3000:])
     print(
         json.dumps(
             {
@@ -204,7 +209,7 @@ def test_two_nodes_s3_storage_and_a_worker_killed_mid_study(two_nodes, s3, workd
     )
 
     # ---- the same command again attaches to the finished job: nothing runs twice
-    r = H.run_launcher(args, env, workdir / "again.log", timeout=120)
+    r = helpers.run_launcher(args, env, workdir / "again.log", timeout=120)
     assert r.returncode == 0, r.stdout[-3000:]
     assert "already finished as job saliency-mn-" in r.stdout, r.stdout[-3000:]
-    assert len(H.read_s3_table(s3, f"studies/{STUDY}/trials")) == 4
+    assert len(helpers.read_s3_table(s3, f"studies/{STUDY}/trials")) == 4

@@ -28,7 +28,7 @@ def test_analysis_report_config_and_registry_import_no_torch():
 
 
 def test_every_direction_the_study_reports():
-    from study import analysis as A
+    from study import analysis
 
     expected = {
         "accuracy": True, "test_acc": True, "test_accuracy": True, "val_acc": True, "val_morf": True,
@@ -41,9 +41,9 @@ def test_every_direction_the_study_reports():
         "faithfulness": True, "gaussian": True, "square_block": True, "faithfulness_other": True,
     }
     for metric, hib in expected.items():
-        assert A.higher_is_better(metric) is hib, metric
-    assert A.higher_is_better("no_such_metric") is None
-    assert A.directions() == registry.directions()
+        assert analysis.higher_is_better(metric) is hib, metric
+    assert analysis.higher_is_better("no_such_metric") is None
+    assert analysis.directions() == registry.directions()
 
 
 def test_the_modules_constants_are_the_registrys():

@@ -10,6 +10,8 @@ import pytest
 from evaluation import stage
 from tests.evaluation.stage_fixtures import make_selected, small_settings
 
+pytestmark = pytest.mark.ray  # starts Ray, SSH or a launcher
+
 
 @pytest.fixture(scope="module")
 def two_nodes():

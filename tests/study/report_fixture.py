@@ -5,7 +5,7 @@ Everything in it is computed for real, with the project's own code, on 1% of MNI
 - search: ``TRIALS`` trials per penalty trained with :class:`trainables.train.TrainRun` (1 epoch)
   and scored with the search's explanation score (:func:`evaluation.metrics.morf.explanation_score`);
   the ``trials``/``epochs`` tables are written with ``foundations.schemas`` (its schemas), and the
-  selection rule and weight export are the search stage's own :func:`study.search.select`
+  selection rule and weight export are the search stage's own :func:`study.selection.select`
   (Ray Tune itself is not started: it costs a minute and a half here, see tests/study/test_search*);
 - evaluation: the evaluation stage's task bodies (:mod:`evaluation.stage`: ``plan``,
   ``metrics_task``, ``ranks_task``, ``roar_task``, ``write_curves``) called in this process
@@ -51,7 +51,7 @@ def study_config(root: Path):
 
 
 def _trial_rows(cfg, splits, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from foundations import schemas as R
+    from foundations import schemas
     from foundations.schemas import git_commit, package_versions
     from foundations.data import to_float
     from trainables.train import TrainConfig, TrainRun
@@ -74,7 +74,7 @@ def _trial_rows(cfg, splits, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             ckpt = root / "tune" / f"{DATASET}-{penalty}" / trial_id / "checkpoint_000000"
             ckpt.mkdir(parents=True, exist_ok=True)
             torch.save({"run": run.state_dict(), "start_time": start.timestamp(), "history": [rec]}, ckpt / "state.pt")
-            row = {n: None for n in R.TRIALS.names}
+            row = {n: None for n in schemas.TRIALS.names}
             row.update(
                 {
                     "study": cfg.name,
@@ -139,12 +139,12 @@ def _trial_rows(cfg, splits, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "pid": 0,
                 }
             )
-    t = pd.DataFrame(trials, columns=R.TRIALS.names)
+    t = pd.DataFrame(trials, columns=schemas.TRIALS.names)
     from foundations.statistics import front_mask as pareto_mask
 
     for _, g in t.groupby("penalty"):
         t.loc[g.index, "on_pareto_front"] = pareto_mask(g["val_acc"], g["val_morf"])
-    return t, pd.DataFrame(epochs, columns=R.EPOCHS.names)
+    return t, pd.DataFrame(epochs, columns=schemas.EPOCHS.names)
 
 
 def build_tiny_study(root: Path, splits, *, evaluate: bool = True, log=print) -> Path:
@@ -162,9 +162,9 @@ def build_tiny_study(root: Path, splits, *, evaluate: bool = True, log=print) ->
 
 def _build(root: Path, splits, evaluate: bool, log) -> Path:
     from evaluation import stage
-    from foundations import schemas as R
+    from foundations import schemas
     from study.config import dump_config
-    from study.search import select
+    from study.selection import select
 
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -172,10 +172,10 @@ def _build(root: Path, splits, evaluate: bool, log) -> Path:
     cfg = study_config(root)
     (root / "config.yaml").write_text(dump_config(cfg))
     trials, epochs = _trial_rows(cfg, splits, root)
-    R.write_table(trials, root, "trials", key=NAME)
-    R.write_table(epochs, root, "epochs", key=NAME)
+    schemas.write_table(trials, root, "trials", key=NAME)
+    schemas.write_table(epochs, root, "epochs", key=NAME)
     selected = select(cfg, trials)
-    R.write_table(selected, root, "selected", key=NAME)
+    schemas.write_table(selected, root, "selected", key=NAME)
     t1 = time.perf_counter()
     if not evaluate:
         log(f"[tiny study] search {t1 - t0:.1f} s -> {root}")
@@ -197,7 +197,7 @@ def _build(root: Path, splits, evaluate: bool, log) -> Path:
 
 def _evaluate(cfg, selected, splits, root: Path) -> None:
     from evaluation import stage
-    from foundations import schemas as R
+    from foundations import schemas
     from foundations.data import to_float
     from tests.evaluation.stage_fixtures import settings_with
 
@@ -244,4 +244,4 @@ def _evaluate(cfg, selected, splits, root: Path) -> None:
                 "node_id": "",
             }
         )
-        R.write_table(acc, root, "evaluation", stage.PARTS, f"{mid}__accuracy", schema=stage.EVALUATION)
+        schemas.write_table(acc, root, "evaluation", stage.PARTS, f"{mid}__accuracy", schema=stage.EVALUATION)

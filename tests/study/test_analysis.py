@@ -14,14 +14,16 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 
-from study import analysis as A
+from study import analysis
+from foundations import statistics
+from study import loading
 
 SEARCH_ONLY = ("trials", "epochs", "selected", "config.yaml", "models")
 
 
 @pytest.fixture(scope="module")
-def study(tiny_study) -> A.Study:
-    return A.load(tiny_study)
+def study(tiny_study) -> analysis.Study:
+    return analysis.load(tiny_study)
 
 
 def copy_study(src, dst, keep=None):
@@ -33,12 +35,12 @@ def copy_study(src, dst, keep=None):
     return dst
 
 
-def with_evaluation(s: A.Study, evaluation: pd.DataFrame) -> A.Study:
-    return A.Study.from_frames(path=s.path, config=s.config, trials=s.trials, epochs=s.epochs, selected=s.selected,
-                               evaluation=evaluation, roar=s.roar, curves=s.curves)
+def with_evaluation(s: analysis.Study, evaluation: pd.DataFrame) -> analysis.Study:
+    return analysis.Study.from_frames(path=s.path, config=s.config, trials=s.trials, epochs=s.epochs,
+                                      selected=s.selected, evaluation=evaluation, roar=s.roar, curves=s.curves)
 
 
-def scalar_rows(s: A.Study) -> pd.DataFrame:
+def scalar_rows(s: analysis.Study) -> pd.DataFrame:
     e = s.evaluation
     return e[e["level"].isna() & (e["sample"] >= 0)]
 
@@ -46,9 +48,9 @@ def scalar_rows(s: A.Study) -> pd.DataFrame:
 # --------------------------------------------------------------------------- loading
 def test_load_reads_every_table_typed(study, tiny_study):
     assert study.missing == []
-    for name in A.TABLES:
+    for name in loading.TABLES:
         df = getattr(study, name)
-        schema = A.table_schema(name)
+        schema = loading.table_schema(name)
         assert len(df) > 0, name
         assert list(df.columns[: len(schema.names)]) == schema.names, name
         # the same rows as a plain pandas read of the Hive-partitioned folder
@@ -62,8 +64,8 @@ def test_load_reads_every_table_typed(study, tiny_study):
 
 
 def test_load_accepts_a_file_uri(study, tiny_study):
-    s = A.load(f"file://{tiny_study}")
-    for name in A.TABLES:
+    s = analysis.load(f"file://{tiny_study}")
+    for name in loading.TABLES:
         assert len(getattr(s, name)) == len(getattr(study, name))
 
 
@@ -73,28 +75,28 @@ def test_writer_temporary_files_are_ignored(tiny_study, tmp_path):
     part = next((d / "trials").rglob("*.parquet"))
     (part.parent / ".tiny.123.tmp").write_bytes(b"half-written")
     shutil.copy2(part, part.parent / ".hidden.parquet")
-    assert len(A.load(d).trials) == n
+    assert len(analysis.load(d).trials) == n
 
 
 def test_partial_study_lists_missing_tables(study, tiny_study, tmp_path):
     d = copy_study(tiny_study, tmp_path / "search-only", keep=SEARCH_ONLY)
-    s = A.load(d)
+    s = analysis.load(d)
     assert s.missing == ["evaluation", "roar", "curves"]
     for name in s.missing:
         df = getattr(s, name)
-        assert df.empty and list(df.columns) == A.table_schema(name).names
+        assert df.empty and list(df.columns) == loading.table_schema(name).names
     assert any("evaluation" in n for n in s.notes())
-    assert s.summary().empty and list(s.summary().columns) == A.SUMMARY_COLUMNS
-    assert s.compare().empty and list(s.compare().columns) == A.COMPARE_COLUMNS
-    assert A.curve(s, "roar").empty and A.curve(s, "morf").empty
+    assert s.summary().empty and list(s.summary().columns) == analysis.SUMMARY_COLUMNS
+    assert s.compare().empty and list(s.compare().columns) == analysis.COMPARE_COLUMNS
+    assert analysis.curve(s, "roar").empty and analysis.curve(s, "morf").empty
     assert len(s.pareto()) == len(study.pareto())  # the search views work without evaluation
     assert len(s.lambda_sweep()) == len(study.lambda_sweep())
 
 
 def test_config_only_study_is_empty_not_an_error(tiny_study, tmp_path):
     d = copy_study(tiny_study, tmp_path / "just-started", keep=("config.yaml",))
-    s = A.load(d)
-    assert s.missing == list(A.TABLES)
+    s = analysis.load(d)
+    assert s.missing == list(loading.TABLES)
     assert s.pareto().empty and s.lambda_sweep().empty and s.summary().empty
 
 
@@ -105,8 +107,8 @@ def test_a_corrupt_saved_config_is_one_error_naming_the_file(tmp_path):
 
     for text, why in (("trials: [1, 2\n", "invalid YAML"), ("- 1\n- 2\n", "expected a mapping")):
         (tmp_path / "config.yaml").write_text(text)
-        with pytest.raises(A.StudyError, match=why) as e:
-            A.load(tmp_path)
+        with pytest.raises(loading.StudyError, match=why) as e:
+            analysis.load(tmp_path)
         assert str(tmp_path / "config.yaml") in str(e.value)
         want = f"^output: .*config.yaml: .*{why}.*; restore it, or use another --output"
         with pytest.raises(ConfigError, match=want):
@@ -115,23 +117,23 @@ def test_a_corrupt_saved_config_is_one_error_naming_the_file(tmp_path):
 
 def test_not_a_study_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(A.NotAStudyError, match=r"not a study folder") as e:
-        A.load(tmp_path / "empty")
+    with pytest.raises(loading.NotAStudyError, match=r"not a study folder") as e:
+        analysis.load(tmp_path / "empty")
     assert str(tmp_path / "empty") in str(e.value)
     with pytest.raises(FileNotFoundError, match="no such study folder") as e:
-        A.load(tmp_path / "nowhere")
+        analysis.load(tmp_path / "nowhere")
     assert str(tmp_path / "nowhere") in str(e.value)
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(A.NotAStudyError, match="it is a file"):
-        A.load(tmp_path / "file.txt")
+    with pytest.raises(loading.NotAStudyError, match="it is a file"):
+        analysis.load(tmp_path / "file.txt")
 
 
 def test_table_missing_a_column_is_a_clear_error(tiny_study, tmp_path):
     d = copy_study(tiny_study, tmp_path / "s", keep=SEARCH_ONLY)
     f = next((d / "trials").rglob("*.parquet"))
     pq.write_table(pq.read_table(f).drop_columns(["val_acc"]), f)
-    with pytest.raises(A.SchemaError, match=r"missing required column\(s\) \['val_acc'\]") as e:
-        A.load(d)
+    with pytest.raises(loading.SchemaError, match=r"missing required column\(s\) \['val_acc'\]") as e:
+        analysis.load(d)
     assert str(f) in str(e.value)
 
 
@@ -141,8 +143,8 @@ def test_table_with_a_wrong_type_is_a_clear_error(tiny_study, tmp_path):
     t = pq.read_table(f)
     i = t.column_names.index("value")
     pq.write_table(t.set_column(i, "value", pa.array([str(v) for v in t.column("value").to_pylist()])), f)
-    with pytest.raises(A.SchemaError, match=r"column 'value' has type string, expected double") as e:
-        A.load(d)
+    with pytest.raises(loading.SchemaError, match=r"column 'value' has type string, expected double") as e:
+        analysis.load(d)
     assert str(f) in str(e.value)
 
 
@@ -150,8 +152,8 @@ def test_unreadable_file_is_a_clear_error(tiny_study, tmp_path):
     d = copy_study(tiny_study, tmp_path / "s", keep=SEARCH_ONLY)
     f = next((d / "epochs").rglob("*.parquet"))
     f.write_bytes(b"not parquet")
-    with pytest.raises(A.SchemaError, match="not a readable Parquet file") as e:
-        A.load(d)
+    with pytest.raises(loading.SchemaError, match="not a readable Parquet file") as e:
+        analysis.load(d)
     assert str(f) in str(e.value)
 
 
@@ -160,22 +162,22 @@ def test_directions_come_from_the_metric_modules():
     from evaluation import evaluate
     from evaluation.metrics import complexity, gaussian, morf
 
-    assert A.higher_is_better(morf.NAME) is morf.HIGHER_IS_BETTER
-    assert A.higher_is_better(complexity.NAME) is complexity.HIGHER_IS_BETTER
+    assert analysis.higher_is_better(morf.NAME) is morf.HIGHER_IS_BETTER
+    assert analysis.higher_is_better(complexity.NAME) is complexity.HIGHER_IS_BETTER
     for k, v in gaussian.OUTPUTS.items():
-        assert A.higher_is_better(k) is v
+        assert analysis.higher_is_better(k) is v
     for k, v in evaluate.HIGHER_IS_BETTER.items():
-        assert A.higher_is_better(k) is v
-    assert A.higher_is_better("roar") is False
-    assert A.higher_is_better("no_such_metric") is None
+        assert analysis.higher_is_better(k) is v
+    assert analysis.higher_is_better("roar") is False
+    assert analysis.higher_is_better("no_such_metric") is None
 
 
 # --------------------------------------------------------------------------- summary
 def test_summary_rows_columns_and_means(study):
     summ = study.summary()
-    assert list(summ.columns) == A.SUMMARY_COLUMNS
+    assert list(summ.columns) == analysis.SUMMARY_COLUMNS
     raw = scalar_rows(study)
-    raw = raw[~raw["metric"].isin(A.ACCURACY_METRICS)]
+    raw = raw[~raw["metric"].isin(analysis.ACCURACY_METRICS)]
     keys = ["dataset", "penalty", "model_id", "method", "metric"]
     expected = raw.groupby(keys)["value"].agg(["mean", "size"])
     # two ROAR areas (without and with the clean point, SPEC §5) per scored group; the clean retrains
@@ -190,7 +192,7 @@ def test_summary_rows_columns_and_means(study):
     ro = summ[summ["metric"] == "roar"]
     assert (ro["ci_over"] == "repeats").all()
     assert (ro["n"] == study.roar["repeat"].nunique()).all()
-    areas = A.roar_scores(study)
+    areas = analysis.roar_scores(study)
     assert np.allclose(ro.set_index(["model_id", "method"])["mean"].sort_index(),
                        areas.groupby(["model_id", "method"])["value"].mean().sort_index())
     # directions, and the selected model's λ / validation scores
@@ -220,7 +222,8 @@ def test_summary_is_seeded(study):
 
 
 def test_summary_with_levels_adds_one_row_per_level(study):
-    e = study.evaluation[(study.evaluation["sample"] >= 0) & ~study.evaluation["metric"].isin(A.ACCURACY_METRICS)]
+    ev = study.evaluation
+    e = ev[(ev["sample"] >= 0) & ~ev["metric"].isin(analysis.ACCURACY_METRICS)]
     n_groups = e.groupby(["dataset", "penalty", "model_id", "method", "metric", "level"], dropna=False).ngroups
     roar_groups = study.roar[study.roar["method"] != ""].groupby(["dataset", "penalty", "model_id", "method"]).ngroups
     assert len(study.summary(levels=True)) == n_groups + 2 * roar_groups  # roar and roar_clean
@@ -230,8 +233,8 @@ def test_bootstrap_interval_narrows_with_more_samples(study):
     # synthetic: 20 vs 2000 normal values
     rng = np.random.default_rng(0)
     v = rng.normal(size=2000)
-    lo, hi = A.bootstrap_ci(v[:20], seed=1)
-    lo2, hi2 = A.bootstrap_ci(v, seed=1)
+    lo, hi = statistics.bootstrap_ci(v[:20], seed=1)
+    lo2, hi2 = statistics.bootstrap_ci(v, seed=1)
     assert lo <= v[:20].mean() <= hi and lo2 <= v.mean() <= hi2
     assert (hi2 - lo2) < 0.5 * (hi - lo)
     # real: the study's per-sample values, first 10 test images versus all of them
@@ -248,19 +251,19 @@ def test_bootstrap_interval_narrows_with_more_samples(study):
 
 
 def test_bootstrap_edge_cases():
-    assert np.isnan(A.bootstrap_ci([1.0])).all()
-    assert A.bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
-    assert A.bootstrap_ci([1.0, np.nan, 3.0, 2.0], seed=0)[0] >= 1.0
+    assert np.isnan(statistics.bootstrap_ci([1.0])).all()
+    assert statistics.bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    assert statistics.bootstrap_ci([1.0, np.nan, 3.0, 2.0], seed=0)[0] >= 1.0
 
 
 # --------------------------------------------------------------------------- paired comparison
-def expected_comparisons(s: A.Study, baseline="none") -> int:
+def expected_comparisons(s: analysis.Study, baseline="none") -> int:
     e = scalar_rows(s)
     n = 0
     for _, g in e.groupby(["dataset", "method", "metric"]):
         if (g["penalty"] == baseline).any():
             n += g[g["penalty"] != baseline].groupby(["penalty", "model_id"]).ngroups
-    areas = A.roar_scores(s)
+    areas = analysis.roar_scores(s)
     for _, g in areas.groupby(["dataset", "method"]):
         if (g["penalty"] == baseline).any():
             n += 2 * g[g["penalty"] != baseline].groupby(["penalty", "model_id"]).ngroups  # roar, roar_clean
@@ -269,7 +272,7 @@ def expected_comparisons(s: A.Study, baseline="none") -> int:
 
 def test_compare_rows_and_values(study):
     comp = study.compare()
-    assert list(comp.columns) == A.COMPARE_COLUMNS
+    assert list(comp.columns) == analysis.COMPARE_COLUMNS
     assert len(comp) == expected_comparisons(study) > 0
     assert (comp["baseline"] == "none").all() and (comp["penalty"] != "none").all()
     assert (comp["correction"] == "holm").all()
@@ -288,7 +291,7 @@ def test_compare_rows_and_values(study):
     assert r["diff_ci_low"] <= r["mean_diff"] <= r["diff_ci_high"]
 
 
-def planted(s: A.Study, shift) -> pd.DataFrame:
+def planted(s: analysis.Study, shift) -> pd.DataFrame:
     """The evaluation table with every `gradient` per-sample value replaced by the `none` value of
     the same (method, metric, level, sample) plus ``shift(n)``."""
     e = s.evaluation.copy()
@@ -310,7 +313,7 @@ def test_compare_detects_a_planted_difference(study):
     assert (ev["rank_biserial"] > 0.9).all() and (ev["cohens_d"] > 1).all()
     # the verdict follows each metric's direction
     for _, r in ev.iterrows():
-        assert r["improved"] is A.higher_is_better(r["metric"])
+        assert r["improved"] is analysis.higher_is_better(r["metric"])
 
 
 def test_compare_does_not_detect_identical_inputs(study):
@@ -334,21 +337,21 @@ def test_compare_correction_choices(study):
 def test_holm_adjustment():
     p = np.array([0.01, 0.04, 0.03, np.nan, 0.2])
     # sorted 0.01, 0.03, 0.04, 0.2 -> ×4, ×3, ×2, ×1, then running maximum
-    assert np.allclose(A.holm(p), [0.04, 0.09, 0.09, np.nan, 0.2], equal_nan=True)
+    assert np.allclose(statistics.holm(p), [0.04, 0.09, 0.09, np.nan, 0.2], equal_nan=True)
 
 
 def test_paired_test_effect_sizes():
     a = np.arange(1.0, 11.0)
-    assert A.paired_test(a + 1, a)["rank_biserial"] == 1.0
-    assert A.paired_test(a - 1, a)["rank_biserial"] == -1.0
-    same = A.paired_test(a, a)
+    assert statistics.paired_test(a + 1, a)["rank_biserial"] == 1.0
+    assert statistics.paired_test(a - 1, a)["rank_biserial"] == -1.0
+    same = statistics.paired_test(a, a)
     assert same["p_value"] == 1.0 and same["cohens_d"] == 0.0
 
 
 # --------------------------------------------------------------------------- search views
 def test_pareto_fronts(study):
     par = study.pareto()
-    assert list(par.columns) == A.PARETO_COLUMNS
+    assert list(par.columns) == analysis.PARETO_COLUMNS
     t = study.trials
     ok = t[(t["status"] != "error") & np.isfinite(t["val_acc"]) & np.isfinite(t["val_morf"])]
     assert len(par) == len(ok)
@@ -366,7 +369,7 @@ def test_pareto_fronts(study):
 
 def test_lambda_sweep(study):
     sw = study.lambda_sweep()
-    assert list(sw.columns) == A.SWEEP_COLUMNS
+    assert list(sw.columns) == analysis.SWEEP_COLUMNS
     t = study.trials
     pen = t[(t["penalty"] != "none") & (t["status"] != "error")]
     assert len(sw) == int(np.isfinite(pen["val_acc"]).sum() + np.isfinite(pen["val_morf"]).sum())
@@ -381,21 +384,21 @@ def test_lambda_sweep(study):
 
 # --------------------------------------------------------------------------- curves
 def test_curves(study):
-    r = A.curve(study, "roar")
+    r = analysis.curve(study, "roar")
     assert len(r) == study.roar.groupby(["dataset", "penalty", "model_id", "method", "fraction"]).ngroups
     assert "random" in set(r["method"])
     exp = study.roar.groupby(["model_id", "method", "fraction"])["accuracy"].mean()
     assert np.allclose(r.set_index(["model_id", "method", "x"])["y"].sort_index(), exp.sort_index())
     e = study.evaluation
     for kind, metric in (("morf", "morf_curve"), ("gaussian", "gaussian_accuracy"), ("square_block", "block_accuracy")):
-        c = A.curve(study, kind)
+        c = analysis.curve(study, kind)
         rows = e[(e["metric"] == metric) & (e["sample"] >= 0)]
         assert len(c) == rows.groupby(["model_id", "method", "level"]).ngroups > 0, kind
         assert np.allclose(c.set_index(["model_id", "method", "x"])["y"].sort_index(),
                            rows.groupby(["model_id", "method", "level"])["value"].mean().sort_index())
     # without per-sample rows, the curves table is used (the stage names curves after the metric)
     s = with_evaluation(study, e.iloc[:0])
-    c = A.curve(s, "morf")
+    c = analysis.curve(s, "morf")
     assert len(c) == len(study.curves[study.curves["curve"] == "morf_curve"]) and (c["source"] == "curves").all()
     with pytest.raises(ValueError, match="unknown curve"):
-        A.curve(study, "nope")
+        analysis.curve(study, "nope")

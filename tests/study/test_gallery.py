@@ -12,7 +12,8 @@ import yaml
 
 from evaluation import stage
 from evaluation.attributions import attribute
-from study import analysis as A
+from study import analysis
+from study import loading
 from foundations import schemas as results_mod
 from tests.study.report_fixture import METHODS, N_EVAL
 from tests.study.test_report import copy_study
@@ -42,7 +43,7 @@ def test_the_stage_writes_the_first_evaluated_images_with_each_methods_map(tiny_
             np.testing.assert_allclose(np.stack(r["image"].to_list()), x.flatten(1).numpy(), atol=1e-7)
             maps = attribute(model, x, pred, method, seed=0).flatten(1).numpy()
             np.testing.assert_allclose(np.stack(r["map"].to_list()), maps, rtol=1e-5, atol=1e-7)
-    s = A.load(tiny_study)
+    s = analysis.load(tiny_study)
     assert len(s.gallery) == len(g) and "gallery" not in s.missing
 
 
@@ -76,6 +77,6 @@ def test_a_gallery_table_round_trips_through_the_analysis(tmp_path):
 
     results_mod.write_table(pd.DataFrame(rows), tmp_path, "gallery", key="none-t1")
     (tmp_path / "config.yaml").write_text("name: s\n")
-    s = A.load(tmp_path)
-    assert s.gallery["sample"].tolist() == [10, 11, 12] and s.missing == list(A.TABLES)
+    s = analysis.load(tmp_path)
+    assert s.gallery["sample"].tolist() == [10, 11, 12] and s.missing == list(loading.TABLES)
     assert float(np.asarray(s.gallery["map"].iloc[2]).mean()) == 2.0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from foundations import schemas as R
+from foundations import schemas
 from tests.ray_utils import ray_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,6 +87,7 @@ def _result_lines(exp: Path) -> dict[str, list[dict]]:
     return out
 
 
+@pytest.mark.ray
 def test_sigkill_driver_then_resume_finishes_without_rerunning(tmp_path, data_root):
     """3 trials of 2 epochs, 2 at once; SIGKILL the driver once one trial has finished; rerun."""
     out = tmp_path / "study"
@@ -147,8 +148,8 @@ def test_sigkill_driver_then_resume_finishes_without_rerunning(tmp_path, data_ro
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "[search] mnist/none: 3 trials (3 ok, 0 failed)" in r.stdout and "selected models:" in r.stdout
 
-    trials = R.read_table(out, "trials").set_index("trial_id")
-    epochs = R.read_table(out, "epochs")
+    trials = schemas.read_table(out, "trials").set_index("trial_id")
+    epochs = schemas.read_table(out, "epochs")
     assert len(trials) == 3 and (trials["status"] == "ok").all() and (trials["epochs_done"] == 2).all()
     assert len(epochs) == 6 and not epochs.duplicated(["trial_id", "epoch"]).any()
     # no trial added or started again: one folder per configured trial, the same ids
@@ -160,4 +161,4 @@ def test_sigkill_driver_then_resume_finishes_without_rerunning(tmp_path, data_ro
         rows = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")
         assert rows["train_seconds"].tolist() == [x["train_seconds"] for x in lines[:2]]
         assert [t.timestamp() for t in rows["end_time"]] == pytest.approx([x["end_time"] for x in lines[:2]], abs=1e-3)
-    assert len(R.read_table(out, "selected")) == 1
+    assert len(schemas.read_table(out, "selected")) == 1

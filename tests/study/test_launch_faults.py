@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from foundations import schemas as R
+from foundations import schemas
 from tests.ray_utils import ray_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,6 +74,7 @@ SCHEDULES = ["sequential", "concurrent"]  # one search after the other (run_sear
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.ray
 def test_ctrl_c_in_first_epoch_loses_nothing_and_resume_finishes(tmp_path, data_root, schedule):
     """Issue 11.1: SIGINT 1 s after the first trial started -> exit 130, nothing marked done; resume finishes."""
     out = tmp_path / "int6"
@@ -104,11 +105,12 @@ def test_ctrl_c_in_first_epoch_loses_nothing_and_resume_finishes(tmp_path, data_
     )  # (the concurrent gradient search may have finished)
     assert "== Status ==" not in r.stdout and "Trial name" not in r.stdout, r.stdout  # -q holds for a restored search
     assert "[search] mnist/none: 2 trials (2 ok, 0 failed)" in r.stdout, r.stdout
-    trials = R.read_table(out, "trials")
+    trials = schemas.read_table(out, "trials")
     assert len(trials) == 4 and (trials["status"] == "ok").all() and (trials["epochs_done"] == 2).all()
-    assert sorted(R.read_table(out, "selected")["penalty"]) == ["gradient", "none"]
+    assert sorted(schemas.read_table(out, "selected")["penalty"]) == ["gradient", "none"]
 
 
+@pytest.mark.ray
 def test_a_search_marked_done_by_the_old_interrupt_bug_is_searched_again(tmp_path, data_root):
     """Issue 11.1, folders written before the fix: a search marked done whose trials were `stopped` at 0
     epochs used to answer "(already done)" forever; a resume now discards it and searches it again."""
@@ -124,11 +126,12 @@ def test_a_search_marked_done_by_the_old_interrupt_bug_is_searched_again(tmp_pat
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "mnist/none: marked done, but 2 of its trials never finished" in r.stdout, r.stdout
     assert re.search(r"mnist/gradient: .*\(already done\)", r.stdout), r.stdout  # a sound search is kept
-    trials = R.read_table(out, "trials")
+    trials = schemas.read_table(out, "trials")
     assert len(trials) == 4 and (trials["status"] == "ok").all() and (trials["epochs_done"] == 2).all()
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.ray
 def test_ctrl_c_while_trials_start_prints_the_launchers_line(tmp_path, data_root, schedule):
     """Issue 11.3: SIGINT while the trials are still starting: once Tune shows its first status table
     (all PENDING), or, with the concurrent schedule (no Tune table), once the search's folder exists."""
@@ -141,6 +144,7 @@ def test_ctrl_c_while_trials_start_prints_the_launchers_line(tmp_path, data_root
     assert not (exp / "search_done.json").exists()
 
 
+@pytest.mark.ray
 def test_ctrl_c_while_ray_starts_names_the_interrupt(tmp_path, data_root):
     """Issue 11.3: `[study] interrupted ()` -- a Ctrl-C before any search still says what happened."""
     out = tmp_path / "early"
@@ -181,6 +185,7 @@ def test_summary_line_never_counts_stopped_trials_as_ok():
         ),
     ],
 )
+@pytest.mark.ray
 def test_infeasible_resources_stop_with_one_line(tmp_path, data_root, override, message):
     """Issue 11.4: a trial no node can hold used to stay PENDING forever; now one line, exit 2."""
     cmd = _cmd(tmp_path / "o", "--num-gpus", "0", "--set", override)
@@ -196,10 +201,11 @@ def test_infeasible_resources_stop_with_one_line(tmp_path, data_root, override, 
     assert "PENDING" not in r.stdout and not (tmp_path / "o" / "tune" / "mnist-none").exists()
 
 
+@pytest.mark.ray
 def test_a_cluster_that_may_grow_gets_a_warning_after_the_wait(monkeypatch):
     """Issue 11.4: with workers on their way the launcher waits (configurable), warns, and goes on."""
-    from study import launch
-    from study.cluster import EXPECT_WORKERS_ENV
+    from study import resources
+    from study.resources import EXPECT_WORKERS_ENV
     from study.config import ConfigError, load_config
     from tests.ray_utils import start_local_ray
 
@@ -209,12 +215,12 @@ def test_a_cluster_that_may_grow_gets_a_warning_after_the_wait(monkeypatch):
     start_local_ray(num_cpus=2)
     try:
         with pytest.raises(ConfigError, match="resources.cpu: each trial asks for 3 CPU"):
-            launch.check_resources(cfg, None)  # a private local Ray never grows
+            resources.check_resources(cfg, None)  # a private local Ray never grows
         lines: list[str] = []
         monkeypatch.setenv(EXPECT_WORKERS_ENV, "1")
-        launch.check_resources(cfg, "auto", log=lines.append, wait_s=0.5)
+        resources.check_resources(cfg, "auto", log=lines.append, wait_s=0.5)
         assert len(lines) == 1 and lines[0].startswith("[study] warning: still no node for a trial after 0.5 s"), lines
-        launch.check_resources(load_config("quick", ["resources.cpu=2"]), "auto", log=lines.append, wait_s=0.5)
+        resources.check_resources(load_config("quick", ["resources.cpu=2"]), "auto", log=lines.append, wait_s=0.5)
         assert len(lines) == 1  # a request that fits: nothing said
         # the cluster file's node types came with the job: if none of them fits, waiting cannot help
         from study.cluster import NODE_TYPES_ENV
@@ -223,10 +229,10 @@ def test_a_cluster_that_may_grow_gets_a_warning_after_the_wait(monkeypatch):
         t0 = time.monotonic()
         never = "resources.cpu: each trial asks for 3 CPU, but no node type of the cluster"
         with pytest.raises(ConfigError, match=never):
-            launch.check_resources(cfg, "auto", log=lines.append, wait_s=30)
+            resources.check_resources(cfg, "auto", log=lines.append, wait_s=30)
         assert time.monotonic() - t0 < 10 and len(lines) == 1
         monkeypatch.setenv(NODE_TYPES_ENV, '{"head": {"CPU": 2}, "worker": {"CPU": 8}}')  # a worker type fits: wait
-        launch.check_resources(cfg, "auto", log=lines.append, wait_s=0.5)
+        resources.check_resources(cfg, "auto", log=lines.append, wait_s=0.5)
         assert len(lines) == 2 and lines[1].startswith("[study] warning: still no node for a trial after 0.5 s")
     finally:
         ray.shutdown()

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study import analysis as A
+from study import analysis, replicates
 from study.publish import CSV_COLUMNS, build_results
 from tests.ray_utils import ray_env
 
@@ -39,7 +39,7 @@ def replicated(tmp_path_factory, data_root):
 
 
 def test_every_seed_is_selected_and_evaluated_with_the_random_control(replicated):
-    s = A.load(replicated)
+    s = analysis.load(replicated)
     assert s.selected.groupby("penalty").size().to_dict() == {"gradient": 2, "none": 2}
     assert sorted(s.selected["seed"]) == [0, 0, 1, 1]
     assert (s.selected["lam"][s.selected["penalty"] == "gradient"] == 0.1).all()
@@ -51,9 +51,9 @@ def test_every_seed_is_selected_and_evaluated_with_the_random_control(replicated
 
 
 def test_replicates_aggregate_over_seeds_with_a_t_interval(replicated):
-    s = A.load(replicated)
-    rep = A.replicates(s)
-    pm = A.per_model(s)
+    s = analysis.load(replicated)
+    rep = replicates.replicates(s)
+    pm = replicates.per_model(s)
     r = rep[(rep["penalty"] == "gradient") & (rep["method"] == "saliency") & (rep["metric"] == "morf")].iloc[0]
     v = pm[(pm["penalty"] == "gradient") & (pm["method"] == "saliency") & (pm["metric"] == "morf")]["value"].to_numpy()
     assert r["n"] == 2 and np.isclose(r["mean"], v.mean())
@@ -72,13 +72,13 @@ def test_replicates_aggregate_over_seeds_with_a_t_interval(replicated):
     for _, row in sal.iterrows():
         want = rnd.get((row["penalty"], row["metric"]), rnd.get(("none", row["metric"])))
         assert np.isclose(row["random_mean"], want), row
-    cmp = A.compare_replicates(s)
+    cmp = replicates.compare_replicates(s)
     assert set(cmp["penalty"]) == {"gradient"} and (cmp["n"] == 2).all() and (cmp["correction"] == "holm").all()
     assert (cmp["p_adjusted"] >= cmp["p_value"] - 1e-12).all()
 
 
 def test_summary_carries_the_random_control_beside_every_row(replicated):
-    summ = A.load(replicated).summary()
+    summ = analysis.load(replicated).summary()
     expl = summ[summ["method"] == "saliency"]
     assert expl["random_mean"].notna().all()
     own = summ[summ["method"] == "random"].set_index(["model_id", "metric"])["mean"]
@@ -100,7 +100,7 @@ def test_results_page_and_csv(replicated, tmp_path):
     run = json.loads((replicated / "runs.jsonl").read_text().splitlines()[-1])
     assert f"started {run['started']}, finished after" in text  # the start time is not called the end
     assert (tmp_path / "results" / "img" / "mnist_accuracy_vs_explanation.png").stat().st_size > 1000
-    rep = A.replicates(A.load(replicated))
+    rep = replicates.replicates(analysis.load(replicated))
     got = csv.set_index(["penalty", "method", "metric"])["mean"]
     want = rep.assign(method=rep["method"].fillna("")).set_index(["penalty", "method", "metric"])["mean"]
     key = ("gradient", "saliency", "morf")
@@ -108,13 +108,13 @@ def test_results_page_and_csv(replicated, tmp_path):
 
 
 def test_the_readme_block_is_rewritten_by_the_command(replicated, tmp_path):
-    """The README's results table comes from `study.report --results … --readme README.md`, not a copy:
+    """The README's results table comes from `study.publish … --readme README.md`, not a copy:
     only the text between the markers changes; a README without them is refused, untouched."""
     from study.publish import README_BEGIN, README_END
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n## Results\n\n{README_BEGIN}\nold table\n{README_END}\n\n## After\nkept\n")
-    r = subprocess.run([sys.executable, "-m", "study.report", str(replicated), "--results", "docs/results.md",
+    r = subprocess.run([sys.executable, "-m", "study.publish", str(replicated), "docs/results.md",
                         "--readme", "README.md", "-q"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     text = readme.read_text()
@@ -129,7 +129,7 @@ def test_the_readme_block_is_rewritten_by_the_command(replicated, tmp_path):
     assert row in block  # the same row as the page's
     bare = tmp_path / "bare.md"
     bare.write_text("no markers\n")
-    r = subprocess.run([sys.executable, "-m", "study.report", str(replicated), "--results", "docs/results.md",
+    r = subprocess.run([sys.executable, "-m", "study.publish", str(replicated), "docs/results.md",
                         "--readme", str(bare), "-q"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "needs one <!-- results:begin --> line" in r.stderr, r.stderr
     assert bare.read_text() == "no markers\n"

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from study import analysis as A
-from study import report as R
+from study import analysis
+from study import loading
+from study import document, report
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -78,7 +79,7 @@ def copy_study(src: Path, dst: Path, keep=None) -> Path:
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def full_report(tiny_study) -> Path:
-    return R.build_report(tiny_study)
+    return report.build_report(tiny_study)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def partial_report(tiny_study, tmp_path_factory) -> Path:
         paths = [str(d / "models" / "gone.pt") if p == "gradient" else w
                  for p, w in zip(t.column("penalty").to_pylist(), t.column("weights_path").to_pylist())]
         pq.write_table(t.set_column(t.column_names.index("weights_path"), "weights_path", pa.array(paths)), f)
-    return R.build_report(d, n_images=3)
+    return report.build_report(d, n_images=3)
 
 
 @pytest.fixture(scope="session")
@@ -129,7 +130,7 @@ def chromium_cmd(binary: Path, user_dir: Path) -> list[str]:
 
 # --------------------------------------------------------------------------- the full report
 def test_report_files(full_report, tiny_study):
-    s = A.load(tiny_study)
+    s = analysis.load(tiny_study)
     out = tiny_study / "report"
     assert full_report == out / "report.html"
     assert (out / "report.md").is_file()
@@ -159,22 +160,22 @@ def test_html_references_only_existing_files(full_report):
 
 
 def test_html_content(full_report, tiny_study):
-    s = A.load(tiny_study)
+    s = analysis.load(tiny_study)
     text = full_report.read_text()
     for anchor in ("status", "summary", "compare", "gallery", "morf", "roar", "robustness", "search", "provenance"):
         assert f'id="{anchor}"' in text
     summ = s.summary()
     # every scalar explanation metric is a column, every method a block; best values marked
     for metric in set(summ.loc[summ["method"] != "", "metric"]):
-        assert R._label(metric) in text
+        assert document.metric_label(metric) in text
     assert text.count('class="best"') >= summ["metric"].nunique()
     assert "★" in text and "↑" in text and "↓" in text
     # the numbers come from analysis.summary
     r = summ[(summ["metric"] == "morf") & (summ["method"] == "saliency")].iloc[0]
-    assert R._ci(r["mean"], r["ci_low"], r["ci_high"]) in text
+    assert document.fmt_ci(r["mean"], r["ci_low"], r["ci_high"]) in text
     # configuration, versions, commit
     assert "name: tiny" in text and "pandas" in text
-    for commit in A.provenance(s)["git_commits"]:
+    for commit in analysis.provenance(s)["git_commits"]:
         assert commit in text
     assert "is missing" not in text  # nothing missing in the full study
     md = (full_report.parent / "report.md").read_text()
@@ -227,7 +228,7 @@ def test_report_renders_in_headless_chromium(full_report, chromium, tmp_path):
 
 
 def test_embedded_report_is_a_single_file(partial_report, tmp_path):
-    path = R.build_report(
+    path = report.build_report(
         partial_report.parent.parent, formats=("html",), out_dir=tmp_path / "embedded", n_images=0, embed=True
     )
     r = refs(path.read_text())
@@ -260,7 +261,7 @@ def test_search_still_running_and_launch_entry_point(tiny_study, tmp_path, capsy
     d = copy_study(tiny_study, tmp_path / "s", keep=("trials", "epochs", "config.yaml"))  # nothing selected yet
     from study.config import load_config
 
-    path = R.run(load_config("quick", [f"output={d}"]), None)  # what study.launch calls after the search
+    path = report.run(load_config("quick", [f"output={d}"]), None)  # what study.launch calls after the search
     assert path == d / "report" / "report.html" and path.is_file()
     assert str(path) in capsys.readouterr().out
     text = path.read_text()
@@ -308,15 +309,15 @@ def test_cli(partial_report, tmp_path):
 
 def test_errors_name_the_path_and_the_problem(tiny_study, tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(A.NotAStudyError, match="not a study folder"):
-        R.build_report(tmp_path / "empty")
+    with pytest.raises(loading.NotAStudyError, match="not a study folder"):
+        report.build_report(tmp_path / "empty")
     d = copy_study(tiny_study, tmp_path / "bad", keep=SEARCH_ONLY)
     import pyarrow.parquet as pq
 
     f = next((d / "selected").rglob("*.parquet"))
     pq.write_table(pq.read_table(f).drop_columns(["weights_path"]), f)
-    with pytest.raises(A.SchemaError, match="weights_path") as e:
-        R.build_report(d)
+    with pytest.raises(loading.SchemaError, match="weights_path") as e:
+        report.build_report(d)
     assert str(f) in str(e.value)
     with pytest.raises(ValueError, match="formats"):
-        R.build_report(tiny_study, formats=("pdf",))
+        report.build_report(tiny_study, formats=("pdf",))

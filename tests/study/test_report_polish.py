@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study import report as R
+from study import document, report
 from foundations import schemas as results_mod
 from tests.study.test_report import copy_study
 
@@ -18,19 +18,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_equal_values_mark_no_row_best():
-    assert R._best_flags([0.95, 0.95, 0.95], True) == [False, False, False]
-    assert R._best_flags([0.95, 0.95, 0.5], True) == [True, True, False]  # a real tie at the top still shows
-    assert R._best_flags([0.2, 0.4], False) == [True, False]
+    assert document.best_flags([0.95, 0.95, 0.95], True) == [False, False, False]
+    assert document.best_flags([0.95, 0.95, 0.5], True) == [True, True, False]  # a real tie at the top still shows
+    assert document.best_flags([0.2, 0.4], False) == [True, False]
 
 
 def test_percentages_read_with_one_decimal():
-    assert R._ci(0.975, 0.95, 0.99, 100) == "97.5 [95.0, 99.0]"
-    assert R._pct(0.8835) == "88.3" and R._pct(float("nan")) == "–"
+    assert document.fmt_ci(0.975, 0.95, 0.99, 100) == "97.5 [95.0, 99.0]"
+    assert document.fmt_pct(0.8835) == "88.3" and document.fmt_pct(float("nan")) == "–"
 
 
 def test_fashion_gallery_names_the_classes():
-    assert R.class_name("fashion-mnist", 0) == "T-shirt/top" and R.class_name("fashion-mnist", 9) == "Ankle boot"
-    assert R.class_name("mnist", 3) == "digit 3"
+    assert report.class_name("fashion-mnist", 0) == "T-shirt/top"
+    assert report.class_name("fashion-mnist", 9) == "Ankle boot"
+    assert report.class_name("mnist", 3) == "digit 3"
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def flagged_study(tiny_study, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def flagged_report(flagged_study):
-    return R.build_report(flagged_study, n_images=3)
+    return report.build_report(flagged_study, n_images=3)
 
 
 def test_outside_tolerance_is_flagged(flagged_report):
@@ -86,10 +87,10 @@ def test_a_report_built_elsewhere_keeps_its_gallery(flagged_study, tmp_path, mon
     study = copy_study(flagged_study, tmp_path / "study")
     monkeypatch.delenv("SALIENCY_DATA_ROOT", raising=False)
     monkeypatch.chdir(tmp_path)  # no ./data here
-    md = R.build_report(study, formats=("md",), out_dir=tmp_path / "rep", n_images=2).read_text()
+    md = report.build_report(study, formats=("md",), out_dir=tmp_path / "rep", n_images=2).read_text()
     assert "No gallery" not in md and (tmp_path / "rep" / "img" / "gallery_mnist_saliency.png").is_file()
     shutil.rmtree(study / "gallery")  # the evaluation stage's stored maps, where it writes them
-    md = R.build_report(study, formats=("md",), out_dir=tmp_path / "rep2", n_images=2).read_text()
+    md = report.build_report(study, formats=("md",), out_dir=tmp_path / "rep2", n_images=2).read_text()
     note = next(ln for ln in md.splitlines() if "No gallery for mnist" in ln)
     assert f"--output {study} --resume --stage evaluate" in note, note
 
@@ -118,7 +119,7 @@ def test_quiet_report_stage_prints_only_its_path(flagged_study, capsys):
 
     cfg = config_from_raw(yaml.safe_load((flagged_study / "config.yaml").read_text()))
     cfg.output = str(flagged_study)
-    R.run(cfg, None, quiet=True)
+    report.run(cfg, None, quiet=True)
     out = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
     assert len(out) == 1 and out[0].startswith("[report] ") and out[0].endswith("report.html"), out
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from foundations import schemas as R
+from foundations import schemas
 from evaluation import stage
 from study import schedule, search
 from study.config import load_config
@@ -75,7 +75,7 @@ def _norm(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 def test_searches_overlap_and_evaluation_starts_before_the_last_search_ends(two_runs):
     conc, _, _, _, logs, _ = two_runs
-    t = R.read_table(conc.location, "trials")
+    t = schemas.read_table(conc.location, "trials")
     spans = {(r["dataset"], r["penalty"]): [] for _, r in t.iterrows()}
     for _, r in t.iterrows():
         spans[(r["dataset"], r["penalty"])].append((r["start_time"], r["end_time"]))
@@ -112,7 +112,7 @@ def test_the_whole_evaluation_plan_is_printed_before_the_first_search(two_runs):
 def test_concurrent_tables_equal_the_sequential_ones_row_for_row(two_runs):
     conc, seq, sel_c, sel_s, _, _ = two_runs
     keys = ["dataset", "penalty", "seed"]
-    tc, ts = R.read_table(conc.location, "trials"), R.read_table(seq.location, "trials")
+    tc, ts = schemas.read_table(conc.location, "trials"), schemas.read_table(seq.location, "trials")
     assert len(tc) == len(ts) == 12
     tc = tc.drop(columns=["train_config"])
     ts = ts.drop(columns=["train_config"])
@@ -122,8 +122,8 @@ def test_concurrent_tables_equal_the_sequential_ones_row_for_row(two_runs):
         ("evaluation", ["dataset", "penalty", "model_id", "method", "metric", "level", "sample"]),
         ("roar", ["dataset", "penalty", "model_id", "method", "fraction", "repeat"]),
     ):
-        ec = _by_seed(R.read_table(conc.location, table), sel_c)
-        es = _by_seed(R.read_table(seq.location, table), sel_s)
+        ec = _by_seed(schemas.read_table(conc.location, table), sel_c)
+        es = _by_seed(schemas.read_table(seq.location, table), sel_s)
         assert len(ec) == len(es) > 0 and not ec.duplicated(k).any()
         pd.testing.assert_frame_equal(_norm(ec, k), _norm(es, k), check_dtype=False, check_categorical=False)
 
@@ -184,7 +184,7 @@ def test_sigkill_driver_mid_study_then_rerun_redoes_nothing(tmp_path, data_root)
 
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    trials, epochs = R.read_table(out, "trials"), R.read_table(out, "epochs")
+    trials, epochs = schemas.read_table(out, "trials"), schemas.read_table(out, "epochs")
     assert len(trials) == 12 and (trials["status"] == "ok").all()
     assert not epochs.duplicated(["trial_id", "epoch"]).any() and len(epochs) == 24
     after = _tune_results(out)
@@ -192,9 +192,9 @@ def test_sigkill_driver_mid_study_then_rerun_redoes_nothing(tmp_path, data_root)
         assert [x["end_time"] for x in after[k]] == [x["end_time"] for x in lines]
     for f, m in files.items():  # finished evaluation tasks were not run again
         assert f.stat().st_mtime_ns == m
-    ev, ro = R.read_table(out, "evaluation"), R.read_table(out, "roar")
+    ev, ro = schemas.read_table(out, "evaluation"), schemas.read_table(out, "roar")
     assert not ev.duplicated(["model_id", "method", "metric", "level", "sample"]).any()
     assert not ro.duplicated(["model_id", "method", "fraction", "repeat"]).any()
     assert set(ev["model_id"]) == {
-        f"{r['penalty']}-{r['trial_id']}" for _, r in R.read_table(out, "selected").iterrows()
+        f"{r['penalty']}-{r['trial_id']}" for _, r in schemas.read_table(out, "selected").iterrows()
     }

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from foundations import schemas as R
+from foundations import schemas
 from study import search
 from foundations.statistics import front_mask
 from study.config import load_config
@@ -67,21 +67,21 @@ def _files(cfg, table):
 
 def test_tables_have_declared_schemas_and_read_back(study):
     cfg, selected, logs = study
-    for table in R.SEARCH_TABLES:
-        schema = R.SCHEMAS[table]
+    for table in schemas.SEARCH_TABLES:
+        schema = schemas.SCHEMAS[table]
         files = _files(cfg, table)
         assert files, table
-        parts = R.PARTITIONS[table]
+        parts = schemas.PARTITIONS[table]
         for f in files:
             assert pq.read_schema(f).remove_metadata() == pa_schema_without(schema, parts), f
             assert f.name == ("test.parquet" if table == "selected" else f"mnist-{f.parent.name.split('=')[1]}.parquet")
         df = pd.read_parquet(cfg.output_dir / table)  # plain pandas, Hive partitions
         assert set(df.columns) == set(schema.names)
         assert pads.dataset(cfg.output_dir / table, partitioning="hive").count_rows() == len(df)
-    trials = R.read_table(cfg.output_dir, "trials")
-    assert list(trials.columns) == R.TRIALS.names
+    trials = schemas.read_table(cfg.output_dir, "trials")
+    assert list(trials.columns) == schemas.TRIALS.names
     assert len(trials) == 4 and trials.groupby("penalty").size().to_dict() == {"gradient": 2, "none": 2}
-    epochs = R.read_table(cfg.output_dir, "epochs")
+    epochs = schemas.read_table(cfg.output_dir, "epochs")
     ok = trials[trials["status"] == "ok"]
     assert sorted(epochs["trial_id"]) == sorted(ok["trial_id"])  # 1 epoch each, failed trial has none
     assert len(selected) == 2 and set(selected["penalty"]) == {"none", "gradient"}
@@ -96,7 +96,7 @@ def pa_schema_without(schema, names):
 
 def test_trials_record_config_seeds_provenance(study):
     cfg, _, _ = study
-    t = R.read_table(cfg.output_dir, "trials")
+    t = schemas.read_table(cfg.output_dir, "trials")
     for _, g in t.groupby("penalty"):
         assert sorted(g["seed"]) == [cfg.seed, cfg.seed + 1]  # trial k trains with seed + k
     assert (t[t["penalty"] == "none"]["lam"] == 0).all()
@@ -113,7 +113,7 @@ def test_trials_record_config_seeds_provenance(study):
 
 def test_two_concurrent_trials_overlap_in_time(study):
     cfg, _, _ = study
-    t = R.read_table(cfg.output_dir, "trials")
+    t = schemas.read_table(cfg.output_dir, "trials")
     ok = t[t["status"] == "ok"].sort_values("start_time")
     overlaps = [
         ((min(a.end_time, b.end_time) - max(a.start_time, b.start_time)).total_seconds(), a.pid != b.pid)
@@ -124,7 +124,7 @@ def test_two_concurrent_trials_overlap_in_time(study):
 
 def test_diverged_trial_failed_with_reason_and_is_ignored(study):
     cfg, selected, _ = study
-    t = R.read_table(cfg.output_dir, "trials")
+    t = schemas.read_table(cfg.output_dir, "trials")
     failed = t[t["status"] == "error"]
     assert len(failed) == 1
     row = failed.iloc[0]
@@ -138,7 +138,7 @@ def test_diverged_trial_failed_with_reason_and_is_ignored(study):
 
 def test_selection_rule_and_pareto_front(study):
     cfg, selected, _ = study
-    t = R.read_table(cfg.output_dir, "trials")
+    t = schemas.read_table(cfg.output_dir, "trials")
     done = t[t["status"] == "ok"]
     baseline = done[done["penalty"] == "none"]["val_acc"].max()
     for _, s in selected.iterrows():
@@ -173,13 +173,13 @@ def test_selected_model_reloads_and_reproduces_its_metrics(study, mnist):
 
 def test_rerun_duplicates_nothing(study):
     cfg, selected, _ = study
-    before = {t: R.read_table(cfg.output_dir, t) for t in R.SEARCH_TABLES}
-    files = {t: _files(cfg, t) for t in R.SEARCH_TABLES}
+    before = {t: schemas.read_table(cfg.output_dir, t) for t in schemas.SEARCH_TABLES}
+    files = {t: _files(cfg, t) for t in schemas.SEARCH_TABLES}
     logs: list[str] = []
     again = search.run_search(cfg, verbose=0, log=logs.append)
     assert all("(already done)" in line for line in logs) and len(logs) == 2
-    for t in R.SEARCH_TABLES:
-        after = R.read_table(cfg.output_dir, t)
+    for t in schemas.SEARCH_TABLES:
+        after = schemas.read_table(cfg.output_dir, t)
         assert len(after) == len(before[t]) and _files(cfg, t) == files[t]
     pd.testing.assert_frame_equal(again.reset_index(drop=True), selected.reset_index(drop=True))
 
@@ -198,18 +198,18 @@ def test_write_and_read_table_helpers(tmp_path):
     df = pd.DataFrame({"dataset": ["mnist", "mnist", "fashion-mnist"], "method": ["a", "b", "a"],
                        "value": [1.0, 2.0, 3.0]})
     for _ in range(2):  # rewriting with the same key replaces, never duplicates
-        paths = R.write_table(df, tmp_path, "custom", ["dataset"], key="w1", schema=schema)
+        paths = schemas.write_table(df, tmp_path, "custom", ["dataset"], key="w1", schema=schema)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in paths) == [
         "custom/dataset=fashion-mnist/w1.parquet",
         "custom/dataset=mnist/w1.parquet",
     ]
-    back = R.read_table(tmp_path, "custom", schema=schema, partition_cols=["dataset"])
+    back = schemas.read_table(tmp_path, "custom", schema=schema, partition_cols=["dataset"])
     assert list(back.columns) == ["dataset", "method", "value"] and len(back) == 3
     assert back.sort_values("value")["dataset"].tolist() == ["mnist", "mnist", "fashion-mnist"]
     assert not list(tmp_path.rglob("*.tmp"))
     with pytest.raises(ValueError, match="missing \\['value'\\]"):
-        R.write_table(df.drop(columns="value"), tmp_path, "custom", ["dataset"], schema=schema)
-    assert R.read_table(tmp_path, "trials").columns.tolist() == R.TRIALS.names  # nothing yet: empty, typed
+        schemas.write_table(df.drop(columns="value"), tmp_path, "custom", ["dataset"], schema=schema)
+    assert schemas.read_table(tmp_path, "trials").columns.tolist() == schemas.TRIALS.names  # nothing yet: empty, typed
 
 
 def test_pareto_mask():

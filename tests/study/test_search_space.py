@@ -8,8 +8,8 @@ import optuna
 import pandas as pd
 import pytest
 
-from foundations import schemas as R
-from study import search
+from foundations import schemas
+from study import search, selection
 from study.config import ConfigError, Space, load_config
 
 
@@ -102,15 +102,15 @@ def _fake_trials(cfg, penalties, accs) -> pd.DataFrame:
                     "git_commit": "x",
                 }
             )
-    return pd.DataFrame(rows).reindex(columns=R.TRIALS.names)
+    return pd.DataFrame(rows).reindex(columns=schemas.TRIALS.names)
 
 
 def test_fixed_lam_selects_every_seed_and_a_range_selects_one():
     rep = load_config("replicate", ["penalties=[none, gradient]"])
     t = _fake_trials(rep, ["none", "gradient"], [0.97, 0.975, 0.98])
-    sel = search.select(rep, t, export=False)
+    sel = selection.select(rep, t, export=False)
     assert sorted(sel.groupby("penalty").size().to_dict().items()) == [("gradient", 3), ("none", 3)]
     assert sorted(sel["seed"]) == [0, 0, 1, 1, 2, 2]
     rng = load_config("quick", ["penalties=[none, gradient]", "datasets=[mnist]"])
-    sel1 = search.select(rng, t.assign(study=rng.name), export=False)
+    sel1 = selection.select(rng, t.assign(study=rng.name), export=False)
     assert len(sel1) == 2 and np.isfinite(sel1["baseline_val_acc"]).all()
