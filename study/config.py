@@ -168,7 +168,7 @@ class StudyConfig:
         trials: trials per (dataset, penalty); the ``none`` baseline gets as many, varying the seed.
         epochs, batch_size, lr, optimizer: training (``lr`` is fixed unless the space searches it).
         data_fraction: fraction of the training split used by each trial.
-        val_fraction, split_seed: the validation carve (SPEC §1), the same for all trials.
+        val_fraction, split_seed: the validation carve (docs/spec.md §1), the same for all trials.
         val_limit: validation accuracy on the first ``val_limit`` validation images (0 = all).
         per_dataset: per-dataset overrides (data_fraction, val_limit, explain_n, epochs,
             batch_size, model), e.g. to keep cnn4b on Fashion-MNIST affordable on a CPU.

@@ -1,4 +1,4 @@
-"""The search stage (SPEC §6): per (dataset, penalty) an Optuna search inside Ray Tune, then selection.
+"""The search stage (docs/spec.md §6): per (dataset, penalty) an Optuna search inside Ray Tune, then selection.
 
 For every dataset, the ``none`` baseline is searched first, then each penalty: one
 :class:`ray.tune.Tuner` per (dataset, penalty), one after the other (Tune's global registry is
@@ -493,7 +493,7 @@ def _export(cfg: StudyConfig, row: pd.Series, extra: dict, sub: str | None = Non
 
 
 def select(cfg: StudyConfig, trials: pd.DataFrame, export: bool = True) -> pd.DataFrame:
-    """The selection rule of SPEC §6 over ``trials``; returns rows conforming to ``results.SELECTED``."""
+    """The selection rule of docs/spec.md §6 over ``trials``; returns rows conforming to ``results.SELECTED``."""
     rows = []
     for dataset in cfg.datasets:
         d = trials[(trials["dataset"] == dataset) & trials["penalty"].isin(cfg.penalties)]
