@@ -1,4 +1,4 @@
-# The README's commands. Every target works from a fresh clone on a fresh machine.
+# The commands of README.md and docs/usage.md. Every target works from a fresh clone on a fresh machine.
 PYTHON ?= python3
 DATA_ROOT ?= data
 PRESET ?= configs/quick.yaml
