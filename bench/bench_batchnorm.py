@@ -4,7 +4,7 @@
 
 cnn4b's BatchNorm (trainables.models.BatchNorm2d) normalises with the batch's statistics but, by
 default, treats them as constants in backpropagation (``stop_grad_stats``), which makes the input
-gradient exactly per-sample (SPEC §3). This measures what that costs the plain cross-entropy model:
+gradient exactly per-sample (docs/spec.md §3). This measures what that costs the plain cross-entropy model:
 the same training (same seed, data, order, dropout) with ``stop_grad_stats`` on (the project's
 default until this measurement, ``TrainConfig(batch_norm="constant")``) and off (torch's BatchNorm, now
 the default for the loss, ``batch_norm="standard"``), test accuracy on all 10 000 test images, per seed, and the

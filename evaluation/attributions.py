@@ -1,4 +1,4 @@
-"""Post-hoc attribution maps over Captum (SPEC §5).
+"""Post-hoc attribution maps over Captum (docs/spec.md §5).
 
 ``attribute(model, x, target, method)`` returns a map with the shape of ``x`` for every image,
 computed in chunks of ``batch_size`` images on the model's device, with the model in eval mode

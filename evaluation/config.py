@@ -17,7 +17,7 @@ ROAR_REPLACEMENTS = ("mean", "zero")
 
 @dataclass
 class Roar:
-    """ROAR settings (SPEC §5), used by the evaluation stage.
+    """ROAR settings (docs/spec.md §5), used by the evaluation stage.
 
     Args:
         fractions: fractions t of pixels replaced; repeats: retraining seeds per fraction.

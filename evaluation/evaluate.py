@@ -1,4 +1,4 @@
-"""Evaluate one trained model: every attribution method × every metric, in long form (SPEC §5).
+"""Evaluate one trained model: every attribution method × every metric, in long form (docs/spec.md §5).
 
 ``evaluate_model`` returns one row per (method, metric, level, sample) with the per-sample value,
 plus aggregate rows (``sample = -1``, the mean over samples) — the per-sample rows are always
@@ -28,9 +28,9 @@ block_infidelity_raw        s_max                  lower     square_block (raw, 
 
 ``gaussian_accuracy``, ``gaussian_auc[_clean]``, ``block_accuracy`` and ``block_auc[_clean]`` describe
 the model, not an explanation: they are reported once, with ``method = ""``. The accuracy curves
-include their clean point (level 0: σ = 0, no block) as SPEC §5 asks.
+include their clean point (level 0: σ = 0, no block) as docs/spec.md §5 asks.
 
-The explained class (``target``) is the class predicted on the clean image (SPEC §5); the
+The explained class (``target``) is the class predicted on the clean image (docs/spec.md §5); the
 accuracies use the true labels ``y``. Every random draw derives from ``seed``.
 """
 

@@ -1,4 +1,4 @@
-"""ROAR: remove and retrain (Hooker et al. 2019), SPEC §5.
+"""ROAR: remove and retrain (Hooker et al. 2019), docs/spec.md §5.
 
 For one evaluated model and attribution method:
 
@@ -99,7 +99,7 @@ def pixel_ranks(
 ) -> Ranked:
     """Rank the pixels of the training subset and of the first ``n_test`` test images (0 = all).
 
-    Attributions are taken for the model's predicted class (SPEC §5's default target) on the
+    Attributions are taken for the model's predicted class (docs/spec.md §5's default target) on the
     [0, 1] images, in batches; ``method="random"`` needs no model.
     """
     from evaluation.attributions import attribute

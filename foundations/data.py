@@ -1,6 +1,6 @@
 """MNIST and Fashion-MNIST: preparation (online or offline), verification and loading.
 
-Sources, tried in order (SPEC §1):
+Sources, tried in order (docs/spec.md §1):
 
 1. an already-prepared copy under ``root`` (torchvision's layout, ``root/MNIST/raw/...``);
 2. torchvision's own download (needs the internet; skipped with ``--offline``);
@@ -167,7 +167,7 @@ def _from_debian_fashion(root: Path, src: Path = DEBIAN_FASHION_DIR) -> None:
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that admits only numpy's array reconstruction globals (SPEC §1)."""
+    """Unpickler that admits only numpy's array reconstruction globals (docs/spec.md §1)."""
 
     ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"),
@@ -284,7 +284,7 @@ class Splits:
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 N×28×28 -> float N×1×28×28 in [0, 1] (no mean/std normalisation, SPEC §1)."""
+    """uint8 N×28×28 -> float N×1×28×28 in [0, 1] (no mean/std normalisation, docs/spec.md §1)."""
     return x.unsqueeze(1).float().div_(255.0)
 
 

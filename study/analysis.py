@@ -19,7 +19,7 @@ Reading (schemas, Hive partitions, checks, :class:`SchemaError`, :class:`NotAStu
 tables not written yet are empty DataFrames with the right columns, listed in ``Study.missing`` (a study still
 running, or a search without evaluation, can be analysed). The statistical primitives: :mod:`foundations.statistics`.
 
-Statistics (SPEC §5: aggregates are computed here, from the per-sample rows):
+Statistics (docs/spec.md §5: aggregates are computed here, from the per-sample rows):
 
 - **Confidence intervals**: ``scipy.stats.bootstrap`` of the mean (percentile method, 2000
   resamples by default), seeded per group from ``seed`` and the group's name, so results do not
@@ -59,7 +59,7 @@ ACCURACY_METRICS = tuple(
     o.name for o in metric_registry.REGISTRY["accuracy"].outputs
 )  # accuracy, test_accuracy, test_acc
 RANDOM_METHOD = "random"
-# SPEC §4's order (tables and legends); the study's own order (config.yaml) comes first
+# docs/spec.md §4's order (tables and legends); the study's own order (config.yaml) comes first
 PENALTY_ORDER = ("none", "gradient", "consistency", "smoothness", "locality", "fidelity", "symmetry")
 
 
@@ -215,7 +215,7 @@ def roar_scores(s: Study) -> pd.DataFrame:
     accuracy versus the fraction removed (lower = the attribution found the information):
 
     - ``value`` (metric ``roar``): trapezoid over the fractions removed only (t > 0), as before;
-    - ``value_clean`` (metric ``roar_clean``, SPEC §5): the same curve starting at t = 0 with the
+    - ``value_clean`` (metric ``roar_clean``, docs/spec.md §5): the same curve starting at t = 0 with the
       dataset's clean retrain of the same repeat (method ``""``, nothing removed); NaN without it.
     The clean retrains themselves are not scored (they are every curve's first point).
     """

@@ -5,7 +5,7 @@ Optuna's ``JournalFileBackend`` needs a local file with working locks, so with a
 to ``<location>/optuna/`` after every finished trial (:class:`JournalSync`, a Tune callback) and
 every finished search (:func:`push_journal`); a restarted driver on a fresh head gets them back
 first (:func:`pull_journal`). With a local location they are written in the study folder itself and
-nothing is copied. Open one with ``optuna-dashboard`` or ``optuna.visualization`` (README).
+nothing is copied. Open one with ``optuna-dashboard`` or ``optuna.visualization`` (docs/usage.md).
 
 This module imports neither Ray nor torch (the callback class is built on first use).
 """

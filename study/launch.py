@@ -181,7 +181,7 @@ def resolve_config(args: argparse.Namespace) -> StudyConfig:
 
 NO_BASELINE = (
     "penalties: no `none` baseline: selection has no baseline accuracy (baseline_val_acc is NaN) and "
-    "keeps every model as within tolerance; add none to penalties for the rule of SPEC §6"
+    "keeps every model as within tolerance; add none to penalties for the rule of docs/spec.md §6"
 )
 
 

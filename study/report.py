@@ -338,7 +338,7 @@ def _gallery_section(doc: Doc, s: A.Study, figs: Figures, n_images: int) -> None
 
 
 GALLERY_TEXT = (
-    "explained by each selected model, towards the class the model predicts (SPEC §5); a white box names "
+    "explained by each selected model, towards the class the model predicts (docs/spec.md §5); a white box names "
     "the prediction when it is wrong. One colour scale per figure, shared by all penalties (clipped at the "
     "99.5th percentile of the maps' magnitudes): a penalty that shrinks the gradients shows darker maps. "
     "Unsigned methods (Saliency, SmoothGrad): dark = 0, bright = large. Signed methods: red positive, blue "

@@ -1,4 +1,4 @@
-"""The search stage (SPEC §6): per (dataset, penalty) an Optuna search inside Ray Tune, then selection.
+"""The search stage (docs/spec.md §6): per (dataset, penalty) an Optuna search inside Ray Tune, then selection.
 
 For every dataset, the ``none`` baseline is searched first, then each penalty: one
 :class:`ray.tune.Tuner` per (dataset, penalty), one after the other (Tune's global registry is

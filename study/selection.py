@@ -54,7 +54,7 @@ def _export(cfg: StudyConfig, row: pd.Series, extra: dict, sub: str | None = Non
 
 
 def select(cfg: StudyConfig, trials: pd.DataFrame, export: bool = True) -> pd.DataFrame:
-    """The selection rule of SPEC §6 over ``trials``; returns rows conforming to ``results.SELECTED``."""
+    """The selection rule of docs/spec.md §6 over ``trials``; returns rows conforming to ``results.SELECTED``."""
     rows = []
     for dataset in cfg.datasets:
         d = trials[(trials["dataset"] == dataset) & trials["penalty"].isin(cfg.penalties)]

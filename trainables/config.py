@@ -32,7 +32,7 @@ CLASS_RULES = ("label", "prediction")
 INTERPOLATIONS = ("nearest", "bilinear")
 
 PENALTY_DEFAULTS: MappingProxyType = MappingProxyType(
-    {  # name -> its hyper-parameters with their defaults (SPEC §4); the functions: trainables/penalties.py
+    {  # name -> its hyper-parameters with their defaults (docs/spec.md §4); the functions: trainables/penalties.py
         "none": {},
         "gradient": {},
         "consistency": {"eps": 1e-3, "class_rule": "label"},
@@ -148,7 +148,7 @@ class TrainConfig:
 
     Args:
         dataset: ``mnist`` or ``fashion-mnist``.
-        model: ``cnn3b`` or ``cnn4b``; empty means the dataset's default (SPEC §2).
+        model: ``cnn3b`` or ``cnn4b``; empty means the dataset's default (docs/spec.md §2).
         penalty: one of :data:`PENALTY_NAMES` (``none`` is the baseline).
         lam: penalty weight λ >= 0.
         penalty_params: overrides of the penalty's hyper-parameters (s, m, eps, angles, class_rule,
@@ -157,14 +157,14 @@ class TrainConfig:
         batch_size, epochs: the usual.
         seed: seeds the data subset, shuffling, initialisation, dropout and symmetry angles.
         data_fraction: fraction of the training split used (quick runs), in (0, 1].
-        val_fraction: validation share carved from the official training set (SPEC §1).
+        val_fraction: validation share carved from the official training set (docs/spec.md §1).
         split_seed: seed of that carve (fixed across trials so all see the same validation set).
         device: ``auto`` (GPU if available), ``cpu`` or ``cuda``.
         data_root: folder of prepared data (default ``$SALIENCY_DATA_ROOT`` or ``./data``).
         eval_batch_size: batch size for validation passes.
         batch_norm: models with BatchNorm (cnn4b): ``standard`` (default) trains the cross-entropy through
             torch's BatchNorm (gradient through the batch statistics) and computes the saliency g for the
-            penalty with the batch statistics held constant (exact per-sample, SPEC §3) in a second forward;
+            penalty with the batch statistics held constant (exact per-sample, docs/spec.md §3) in a second forward;
             ``constant`` uses the constant-statistics forward for both (one forward, as before; measured
             2.1 points less test accuracy over 6 seeds, bench/bench_batchnorm.py).
         val_limit: evaluate validation accuracy on the first ``val_limit`` validation images only

@@ -1,9 +1,9 @@
-"""The seed's shallow CNNs (SPEC §2), selected by name: ``build_model("cnn3b")``.
+"""The seed's shallow CNNs (docs/spec.md §2), selected by name: ``build_model("cnn3b")``.
 
 ``cnn4b`` uses :class:`BatchNorm2d`, a drop-in ``nn.BatchNorm2d`` that in training mode can
 treat the batch statistics as constants (``stop_grad_stats``). With the statistics held
 constant, each sample's logits depend on that sample's input only, so the gradient of
-Σ_i f_{y_i}(x_i) is exactly the per-sample input gradient (SPEC §3). Training
+Σ_i f_{y_i}(x_i) is exactly the per-sample input gradient (docs/spec.md §3). Training
 (``TrainConfig.batch_norm = "standard"``, the default) uses that mode only for the saliency the
 penalty needs and trains the cross-entropy through torch's BatchNorm, for every penalty and the
 ``none`` baseline alike: holding the statistics constant for the loss too cost 2.1 points of test

@@ -1,4 +1,4 @@
-"""The six saliency penalties and the ``none`` baseline (SPEC §4): loss = CE + λ · R.
+"""The six saliency penalties and the ``none`` baseline (docs/spec.md §4): loss = CE + λ · R.
 
 Each penalty is a pure, batched, differentiable function ``R(ctx, **params) -> scalar`` of a
 :class:`Batch` (inputs, labels, logits and the saliency ``g`` kept in the graph), registered by

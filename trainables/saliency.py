@@ -1,4 +1,4 @@
-"""Input-gradient saliency during training (SPEC §3).
+"""Input-gradient saliency during training (docs/spec.md §3).
 
 ``g(x) = ∂ f_y(x) / ∂x``: each sample's true-class logit differentiated with respect to its own
 input, for the whole batch in one backward pass, kept in the graph (``create_graph=True``) so a

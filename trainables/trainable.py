@@ -9,7 +9,7 @@ The trial's ``config`` (built by ``study.search``) holds::
 The data arrive once through the object store (``tune.with_parameters(train_trial, splits=...)``).
 Each epoch reports, with a checkpoint of model + optimiser + history: train loss, CE, penalty,
 validation accuracy, the explanation score ``val_morf`` (mean MoRF score of Saliency maps on the
-first ``explain_n`` validation images, SPEC §6), timings, wall-clock ``start_time``/``end_time``
+first ``explain_n`` validation images, docs/spec.md §6), timings, wall-clock ``start_time``/``end_time``
 (UNIX seconds; ``start_time`` is the trial's first start, kept across restores), node id, host
 and pid. A restored trial continues from ``tune.get_checkpoint()``.
 

@@ -1,4 +1,4 @@
-"""Explanation and robustness metrics (SPEC §5), one module per metric.
+"""Explanation and robustness metrics (docs/spec.md §5), one module per metric.
 
 Each group is described once in :mod:`evaluation.metrics.registry` (outputs with direction, label
 and level axis; parameters with defaults; references; the ``rows`` function that computes it). Each

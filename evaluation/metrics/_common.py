@@ -121,7 +121,7 @@ def trapezoid(y: Tensor, x: Tensor) -> Tensor:
 
 
 def area_with_clean_point(y: Tensor, x: Tensor, clean: Tensor) -> Tensor:
-    """Trapezoid area of the curve ``(0, clean), (x_1, y_1), …`` (SPEC §5: every accuracy curve starts
+    """Trapezoid area of the curve ``(0, clean), (x_1, y_1), …`` (docs/spec.md §5: every accuracy curve starts
     at x = 0 with the clean accuracy). ``y`` (B, L), ``x`` (L,), ``clean`` (B,); when x_1 = 0 the
     curve already holds its clean point and this is :func:`trapezoid`."""
     x = x.to(y)

@@ -1,4 +1,4 @@
-"""Complexity: entropy of the normalised absolute attribution (SPEC §5).
+"""Complexity: entropy of the normalised absolute attribution (docs/spec.md §5).
 
 Definition. For each image, P_i = |a_i| / Σ_j |a_j| over its d pixels and
 

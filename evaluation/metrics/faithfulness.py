@@ -1,4 +1,4 @@
-"""Faithfulness: two correlation variants, both reported (SPEC §5).
+"""Faithfulness: two correlation variants, both reported (docs/spec.md §5).
 
 (a) ``nested`` (the seed's). With the MoRF removal sets R_k (see :mod:`evaluation.metrics.morf`:
     the pixels above the (1 − t_k) quantile of the non-zero attributions, t_k = k/(L−1)), per

@@ -1,4 +1,4 @@
-"""Gaussian perturbations: accuracy under noise and attribution sensitivity (SPEC §5).
+"""Gaussian perturbations: accuracy under noise and attribution sensitivity (docs/spec.md §5).
 
 Definition. Draw ε_k ~ N(0, I), k = 1..K (``n_draws``) per image, once (:func:`draw_noise`:
 ``torch.randn((K, *x.shape), generator=torch.Generator().manual_seed(seed))`` on the CPU), and
@@ -8,7 +8,7 @@ no clipping to [0, 1]). For each σ in ``sigmas`` (strictly increasing, ≥ 0):
     accuracy_σ(x)  = (1/K) Σ_k 1[argmax f(x + σ ε_k) = label]
     area(x)        = ∫ accuracy_σ dσ over the given σ's (trapezoid rule; units of σ)
     area_clean(x)  = the same area with the clean point (σ = 0, accuracy on x itself) first,
-                     as the seed's curves and SPEC §5 (equals ``area`` when σ_1 = 0)
+                     as the seed's curves and docs/spec.md §5 (equals ``area`` when σ_1 = 0)
 
 and, given the attribution method as ``attribute_fn`` (a_σ,k = attribution of x + σ ε_k for
 the same target, the class predicted on the clean x by default),

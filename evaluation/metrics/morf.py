@@ -1,4 +1,4 @@
-"""MoRF: most relevant first out (SPEC §5).
+"""MoRF: most relevant first out (docs/spec.md §5).
 
 Definition. For image x with originally predicted class ŷ (the ``y`` passed in) and attribution
 a (flattened to d pixels), let A⁺ = {a_i : a_i ≠ 0} be its n non-zero attributions. For
@@ -132,7 +132,7 @@ def morf(
     Args:
         model: classifier (B×1×28×28 -> B×C logits); evaluated in eval mode, mode restored.
         x: float images (B, 1, 28, 28) in [0, 1].
-        y: class whose probability is tracked, (B,) int — the originally predicted class (SPEC §5).
+        y: class whose probability is tracked, (B,) int — the originally predicted class (docs/spec.md §5).
         attributions: maps shaped like ``x``; finite.
         levels: number of removal fractions, evenly spaced over [0, 1] (default 20).
         baseline: value removed pixels are set to (default 0, the background).
@@ -161,7 +161,7 @@ def rows(inp: MetricInput) -> Rows:
 
 
 def explanation_score(model: nn.Module, x: Tensor, levels: int = 20) -> float:
-    """The search's validation explanation score (SPEC §6): the mean MoRF score of Saliency maps towards
+    """The search's validation explanation score (docs/spec.md §6): the mean MoRF score of Saliency maps towards
     the predicted class on ``x`` (higher = more faithful); the model's mode is restored."""
     from evaluation.attributions import attribute
 

@@ -1,4 +1,4 @@
-"""Square block perturbations: accuracy under occlusion and square-patch infidelity (SPEC §5).
+"""Square block perturbations: accuracy under occlusion and square-patch infidelity (docs/spec.md §5).
 
 Definition. Per image and draw k = 1..K (``n_draws``), four uniforms u = (u_h, u_r, u_c, u_v)
 are drawn once (:func:`draw_blocks`: ``torch.rand((K, B, 4), generator=torch.Generator()
@@ -23,7 +23,7 @@ attribution predicts the effect of the patch better. The raw value is Captum's `
 with these perturbations and ``normalize=False``; it grows with the square of the maps' scale
 (×10 maps: ~×100), so a penalty that shrinks |g| scores better for its scale alone. The
 normalised value (Yeh et al. 2019's optimal scaling, Captum's ``normalize=True``) is invariant to
-that scale and is the primary value (SPEC §5). It needs K ≥ 2 draws (with K = 1, β fits exactly
+that scale and is the primary value (docs/spec.md §5). It needs K ≥ 2 draws (with K = 1, β fits exactly
 and the value is 0).
 
 References
@@ -77,7 +77,7 @@ class BlockResult:
     accuracy: Tensor
     area: Tensor
     infidelity: Tensor | None = None  # raw (scale-dependent)
-    infidelity_normalized: Tensor | None = None  # scale-invariant (optimal β), SPEC's primary value
+    infidelity_normalized: Tensor | None = None  # scale-invariant (optimal β), the primary value of docs/spec.md §5
     clean_accuracy: Tensor | None = None  # (B,) no block
     area_clean: Tensor | None = None  # (B,) area including the clean point at s_max = 0
 

@@ -28,7 +28,7 @@ SHIPPED = REPO / "cluster.yaml"
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    """A HOME with an SSH key and a Ray token, like a user's after the README's two steps."""
+    """A HOME with an SSH key and a Ray token, like a user's after docs/cluster.md's two steps."""
     h = tmp_path / "home"
     (h / ".ssh").mkdir(parents=True)
     (h / ".ssh" / "id_ed25519").write_text("not a real key\n")

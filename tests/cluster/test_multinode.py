@@ -190,7 +190,7 @@ def test_two_nodes_s3_storage_and_a_worker_killed_mid_study(two_nodes, s3, workd
     # evaluation and ROAR: every planned task once, spread over more than one node
     assert len(ev) and not ev.duplicated(["model_id", "method", "metric", "level", "sample"]).any()
     assert set(ev["chunk"]) == {0, 1}
-    # 2 models × 1 fraction + the random control + the clean retrain (t = 0, SPEC §5): 4 retrains
+    # 2 models × 1 fraction + the random control + the clean retrain (t = 0, docs/spec.md §5): 4 retrains
     assert len(ro) == 4 and not ro.duplicated(["model_id", "method", "fraction", "repeat"]).any()
     used = set(ev["node_id"]) | set(ro["node_id"])
     assert len(used) >= 2, (used, [(n.node_id, n.state) for n in helpers.alive_nodes(dash)], out[-3000:])

@@ -64,7 +64,7 @@ def test_layout(frame, batch):
         len(lv("morf_curve")) == 20
         and lv("gaussian_accuracy") == [0.0, 0.5, 1.0]
         and lv("block_accuracy") == [0.0, 6.0, 10.0]
-    )  # clean point first (SPEC §5)
+    )  # clean point first (docs/spec.md §5)
     assert all(math.isnan(v) for v in lv("complexity"))
     # one per-sample row per (method, metric, level) and sample; the aggregate is the mean
     sal = per[(per["method"] == "saliency") & (per["metric"] == "morf_curve")]

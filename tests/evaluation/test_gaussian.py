@@ -102,7 +102,7 @@ def test_other_bad_input(batch):
 
 
 def test_area_clean_starts_at_the_clean_accuracy():
-    """SPEC §5: the Gaussian area includes σ = 0 (the clean accuracy), as a naive trapezoid says."""
+    """docs/spec.md §5: the Gaussian area includes σ = 0 (the clean accuracy), as a naive trapezoid says."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
     x = torch.rand(6, 1, 28, 28)

@@ -96,7 +96,8 @@ def test_bad_blocks_and_shape(batch):
 
 @pytest.mark.parametrize("scale", [0.1, 1.0, 10.0])
 def test_normalized_infidelity_equals_captum_and_ignores_scale(batch, scale):
-    """SPEC §5: the primary infidelity is Captum's normalize=True (optimal β), invariant to the maps' scale."""
+    """docs/spec.md §5: the primary infidelity is Captum's normalize=True (optimal β), invariant to the maps'
+    scale."""
     model, x, labels, t, a = batch
     x, t, a = x[:8], t[:8], a[:8]
     k, sm = 5, 8

@@ -51,7 +51,7 @@ def test_writes_all_tables_with_schema_and_computed_row_counts(study, mnist, tra
     assert (acc["method"] == "").all()
     assert set(ev["penalty"].astype(str)) == set(selected["penalty"])
     ro = pd.read_parquet(out / "roar")
-    # + the random control and the clean retrain (t = 0, SPEC §5), once per dataset
+    # + the random control and the clean retrain (t = 0, docs/spec.md §5), once per dataset
     r = s.evaluation.roar
     assert len(ro) == n_roar == len(selected) * len(r.fractions) + len(r.fractions) + r.repeats
     assert set(ro["method"]) == {"saliency", "random", ""}

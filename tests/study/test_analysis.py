@@ -180,7 +180,7 @@ def test_summary_rows_columns_and_means(study):
     raw = raw[~raw["metric"].isin(analysis.ACCURACY_METRICS)]
     keys = ["dataset", "penalty", "model_id", "method", "metric"]
     expected = raw.groupby(keys)["value"].agg(["mean", "size"])
-    # two ROAR areas (without and with the clean point, SPEC §5) per scored group; the clean retrains
+    # two ROAR areas (without and with the clean point, docs/spec.md §5) per scored group; the clean retrains
     # (method "") are every curve's first point, not scored themselves
     roar_groups = study.roar[study.roar["method"] != ""].groupby(["dataset", "penalty", "model_id", "method"]).ngroups
     assert len(summ) == len(expected) + 2 * roar_groups

@@ -26,7 +26,7 @@ def test_presets_load_and_make_valid_train_configs(preset, tmp_path):
 def test_preset_contents():
     quick, paper = load_config("quick"), load_config("paper")
     assert quick.training.epochs == 1 and quick.search.trials >= 2
-    # quick trains the cheap cnn3b everywhere; paper keeps SPEC's per-dataset models (model '' = default)
+    # quick trains the cheap cnn3b everywhere; paper keeps docs/spec.md §2's per-dataset models (model '' = default)
     assert quick.for_dataset("fashion-mnist", "model") == "cnn3b" and paper.for_dataset("fashion-mnist", "model") == ""
     t = paper.training
     assert (t.batch_size, t.epochs, t.data_fraction, t.lr) == (30, 8, 1.0, 1e-3)

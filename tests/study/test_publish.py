@@ -143,3 +143,27 @@ def test_report_shows_the_random_control_row_in_each_metric_table(replicated, tm
     table = [ln for ln in text.splitlines() if ln.startswith("| Saliency") or ln.startswith("| ↳ random control")]
     pairs = [(a, b) for a, b in zip(table, table[1:]) if a.startswith("| Saliency")]
     assert pairs and all(b.startswith("| ↳ random control") for _, b in pairs)
+
+
+def test_pages_name_the_study_folder_relative_or_as_outputs_name_never_by_machine_path(
+    replicated, tmp_path, monkeypatch
+):
+    """The page and the README block show the study folder (and the run's absolute `--output`) relative to the
+    current directory when it is under it, else as `outputs/<name>`: a reader's machine has no such path."""
+    from study.publish import README_BEGIN, README_END
+
+    def publish(cwd: Path) -> str:
+        monkeypatch.chdir(cwd)
+        readme = tmp_path / "README.md"
+        readme.write_text(f"# x\n\n{README_BEGIN}\nold\n{README_END}\n")
+        page = build_results(replicated, tmp_path / "docs" / "results.md", readme=readme).read_text()
+        return page + readme.read_text()
+
+    elsewhere = publish(tmp_path)  # the study is not under tmp_path
+    assert str(replicated) not in elsewhere and str(replicated.parent) not in elsewhere
+    assert "`python -m study.report outputs/study --results" in elsewhere
+    assert "--output outputs/study " in elsewhere  # the recorded launch command, twice (page and README)
+    assert elsewhere.count("--output outputs/study ") == 2
+    under = publish(replicated.parent)  # the study is ./study
+    assert str(replicated) not in under
+    assert "`python -m study.report study --results" in under and "--output study " in under

@@ -1,4 +1,4 @@
-"""Models: the SPEC §2 architectures, and the stop-gradient BatchNorm's bookkeeping."""
+"""Models: the docs/spec.md §2 architectures, and the stop-gradient BatchNorm's bookkeeping."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Penalties (SPEC §4): naive per-sample references, analytic cases, and trainability."""
+"""Penalties (docs/spec.md §4): naive per-sample references, analytic cases, and trainability."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def test_symmetry_matches_per_sample_loop(angle, interpolation):
 
 
 def test_symmetry_default_is_the_seeds_nearest_rotation():
-    """SPEC §4: the seed rotates with torchvision's default (nearest); bilinear differs and is selectable."""
+    """docs/spec.md §4: the seed rotates with torchvision's default (nearest); bilinear differs and is selectable."""
     assert resolve_penalty_params("symmetry")["interpolation"] == "nearest"
     x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     for mode in ("nearest", "bilinear"):

@@ -1,4 +1,4 @@
-"""Saliency: the one-pass batched gradient equals a slow per-sample autograd loop (SPEC §3)."""
+"""Saliency: the one-pass batched gradient equals a slow per-sample autograd loop (docs/spec.md §3)."""
 
 from __future__ import annotations
 
