@@ -314,7 +314,6 @@ def _group_values(g: pd.DataFrame) -> tuple[np.ndarray, str]:
     """Per-sample values of one group (aggregate rows only when there are no others)."""
     per = g[g["sample"] >= 0]
     if len(per):
-        per = per.drop_duplicates("sample", keep="last")
         return per["value"].to_numpy(float), ("repeats" if (per["source"] == "roar").all() else "samples")
     return g["value"].to_numpy(float), "none"
 
@@ -374,7 +373,7 @@ def summary(
     # test accuracy per model (method-independent: one value per sample)
     arows = []
     for key, g in acc.groupby(["dataset", "penalty", "model_id"], sort=True):
-        per = g[g["sample"] >= 0].drop_duplicates("sample", keep="last")
+        per = g[g["sample"] >= 0]
         v = per["value"].to_numpy(float) if len(per) else g["value"].to_numpy(float)
         lo, hi = (
             bootstrap_ci(v, confidence, n_resamples, group_seed(seed, *key, "accuracy"), ci_method)
@@ -488,7 +487,7 @@ def compare(
     """
     s = as_study(s)
     data = per_sample(s, levels=levels)
-    data = data[data["sample"] >= 0].drop_duplicates(GROUP + ["sample"], keep="last")
+    data = data[data["sample"] >= 0]
     rows = []
     keys = ["dataset", "method", "metric", "level"]
     for key, g in data.groupby(keys, sort=True, dropna=False):

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from foundations.statistics import adjust, t_interval
-from study.analysis import GROUP, RANDOM_METHOD, Study, as_study, sort_rows, higher_is_better, per_sample, roar_scores
+from study.analysis import RANDOM_METHOD, Study, as_study, sort_rows, higher_is_better, per_sample, roar_scores
 
 REPLICATE_COLUMNS = [
     "dataset",
@@ -58,7 +58,7 @@ def per_model(s) -> pd.DataFrame:
     (:data:`LEVEL_AVERAGED`) averaged over their levels; test accuracy is metric ``accuracy``."""
     s = as_study(s)
     data = per_sample(s, levels=True)
-    data = data[data["sample"] >= 0].drop_duplicates(GROUP + ["sample"], keep="last")
+    data = data[data["sample"] >= 0]
     # an explanation metric measured per level (sensitivity per σ, infidelity per s_max) becomes one scalar:
     # its mean over the levels (each level weighs the same, as in the curve's own mean)
     levelled = data["level"].notna() & data["metric"].isin(LEVEL_AVERAGED)

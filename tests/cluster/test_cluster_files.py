@@ -365,7 +365,7 @@ def _autoscaling(raw: dict) -> dict:
 
 
 def test_a_request_no_node_type_can_hold_is_refused_before_anything_starts(home, tmp_path):
-    """Issue 11.4: on an autoscaling cluster, the node types it can start are compared with a trial's request."""
+    """On an autoscaling cluster, the node types it can start are compared with a trial's request."""
     raw = _shipped()
     raw["file_mounts"]["~/saliency-study"] = str(REPO)
     p = _write(tmp_path, _autoscaling(raw), "aws.yaml")

@@ -1,6 +1,6 @@
-"""Re-evaluation with other settings (issue 11.2): a task's key covers every setting that changes its rows,
+"""Re-evaluation with other settings: a task's key covers every setting that changes its rows,
 so a rerun with other settings recomputes exactly the affected tasks and removes the rows they replace; the
-planned work is printed before the stage starts (issue 11.10). Real local Ray (2 CPUs), real Parquet."""
+planned work is printed before the stage starts. Real local Ray (2 CPUs), real Parquet."""
 
 from __future__ import annotations
 

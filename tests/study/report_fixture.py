@@ -11,8 +11,8 @@ Everything in it is computed for real, with the project's own code, on 1% of MNI
   ``metrics_task``, ``ranks_task``, ``roar_task``, ``write_curves``) called in this process
   instead of as Ray tasks, on ``N_EVAL`` test images per selected model and ROAR for Saliency
   (plus the stage's random control) at ``ROAR_FRACTIONS`` × ``ROAR_REPEATS``; they write the
-  ``evaluation``, ``roar`` and ``curves`` tables in the stage's own layout. Added here: per-sample
-  test accuracy rows (``metric = accuracy``, ``method = ""``), which the stage does not write yet.
+  ``evaluation``, ``roar`` and ``curves`` tables in the stage's own layout (per-sample test accuracy
+  included: the stage's metrics task writes it).
 """
 
 from __future__ import annotations
@@ -197,8 +197,6 @@ def _build(root: Path, splits, evaluate: bool, log) -> Path:
 
 def _evaluate(cfg, selected, splits, root: Path) -> None:
     from evaluation import stage
-    from foundations import schemas
-    from foundations.data import to_float
     from tests.evaluation.stage_fixtures import settings_with
 
     s = settings_with(
@@ -221,27 +219,3 @@ def _evaluate(cfg, selected, splits, root: Path) -> None:
             ranks[key] = stage.ranks_task(row, splits, task.method, s)
         stage.roar_task(task, row, splits, ranks[key], s, str(root))
     stage.write_curves(root, cfg.name)
-    # per-sample test accuracy (metric ``accuracy``, method "") on the evaluated images: not (yet)
-    # written by the stage; analysis turns it into the summary's test accuracy
-    idx = stage.sample_indices(len(splits.test_y), s.evaluation.n_samples, s.evaluation.seed)
-    for mid, row in rows.items():
-        model = stage.load_selected_model(row)
-        with torch.no_grad():
-            correct = (model(to_float(splits.test_x[idx])).argmax(1) == splits.test_y[idx]).double().numpy()
-        acc = pd.DataFrame(
-            {
-                "study": cfg.name,
-                "dataset": row["dataset"],
-                "penalty": row["penalty"],
-                "model_id": mid,
-                "method": "",
-                "metric": "accuracy",
-                "level": float("nan"),
-                "sample": idx.numpy(),
-                "value": correct,
-                "seed": s.evaluation.seed,
-                "chunk": 0,
-                "node_id": "",
-            }
-        )
-        schemas.write_table(acc, root, "evaluation", stage.PARTS, f"{mid}__accuracy", schema=stage.EVALUATION)

@@ -101,7 +101,7 @@ def test_config_only_study_is_empty_not_an_error(tiny_study, tmp_path):
 
 
 def test_a_corrupt_saved_config_is_one_error_naming_the_file(tmp_path):
-    """The launcher and the analysis read a study's config.yaml with one parser (issue 12.4): invalid YAML
+    """The launcher and the analysis read a study's config.yaml with one parser: invalid YAML
     or a file that is not a mapping names the file, as a StudyError here and a ConfigError in the launcher."""
     from study.config import ConfigError, read_saved
 
@@ -402,3 +402,15 @@ def test_curves(study):
     assert len(c) == len(study.curves[study.curves["curve"] == "morf_curve"]) and (c["source"] == "curves").all()
     with pytest.raises(ValueError, match="unknown curve"):
         analysis.curve(study, "nope")
+
+
+def test_every_per_sample_value_is_written_once(study):
+    """The stage writes each (model, method, metric, level, sample) once, test accuracy included, so the
+    analysis needs no de-duplication: a duplicate would weigh one image twice in every mean."""
+    ev = study.evaluation[study.evaluation["sample"] >= 0]
+    keys = ["dataset", "penalty", "model_id", "method", "metric", "level", "sample"]
+    dup = ev[ev.duplicated(keys, keep=False)]
+    assert dup.empty, dup.head()
+    acc = ev[ev["metric"] == "accuracy"]
+    assert len(acc) and (acc["method"] == "").all()
+    assert acc.groupby("model_id")["sample"].nunique().eq(acc.groupby("model_id").size()).all()

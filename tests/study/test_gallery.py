@@ -14,7 +14,7 @@ from evaluation import stage
 from evaluation.attributions import attribute
 from study import analysis
 from study import loading
-from foundations import schemas as results_mod
+from foundations import schemas
 from tests.study.report_fixture import METHODS, N_EVAL
 from tests.study.test_report import copy_study
 
@@ -24,9 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 def test_the_stage_writes_the_first_evaluated_images_with_each_methods_map(tiny_study, mnist):
     from foundations.data import to_float
 
-    g = results_mod.read_table(tiny_study, "gallery")
-    sel = results_mod.read_table(tiny_study, "selected")
-    assert list(g.columns) == results_mod.GALLERY.names
+    g = schemas.read_table(tiny_study, "gallery")
+    sel = schemas.read_table(tiny_study, "selected")
+    assert list(g.columns) == schemas.GALLERY.names
     n = stage.Evaluation().gallery_n
     idx = stage.sample_indices(len(mnist.test_y), N_EVAL, 0)[:n]
     for _, row in sel.iterrows():
@@ -75,7 +75,7 @@ def test_a_gallery_table_round_trips_through_the_analysis(tmp_path):
              "map": np.full(784, j, np.float32), "seed": 0} for j in range(3)]
     import pandas as pd
 
-    results_mod.write_table(pd.DataFrame(rows), tmp_path, "gallery", key="none-t1")
+    schemas.write_table(pd.DataFrame(rows), tmp_path, "gallery", key="none-t1")
     (tmp_path / "config.yaml").write_text("name: s\n")
     s = analysis.load(tmp_path)
     assert s.gallery["sample"].tolist() == [10, 11, 12] and s.missing == list(loading.TABLES)

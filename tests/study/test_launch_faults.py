@@ -1,4 +1,4 @@
-"""The launcher under faults a new user meets (issue 11): real signals to a real run, infeasible
+"""The launcher under faults a new user meets: real signals to a real run, infeasible
 resources, unreachable addresses, unwritable outputs. Each test starts the launcher as a
 subprocess (its own session, so the signal reaches its whole process group as Ctrl-C would)."""
 
@@ -76,7 +76,7 @@ SCHEDULES = ["sequential", "concurrent"]  # one search after the other (run_sear
 @pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.ray
 def test_ctrl_c_in_first_epoch_loses_nothing_and_resume_finishes(tmp_path, data_root, schedule):
-    """Issue 11.1: SIGINT 1 s after the first trial started -> exit 130, nothing marked done; resume finishes."""
+    """SIGINT 1 s after the first trial started -> exit 130, nothing marked done; resume finishes."""
     out = tmp_path / "int6"
     exp = out / "tune" / "mnist-none"
     journal = out / "optuna" / "mnist-none.journal"  # Optuna records a trial as Tune starts it; Tune's
@@ -112,7 +112,7 @@ def test_ctrl_c_in_first_epoch_loses_nothing_and_resume_finishes(tmp_path, data_
 
 @pytest.mark.ray
 def test_a_search_marked_done_by_the_old_interrupt_bug_is_searched_again(tmp_path, data_root):
-    """Issue 11.1, folders written before the fix: a search marked done whose trials were `stopped` at 0
+    """Folders written before the fix: a search marked done whose trials were `stopped` at 0
     epochs used to answer "(already done)" forever; a resume now discards it and searches it again."""
     out = tmp_path / "old"
     r = subprocess.run(_cmd(out, "-q"), cwd=REPO, env=_env(data_root), capture_output=True, text=True, timeout=600)
@@ -133,7 +133,7 @@ def test_a_search_marked_done_by_the_old_interrupt_bug_is_searched_again(tmp_pat
 @pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.ray
 def test_ctrl_c_while_trials_start_prints_the_launchers_line(tmp_path, data_root, schedule):
-    """Issue 11.3: SIGINT while the trials are still starting: once Tune shows its first status table
+    """SIGINT while the trials are still starting: once Tune shows its first status table
     (all PENDING), or, with the concurrent schedule (no Tune table), once the search's folder exists."""
     out = tmp_path / "start"
     exp = out / "tune" / "mnist-none"
@@ -146,7 +146,7 @@ def test_ctrl_c_while_trials_start_prints_the_launchers_line(tmp_path, data_root
 
 @pytest.mark.ray
 def test_ctrl_c_while_ray_starts_names_the_interrupt(tmp_path, data_root):
-    """Issue 11.3: `[study] interrupted ()` -- a Ctrl-C before any search still says what happened."""
+    """`[study] interrupted ()` -- a Ctrl-C before any search still says what happened."""
     out = tmp_path / "early"
     log = tmp_path / "run.log"
     rc, text = _interrupt_when(_cmd(out), _env(data_root), lambda: "[study] tiny:" in log.read_text(), log)
@@ -154,7 +154,7 @@ def test_ctrl_c_while_ray_starts_names_the_interrupt(tmp_path, data_root):
 
 
 def test_summary_line_never_counts_stopped_trials_as_ok():
-    """Issue 11.1: `stopped` (ASHA's early stop) is reported as such, never as ok."""
+    """`stopped` (ASHA's early stop) is reported as such, never as ok."""
     import pandas as pd
 
     from study.search import summary_line
@@ -187,7 +187,7 @@ def test_summary_line_never_counts_stopped_trials_as_ok():
 )
 @pytest.mark.ray
 def test_infeasible_resources_stop_with_one_line(tmp_path, data_root, override, message):
-    """Issue 11.4: a trial no node can hold used to stay PENDING forever; now one line, exit 2."""
+    """A trial no node can hold used to stay PENDING forever; now one line, exit 2."""
     cmd = _cmd(tmp_path / "o", "--num-gpus", "0", "--set", override)
     try:
         r = subprocess.run(
@@ -203,7 +203,7 @@ def test_infeasible_resources_stop_with_one_line(tmp_path, data_root, override, 
 
 @pytest.mark.ray
 def test_a_cluster_that_may_grow_gets_a_warning_after_the_wait(monkeypatch):
-    """Issue 11.4: with workers on their way the launcher waits (configurable), warns, and goes on."""
+    """With workers on their way the launcher waits (configurable), warns, and goes on."""
     from study import resources
     from study.resources import EXPECT_WORKERS_ENV
     from study.config import ConfigError, load_config
@@ -239,7 +239,7 @@ def test_a_cluster_that_may_grow_gets_a_warning_after_the_wait(monkeypatch):
 
 
 def test_unwritable_output_is_one_line_before_ray(tmp_path, data_root):
-    """Issue 11.6: an existing file, a path through a file, /proc/x, an unwritable /sys path: exit 2, one line,
+    """An existing file, a path through a file, /proc/x, an unwritable /sys path: exit 2, one line,
     no Ray."""
     from tests.study.test_launch import _launch_no_ray
 
@@ -260,7 +260,7 @@ def test_unwritable_output_is_one_line_before_ray(tmp_path, data_root):
 
 
 def test_unreachable_address_fails_at_once_with_one_line(tmp_path, data_root):
-    """Issue 11.5: `--address 127.0.0.1:1` hung (GCS retries), `http://` took 90 s: now one line, exit 2, no Ray."""
+    """`--address 127.0.0.1:1` hung (GCS retries), `http://` took 90 s: now one line, exit 2, no Ray."""
     from tests.study.test_launch import _launch_no_ray
 
     cases = [
@@ -278,7 +278,7 @@ def test_unreachable_address_fails_at_once_with_one_line(tmp_path, data_root):
 
 
 def test_smoke_test_keeps_explicit_sets_and_resume_finds_it(tmp_path, monkeypatch, data_root):
-    """Issue 11.8: `--smoke-test --set epochs=3` trained 1 epoch; `--smoke-test --resume` looked in outputs/quick."""
+    """`--smoke-test --set epochs=3` trained 1 epoch; `--smoke-test --resume` looked in outputs/quick."""
     from study.launch import parse_args, resolve_config
     from study.search import check_output
 
@@ -298,7 +298,7 @@ def test_smoke_test_keeps_explicit_sets_and_resume_finds_it(tmp_path, monkeypatc
 
 
 def test_a_different_study_in_the_output_folder_points_to_resume_first(tmp_path, data_root):
-    """Issue 11.7: the error advised deleting the folder; it names the differing keys and --resume first."""
+    """The error advised deleting the folder; it names the differing keys and --resume first."""
     from tests.study.test_launch import _launch_no_ray
 
     from study.config import load_config
@@ -319,7 +319,7 @@ def test_a_different_study_in_the_output_folder_points_to_resume_first(tmp_path,
 
 @pytest.mark.parametrize("module", ["study.analysis", "evaluation.stage"])
 def test_module_help_and_a_missing_study(module, tmp_path):
-    """Issue 11.9: `python -m study.analysis --help` and `python -m evaluation.stage --help` printed nothing."""
+    """`python -m study.analysis --help` and `python -m evaluation.stage --help` printed nothing."""
     r = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith(f"usage: python -m {module}"), r.stdout + r.stderr
     args = [str(tmp_path / "nothing")] if module == "study.analysis" else ["--output", str(tmp_path / "nothing")]
@@ -332,7 +332,7 @@ def test_module_help_and_a_missing_study(module, tmp_path):
 
 
 def test_a_study_without_the_none_baseline_is_warned_about(tmp_path, data_root):
-    """Issue 11.10: without `none` the selection has no baseline (NaN) and calls everything within tolerance."""
+    """Without `none` the selection has no baseline (NaN) and calls everything within tolerance."""
     from tests.study.test_launch import _launch_no_ray
 
     from study.config import load_config

@@ -95,7 +95,7 @@ def test_searches_overlap_and_evaluation_starts_before_the_last_search_ends(two_
 
 
 def test_the_whole_evaluation_plan_is_printed_before_the_first_search(two_runs):
-    """Issue 11.10 under the concurrent schedule: the evaluation's size is printed before any search runs,
+    """Under the concurrent schedule: the evaluation's size is printed before any search runs,
     and it is the plan the stage then ran (6 selected models; 2 chunks of 8 images, 1 ROAR retrain each)."""
     conc, _, sel_c, _, logs, _ = two_runs
     lines = [x for msg in logs for x in msg.splitlines()]

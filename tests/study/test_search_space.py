@@ -1,5 +1,5 @@
 """The three forms of a search-space value (fixed, log-uniform range, grid), the trials they make, and
-the replicate selection of a fixed-λ search (issue 13). Unit tests: no Ray."""
+the replicate selection of a fixed-λ search. Unit tests: no Ray."""
 
 from __future__ import annotations
 

@@ -128,7 +128,7 @@ def test_cli_prints_records(data_root):
 
 
 def test_standard_batch_norm_trains_the_loss_through_torchs_batchnorm_and_keeps_g_exact(fashion):
-    """Issue 13.8: cnn4b's cross-entropy goes through torch's BatchNorm; the penalty's g keeps the batch
+    """cnn4b's cross-entropy goes through torch's BatchNorm; the penalty's g keeps the batch
     statistics constant (the exact per-sample form, checked against a per-sample loop in test_saliency)."""
     import torch.nn.functional as F
 

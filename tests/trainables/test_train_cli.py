@@ -1,4 +1,4 @@
-"""`python -m trainables.train` as a new user meets it (issue 11.9): one-line errors, help for every option."""
+"""`python -m trainables.train` as a new user meets it: one-line errors, help for every option."""
 
 from __future__ import annotations
 
