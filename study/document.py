@@ -11,6 +11,7 @@ import base64
 import datetime as _dt
 import html
 import os
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -345,3 +346,14 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def cli_build(build: Callable[[], Path], errors: tuple[type[BaseException], ...]) -> int:
+    """A document's command line: its path on stdout (exit 0), or one ``error:`` line (exit 2) for ``errors``."""
+    try:
+        path = build()
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0

@@ -30,7 +30,8 @@ from study import analysis as A
 from study import loading, replicates
 from foundations import schemas as R
 from study.document import (
-    Doc, Figure, Figures, Table, figure_legend, fmt_ci, fmt_num, metric_label, render_md, style, write_text_atomic,
+    Doc, Figure, Figures, Table, cli_build, figure_legend, fmt_ci, fmt_num, metric_label, render_md, style,
+    write_text_atomic,
 )
 
 # the table's columns, in order: (metric, method, scale, label); method "" = a property of the model
@@ -368,14 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", default="none", help="penalty the others are compared with (default: none)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the page's path")
     args = p.parse_args(argv)
-    try:
-        path = build_results(args.output, args.page, notes=args.notes, baseline=args.baseline, readme=args.readme,
-                             log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
-    except (FileNotFoundError, loading.StudyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
+    log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    return cli_build(lambda: build_results(args.output, args.page, notes=args.notes, baseline=args.baseline,
+                                           readme=args.readme, log=log),
+                     (FileNotFoundError, loading.StudyError, ValueError))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import pandas as pd
 from study import analysis as A
 from study import loading
 from study.document import (
-    FORMATS, Doc, Figure, Figures, Table, best_flags, direction_arrow, figure_legend,
+    FORMATS, cli_build, Doc, Figure, Figures, Table, best_flags, direction_arrow, figure_legend,
     fmt_ci, fmt_num, fmt_pct, grid_shape, hide_unused_axes, log_x_axis, metric_label, render_html, render_md, style,
     write_text_atomic,
 )
@@ -901,22 +901,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the report's path")
     args = p.parse_args(argv)
-    try:
-        path = build_report(
-            args.output,
-            args.format or FORMATS,
-            out_dir=args.out,
-            n_images=args.images,
-            baseline=args.baseline,
-            embed=args.embed,
-            seed=args.seed,
-            log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
-        )
-    except (FileNotFoundError, loading.StudyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
+    log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    return cli_build(lambda: build_report(args.output, args.format or FORMATS, out_dir=args.out, n_images=args.images,
+                                          baseline=args.baseline, embed=args.embed, seed=args.seed, log=log),
+                     (FileNotFoundError, loading.StudyError, ValueError))
 
 
 if __name__ == "__main__":
