@@ -262,6 +262,10 @@ def run_later_stages(cfg: StudyConfig, selected, log=print, quiet: bool = False,
         import inspect
 
         stage(cfg, selected, **({"quiet": True} if quiet and "quiet" in inspect.signature(stage).parameters else {}))
+        if name == "evaluate":  # its results are complete: config.yaml may now record its settings
+            from study import saved_config
+
+            saved_config.evaluation_done(cfg)
         log(f"[{name}] done in {time.perf_counter() - t0:.1f} s")
 
 
