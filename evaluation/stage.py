@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from evaluation.config import Evaluation
-from foundations import schemas as results, seeds, storage
+from foundations import model_paths, schemas as results, seeds, storage
 from foundations.schemas import CURVES, EVALUATION, GALLERY, ROAR
 
 # the three tables of this stage; their schemas live with the others in foundations/schemas.py
@@ -523,7 +523,8 @@ class Runner:
 
     def add(self, selected: pd.DataFrame, tasks: list[Task]) -> int:
         """Queue the tasks whose file is missing (rows of ``selected`` describe their models)."""
-        self.rows.update({model_id(r): r.to_dict() for _, r in selected.iterrows()})
+        # model files resolved in this study folder (relative paths; an old absolute one only if in this folder)
+        self.rows.update({model_id(r): model_paths.resolve_row(self.out, r.to_dict()) for _, r in selected.iterrows()})
         todo = missing(missing(tasks, self.out), self.staging)  # done in the tables, or staged by an earlier run
         self.stats["total"] += len(tasks)
         self.stats["submitted"] += len(todo)

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-from foundations import storage
+from foundations import model_paths, storage
 from study import mounts
 from study.cluster import CONFIG_ENV, EXCLUDES, trial_shortfall
 from study.config import (
@@ -456,6 +456,11 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     return 2
                 selected = read_table(cfg.location, "selected")
+                try:  # every model in this folder, before any task starts (never another folder's)
+                    [model_paths.resolve_row(cfg.location, r) for r in selected.to_dict("records")]
+                except model_paths.ModelPathError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 2
             elif cfg.schedule == "concurrent":  # every search and evaluation task at once (study/schedule.py)
                 from study.schedule import run_study
 

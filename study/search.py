@@ -47,7 +47,7 @@ import torch
 from foundations import data as data_mod
 from foundations import schemas as R
 from foundations.schemas import git_commit  # noqa: F401  (re-exported: provenance of every row)
-from foundations import seeds, storage
+from foundations import model_paths, seeds, storage
 from study import journal, saved_config
 from foundations.statistics import front_mask
 from study.config import StudyConfig
@@ -549,8 +549,8 @@ def select(cfg: StudyConfig, trials: pd.DataFrame, export: bool = True) -> pd.Da
                         "on_dataset_pareto_front": pick["trial_id"] in on_front,
                         "n_trials": len(all_p),
                         "n_failed": int((all_p["status"] == "error").sum()),
-                        "weights_path": weights,
-                        "config_path": conf,
+                        "weights_path": model_paths.to_stored(cfg.location, weights),  # relative to the study
+                        "config_path": model_paths.to_stored(cfg.location, conf),
                         "git_commit": pick["git_commit"],
                     }
                 )
