@@ -401,6 +401,16 @@ def check_resources(cfg: StudyConfig, address: str | None, log=print, wait_s: fl
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The launch (:func:`_main`); the study folder's lock, taken there, is released however it ends."""
+    from study import lock
+
+    try:
+        return _main(argv)
+    finally:
+        lock.release_all()
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.job:
         args.address = "auto"
@@ -423,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {w}", file=sys.stderr, flush=True)
         check_data(cfg)
         check_output_writable(cfg)
-        from study import search
+        from study import lock, search
+
+        lock.acquire(cfg.location)  # one run per study folder, until this launch ends (study/lock.py)
 
         search.check_output(cfg)
     except (ConfigError, ValueError) as exc:
