@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from evaluation.config import Evaluation
-from foundations import schemas as results, seeds, storage
+from foundations import model_paths, schemas as results, seeds, storage
 from foundations.schemas import CURVES, EVALUATION, GALLERY, ROAR
 
 # the three tables of this stage; their schemas live with the others in foundations/schemas.py
@@ -105,8 +105,9 @@ def fingerprints(s: StageSettings) -> dict[str, str]:
     """Per task kind, a short hash of every setting that changes that kind's rows.
 
     It is part of each task's key (its file name): rerunning the stage with other settings (other
-    methods, metrics, n_samples, chunk size, parameters, seed, ROAR training) plans new keys, and
-    :func:`run_stage` removes the files of the old ones, so a table never mixes two settings.
+    methods, metrics, n_samples, chunk size, parameters, seed, ROAR training) plans new keys, written
+    beside the tables (:data:`STAGING`) and swapped in only once complete, so a table never mixes two
+    settings and the old results stay until their replacements exist.
     Resources, concurrency and retries are not in it: they do not change a single value.
     """
     import hashlib
@@ -218,6 +219,40 @@ def stale(tasks: list[Task], out: Path | str) -> list[str]:
         for rel in storage.list_files(storage.join(out, table), ".parquet")
     ]
     return sorted(f for f in found if f not in planned)
+
+
+STAGING = ".staging"  # results of new settings, written here beside the tables until the whole plan is done
+
+
+def other_settings(out: Path | str, fps: dict[str, str]) -> int:
+    """How many files of the ``evaluation``/``roar`` tables carry another settings fingerprint than ``fps``."""
+    n = 0
+    for table, kind in (("evaluation", "metrics"), ("roar", "roar")):
+        for rel in storage.list_files(storage.join(out, table), ".parquet"):
+            stem = rel.rsplit("/", 1)[-1][: -len(".parquet")]
+            n += "__s" not in stem or stem.rsplit("__s", 1)[1] != fps[kind]
+    return n
+
+
+def swap_in(tasks: list[Task], staging: str, out: str) -> tuple[int, int]:
+    """Move the staged files of ``tasks`` (and the gallery of each model whose chunk 0 was staged) into the
+    tables, then remove the staging folder; (files moved, unplanned staged result files dropped)."""
+    if not storage.exists(staging):
+        return 0, 0
+    staged = {storage.join(staging, rel) for rel in storage.list_files(staging)}
+    keep = {str(t.path(staging)) for t in tasks} & staged
+    keep |= {str(gallery_path(t, staging)) for t in tasks if t.kind == "metrics" and t.chunk == 0
+             and str(t.path(staging)) in staged}  # a gallery goes with the metrics that wrote it
+    moved = dropped = 0
+    for src in sorted(staged):
+        rel = src[len(staging.rstrip("/")) + 1 :]
+        if src in keep:
+            storage.move(src, storage.join(out, rel))
+            moved += 1
+        elif rel.endswith(".parquet") and not rel.startswith("."):
+            dropped += 1
+    storage.delete(staging)
+    return moved, dropped
 
 
 def missing(tasks: list[Task], out: Path | str) -> list[Task]:
@@ -448,6 +483,9 @@ class Runner:
         import ray
 
         self.s, self.out, self.log, self.progress_every = s, storage.normalize(out), log, progress_every
+        # results of other settings in the tables: this run's files go beside them until the plan is complete
+        self.staging = storage.join(self.out, STAGING)
+        self.write_to = self.staging if other_settings(self.out, fingerprints(s)) else self.out
         opts = dict(num_cpus=s.cpu, num_gpus=s.gpu, max_retries=s.max_retries)
         self._metrics = ray.remote(metrics_task).options(**opts)
         self._roar = ray.remote(roar_task).options(**opts)
@@ -485,15 +523,16 @@ class Runner:
 
     def add(self, selected: pd.DataFrame, tasks: list[Task]) -> int:
         """Queue the tasks whose file is missing (rows of ``selected`` describe their models)."""
-        self.rows.update({model_id(r): r.to_dict() for _, r in selected.iterrows()})
-        todo = missing(tasks, self.out)
+        # model files resolved in this study folder (relative paths; an old absolute one only if in this folder)
+        self.rows.update({model_id(r): model_paths.resolve_row(self.out, r.to_dict()) for _, r in selected.iterrows()})
+        todo = missing(missing(tasks, self.out), self.staging)  # done in the tables, or staged by an earlier run
         self.stats["total"] += len(tasks)
         self.stats["submitted"] += len(todo)
         self.queue += todo
         return len(todo)
 
     def _submit(self) -> None:
-        s, out = self.s, str(self.out)
+        s, out = self.s, str(self.write_to)
         while self.queue and len(self.pending) < self.max_in_flight:
             task = self.queue.pop(0)
             row, ref_splits = self.rows[task.model_id], self.splits(task.dataset)
@@ -533,9 +572,13 @@ class Runner:
         return info
 
     def finish(self, selected: pd.DataFrame, remove_stale: bool = True) -> dict:
-        """After the last task: remove files no planned task writes (other settings, models no longer
-        selected; ``remove_stale=False`` when the caller did before planning) and derive the curves table."""
-        old = stale(self.tasks_for(selected) if len(selected) else [], self.out) if remove_stale else []
+        """After the last task, once every planned file exists: remove files no planned task writes (other
+        settings, models no longer selected), move the staged new ones in, derive the curves table."""
+        planned = self.tasks_for(selected) if len(selected) else []
+        left = missing(missing(planned, self.out), self.staging)
+        if left:  # never swap in an incomplete set: the old results stay
+            raise RuntimeError(f"{len(left)} planned evaluation task(s) have no result file; rerun to compute them")
+        old = stale(planned, self.out) if remove_stale else []
         if old:
             self.log(
                 f"[evaluate] removing {len(old)} result file(s) of other evaluation settings or of models no "
@@ -543,6 +586,11 @@ class Runner:
             )
             for f in old:
                 storage.delete(f)
+        moved, dropped = swap_in(planned, self.staging, self.out)
+        if moved:
+            self.log(f"[evaluate] {moved} new result file(s) of these settings moved into the tables")
+        if dropped:
+            self.log(f"[evaluate] {dropped} unfinished result file(s) of other settings dropped from {self.staging}")
         self.stats["wall_seconds"] = time.perf_counter() - self.t0
         write_curves(self.out, self.s.study)
         return self.stats
@@ -564,14 +612,9 @@ def run_stage(
         return {"total": 0, "submitted": 0}
     runner = Runner(s, out, log, progress_every)
     all_tasks = runner.tasks_for(selected)
-    old = stale(all_tasks, out)  # before planning what is missing: a stale file never counts as done
-    if old:
-        log(
-            f"[evaluate] removing {len(old)} result file(s) of other evaluation settings or of models no longer "
-            f"selected (the tables then hold only this plan's results)"
-        )
-        for f in old:
-            storage.delete(f)
+    if runner.write_to != runner.out:
+        log(f"[evaluate] the tables hold results of other settings: they stay until this plan's results are "
+            f"complete (written to {runner.write_to} meanwhile)")
     todo = runner.add(selected, all_tasks)
     log(describe_plan(all_tasks, s))
     log(f"[evaluate] {len(all_tasks)} tasks, {len(all_tasks) - todo} already done, {todo} to run")
@@ -580,7 +623,7 @@ def run_stage(
         ready, _ = ray.wait(runner.refs(), num_returns=1)
         for ref in ready:
             runner.complete(ref)
-    return runner.finish(selected, remove_stale=False)  # removed above, before planning
+    return runner.finish(selected)  # the old results go only now, once their replacements exist
 
 
 def write_curves(out: str | Path, study: str) -> pd.DataFrame:

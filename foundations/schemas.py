@@ -119,8 +119,8 @@ SELECTED = pa.schema(
         ("on_dataset_pareto_front", pa.bool_()),  # over all penalties of the dataset
         ("n_trials", pa.int64()),
         ("n_failed", pa.int64()),
-        ("weights_path", pa.string()),  # absolute, state_dict .pt
-        ("config_path", pa.string()),  # absolute, JSON (TrainConfig + trial + study)
+        ("weights_path", pa.string()),  # relative to the study folder (a URI: absolute), state_dict .pt
+        ("config_path", pa.string()),  # relative like weights_path, JSON (TrainConfig + trial + study)
         ("git_commit", pa.string()),
     ]
 )

@@ -307,6 +307,16 @@ def delete(loc) -> None:
         fs.delete_file(path)
 
 
+def move(src, dst) -> None:
+    """Move a file to ``dst`` (replacing it): a rename for a local file, a copy then delete for an object."""
+    if not is_remote(src) and not is_remote(dst):
+        Path(normalize(dst)).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(normalize(src), normalize(dst))
+        return
+    write_bytes(dst, read_bytes(src))
+    delete(src)
+
+
 def upload(local: str | Path, loc) -> None:
     """Copy a local file to ``loc``."""
     write_bytes(loc, Path(local).read_bytes())

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-from foundations import storage
+from foundations import model_paths, storage
 from study import mounts
 from study.cluster import CONFIG_ENV, EXCLUDES
 from study.resources import check_resources
@@ -262,6 +262,10 @@ def run_later_stages(cfg: StudyConfig, selected, log=print, quiet: bool = False,
         import inspect
 
         stage(cfg, selected, **({"quiet": True} if quiet and "quiet" in inspect.signature(stage).parameters else {}))
+        if name == "evaluate":  # its results are complete: config.yaml may now record its settings
+            from study import saved_config
+
+            saved_config.evaluation_done(cfg)
         log(f"[{name}] done in {time.perf_counter() - t0:.1f} s")
 
 
@@ -335,6 +339,16 @@ def check_cluster_storage(cfg: StudyConfig, address: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The launch (:func:`_main`); the study folder's lock, taken there, is released however it ends."""
+    from study import lock
+
+    try:
+        return _main(argv)
+    finally:
+        lock.release_all()
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.job:
         args.address = "auto"
@@ -357,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {w}", file=sys.stderr, flush=True)
         check_data(cfg)
         check_output_writable(cfg)
-        from study import search, selection
+        from study import lock, search, selection
+
+        lock.acquire(cfg.location)  # one run per study folder, until this launch ends (study/lock.py)
 
         search.check_output(cfg)
     except (ConfigError, ValueError) as exc:
@@ -390,6 +406,11 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     return 2
                 selected = read_table(cfg.location, "selected")
+                try:  # every model in this folder, before any task starts (never another folder's)
+                    [model_paths.resolve_row(cfg.location, r) for r in selected.to_dict("records")]
+                except model_paths.ModelPathError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 2
             elif cfg.search.schedule == "concurrent":  # every search and evaluation task at once (study/schedule.py)
                 from study.schedule import run_study
 

@@ -233,6 +233,7 @@ def run_study(
                     runner.complete(ref)
         runner.log = log
         st = runner.finish(selected)
+        search.saved_config.evaluation_done(cfg)  # complete: config.yaml records the evaluation settings
         if stats is not None:
             stats.update(st)
         stats = st

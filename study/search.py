@@ -43,9 +43,9 @@ from foundations import data as data_mod
 from foundations import schemas as R
 from foundations.schemas import git_commit  # noqa: F401  (re-exported: provenance of every row)
 from foundations import seeds, storage
-from study import journal
+from study import journal, saved_config
 from foundations.statistics import front_mask
-from study.config import StudyConfig, dump_config
+from study.config import StudyConfig
 from study.selection import select
 
 OBJECTIVE_METRICS = ("val_acc", "val_morf")
@@ -535,10 +535,12 @@ def check_output(cfg: StudyConfig) -> None:
     """Save the config in a new study folder, or check that an existing one holds the same search."""
     out = cfg.location
     saved = storage.join(out, "config.yaml")
+    kept = None  # the saved evaluation section, kept until the new one's results are complete
     if storage.exists(saved):
         from study.config import config_from_raw, read_saved
 
         old = config_from_raw(read_saved(out))
+        kept = old.evaluation
         a, b = old.search_key(), cfg.search_key()
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         if diff:
@@ -553,7 +555,7 @@ def check_output(cfg: StudyConfig) -> None:
         storage.check_access(out)  # bucket, endpoint and credentials work, before any search
         journal.forget_local_state(out)  # a new study here: journals this head kept from an older one go
     # the data folder as an absolute path, so that a report built from another directory finds the images
-    storage.write_text(saved, dump_config(cfg if cfg.data_root else replace(cfg, data_root=str(cfg.data_path))))
+    saved_config.save(cfg, evaluation=kept)
 
 
 def run_search(cfg: StudyConfig, verbose: int = 1, log: Callable[[str], None] = print) -> pd.DataFrame:

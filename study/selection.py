@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from foundations import schemas as R
-from foundations import storage
+from foundations import model_paths, storage
 from foundations.statistics import front_mask
 from study.config import StudyConfig
 
@@ -110,8 +110,8 @@ def select(cfg: StudyConfig, trials: pd.DataFrame, export: bool = True) -> pd.Da
                         "on_dataset_pareto_front": pick["trial_id"] in on_front,
                         "n_trials": len(all_p),
                         "n_failed": int((all_p["status"] == "error").sum()),
-                        "weights_path": weights,
-                        "config_path": conf,
+                        "weights_path": model_paths.to_stored(cfg.location, weights),  # relative to the study
+                        "config_path": model_paths.to_stored(cfg.location, conf),
                         "git_commit": pick["git_commit"],
                     }
                 )

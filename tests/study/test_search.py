@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from foundations import schemas
+from foundations import model_paths, schemas
 from study import search
 from foundations.statistics import front_mask
 from study.config import load_config
@@ -160,11 +160,11 @@ def test_selected_model_reloads_and_reproduces_its_metrics(study, mnist):
 
     cfg, selected, _ = study
     for _, s in selected.iterrows():
-        conf = json.loads(open(s["config_path"]).read())
+        conf = json.loads(open(model_paths.resolve(cfg.location, s["config_path"])).read())
         tc = TrainConfig(**conf["train_config"])
         assert conf["trial"]["trial_id"] == s["trial_id"] and tc.lam == pytest.approx(s["lam"])
         model = build_model(s["model"])
-        model.load_state_dict(torch.load(s["weights_path"], map_location="cpu"))
+        model.load_state_dict(torch.load(model_paths.resolve(cfg.location, s["weights_path"]), map_location="cpu"))
         val_x, val_y = TrainRun(tc, mnist).val_set()
         assert accuracy(model, val_x, val_y) == pytest.approx(s["val_acc"], abs=1e-9)
         score = explanation_score(model, to_float(mnist.val_x[: cfg.search.explain_n]), cfg.search.morf_levels)
