@@ -25,7 +25,7 @@ from pathlib import Path
 
 
 from foundations import storage
-from study import mounts
+from study import interrupts, mounts
 from study.cluster import CONFIG_ENV, EXCLUDES, trial_shortfall
 from study.config import (
     PRESETS, REPO_ROOT, ConfigError, StudyConfig, apply_overrides, config_from_raw, load_raw, read_saved,
@@ -235,10 +235,12 @@ def ray_session(address: str | None, num_cpus: int | None = None, num_gpus: int 
                 "excludes": list(EXCLUDES),
                 "env_vars": storage.worker_env(),
             }
-        ray.init(address=address, **kwargs)
+        with interrupts.sigterm_held():
+            ray.init(address=address, **kwargs)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster, no token needed
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+        with interrupts.sigterm_held():  # the private Ray outlives a group SIGTERM until the graceful stop is done
+            ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
     try:
         yield ray
     finally:
@@ -433,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     t0, started = time.perf_counter(), time.time()
     try:
-        with ray_session(args.address, args.num_cpus, args.num_gpus):
+        with interrupts.sigterm_as_ctrl_c(), ray_session(args.address, args.num_cpus, args.num_gpus):
             print(f"[study] Ray up in {time.perf_counter() - t0:.1f} s", flush=True)
             try:
                 check_cluster_storage(cfg, args.address)
@@ -471,8 +473,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_later_stages(cfg, selected, log=lambda s: print(s, flush=True), quiet=args.quiet, skip=done)
     except (KeyboardInterrupt, search.SearchInterrupted) as exc:
         record_run(cfg, argv, started, time.perf_counter() - t0, "interrupted")
-        print(f"\n[study] interrupted ({str(exc) or 'Ctrl-C'}); rerun the same command to continue", file=sys.stderr)
-        return 130
+        print(f"\n[study] interrupted ({interrupts.what(exc)}); rerun the same command to continue", file=sys.stderr)
+        return interrupts.exit_code()
     record_run(cfg, argv, started, time.perf_counter() - t0, "finished")
     print(f"[study] finished in {time.perf_counter() - t0:.1f} s; results in {cfg.location}", flush=True)
     return 0
