@@ -197,7 +197,18 @@ def check_data(cfg: StudyConfig) -> None:
         try:
             data_mod.verify(cfg.data_path, ds)
         except data_mod.DataError as exc:
-            raise ConfigError(f"data: {exc}") from None
+            raise ConfigError(f"data: {data_hint(cfg, ds, exc)}") from None
+
+
+def data_hint(cfg: StudyConfig, dataset: str, exc: Exception) -> str:
+    """A data error with the way out: a missing file most often means the data moved (``--set data_root``)."""
+    text = str(exc)
+    if ": missing " not in text:
+        return text  # a corrupt file: its own advice (delete, prepare again)
+    root = cfg.data_path
+    return (f"{text.split('; run ')[0]}; valid choices: --set data_root=DIR where the prepared data now lies "
+            f"(or SALIENCY_DATA_ROOT=DIR for a study without data_root), or prepare it: "
+            f"python -m foundations.data prepare --root {root} --dataset {dataset}")
 
 
 def check_output_writable(cfg: StudyConfig) -> None:

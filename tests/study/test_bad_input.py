@@ -72,3 +72,19 @@ def test_train_cli_refuses_an_infinite_learning_rate(capsys):
     lines = [ln for ln in cap.err.splitlines() if ln.strip()]
     assert rc == 2 and lines == ["error: lr: must be a finite number > 0, got inf"], (rc, cap.err[-2000:])
     assert cap.out == ""
+
+
+def test_a_study_whose_data_moved_is_told_how_to_point_to_it(tmp_path, data_root):
+    """The saved data_root no longer holds the data: the line names `--set data_root=`, which works, before the
+    `prepare --root <old path>` that would download it all again into the old place."""
+    from study.config import load_config
+    from study.search import check_output
+
+    out, old = tmp_path / "study", tmp_path / "old-data"
+    check_output(load_config("quick", [f"output={out}", f"data_root={old}", "datasets=[mnist]"]))  # its config.yaml
+    env = {**ray_env(), "PYTHONPATH": str(REPO)}
+    runs = _launch_no_ray([["--resume", "--output", str(out)]], env=env)
+    lines = [ln for ln in runs[0]["stderr"].splitlines() if ln.strip()]
+    assert runs[0]["rc"] == 2 and len(lines) == 1, runs[0]
+    assert lines[0].startswith(f"error: data: mnist: missing {old}"), lines[0]
+    assert "--set data_root=DIR" in lines[0] and lines[0].index("data_root=DIR") < lines[0].index("prepare"), lines[0]
