@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from foundations.data import TEST_SIZE
 from trainables.config import ConfigError, check_choice, check_fraction, check_int_ge, check_list
 
 ROAR_REPLACEMENTS = ("mean", "zero")
@@ -110,6 +111,8 @@ class Evaluation:
         check_int_ge("n_samples", self.n_samples, 1)
         check_int_ge("chunk_size", self.chunk_size, 1)
         check_int_ge("gallery_n", self.gallery_n, 0)
+        for key, low in (("n_samples", 1), ("gallery_n", 0)):
+            check_test_images(key, getattr(self, key), low)
 
     @property
     def evaluate_metrics(self) -> list[str]:
@@ -120,3 +123,10 @@ class Evaluation:
     def roar_methods(self) -> list[str]:
         """The methods ranked for ROAR: ``roar.methods`` (default: ``methods``), none without ``roar``."""
         return list(self.roar.methods or self.methods) if "roar" in self.metrics else []
+
+
+def check_test_images(key: str, n: int, low: int) -> None:
+    """A count of test images cannot exceed the test split (the same size for every dataset)."""
+    if n > TEST_SIZE:
+        raise ConfigError(f"{key}: must be an integer in [{low}, {TEST_SIZE}] (the test set has {TEST_SIZE} images), "
+                          f"got {n}")

@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # torch is imported where tensors are made: checking a name o
 DATASETS = ("mnist", "fashion-mnist")
 NUM_CLASSES = 10
 IMAGE_SHAPE = (1, 28, 28)
+TEST_SIZE = 10_000  # images in the official test split of each dataset
 
 # torchvision's folder names: root/<folder>/raw/<file>
 _FOLDER = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}

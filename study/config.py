@@ -42,6 +42,35 @@ SCHEDULES = ("concurrent", "sequential")
 # layer that validates a configuration; every check of this module raises it.
 
 
+NAME_MAX_CHARS = 100
+NAME_FORM = f"one folder name of 1 to {NAME_MAX_CHARS} letters, digits, '.', '_' or '-', not '.' or '..'"
+PATH_MAX_BYTES, PART_MAX_BYTES = 4096, 255  # Linux's PATH_MAX and NAME_MAX
+
+
+def _shown(value: str) -> str:
+    """A value for an error line: itself if short, else its start and its length."""
+    return repr(value) if len(value) <= 60 else f"{value[:40]!r}... ({len(value)} characters)"
+
+
+def check_name(name: str) -> None:
+    """A study name becomes the folder ``outputs/<name>``: a single path component of safe characters."""
+    if (len(name) > NAME_MAX_CHARS or name in (".", "..") or not all(c.isascii() and (c.isalnum() or c in "._-")
+                                                                       for c in name)):
+        raise ConfigError(f"name: must be {NAME_FORM}, got {_shown(name)}; valid choices: e.g. quick, paper-v2")
+
+
+def check_path(key: str, value: str) -> None:
+    """A local path the filesystem can hold (URIs are the object store's business)."""
+    if not value or "://" in value:
+        return
+    size = len(value.encode())
+    longest = max((len(part.encode()) for part in value.split("/")), default=0)
+    if size > PATH_MAX_BYTES or longest > PART_MAX_BYTES:
+        what = f"{size} characters" if size > PATH_MAX_BYTES else f"a folder name of {longest} characters"
+        raise ConfigError(f"{key}: path too long ({what}), {_shown(value)}; valid choices: a path of at most "
+                          f"{PATH_MAX_BYTES} characters whose folder names have at most {PART_MAX_BYTES}")
+
+
 # --------------------------------------------------------------------------- sections
 SPACE_FORMS = "a number (fixed: every trial uses it), [low, high] (log-uniform range) or {grid: [v1, v2, ...]}"
 
@@ -211,8 +240,9 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         _coerce_fields(self)
-        if not self.name or any(c in self.name for c in "/\\ ="):
-            raise ConfigError(f"name: must be a non-empty name without '/', '\\\\', ' ' or '=', got {self.name!r}")
+        check_name(self.name)
+        check_path("data_root", self.data_root)
+        check_path("output", self.output)
         if self.output:
             from foundations import storage
 

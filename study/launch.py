@@ -24,7 +24,7 @@ from pathlib import Path
 
 
 from foundations import model_paths, storage
-from study import mounts
+from study import interrupts, mounts
 from study.cluster import CONFIG_ENV, EXCLUDES
 from study.resources import check_resources
 from study.config import (
@@ -197,7 +197,18 @@ def check_data(cfg: StudyConfig) -> None:
         try:
             data_mod.verify(cfg.data_path, ds)
         except data_mod.DataError as exc:
-            raise ConfigError(f"data: {exc}") from None
+            raise ConfigError(f"data: {data_hint(cfg, ds, exc)}") from None
+
+
+def data_hint(cfg: StudyConfig, dataset: str, exc: Exception) -> str:
+    """A data error with the way out: a missing file most often means the data moved (``--set data_root``)."""
+    text = str(exc)
+    if ": missing " not in text:
+        return text  # a corrupt file: its own advice (delete, prepare again)
+    root = cfg.data_path
+    return (f"{text.split('; run ')[0]}; valid choices: --set data_root=DIR where the prepared data now lies "
+            f"(or SALIENCY_DATA_ROOT=DIR for a study without data_root), or prepare it: "
+            f"python -m foundations.data prepare --root {root} --dataset {dataset}")
 
 
 def check_output_writable(cfg: StudyConfig) -> None:
@@ -235,10 +246,12 @@ def ray_session(address: str | None, num_cpus: int | None = None, num_gpus: int 
                 "excludes": list(EXCLUDES),
                 "env_vars": storage.worker_env(),
             }
-        ray.init(address=address, **kwargs)
+        with interrupts.sigterm_held():
+            ray.init(address=address, **kwargs)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster, no token needed
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+        with interrupts.sigterm_held():  # the private Ray outlives a group SIGTERM until the graceful stop is done
+            ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
     try:
         yield ray
     finally:
@@ -387,7 +400,7 @@ def _main(argv: list[str] | None = None) -> int:
     )
     t0, started = time.perf_counter(), time.time()
     try:
-        with ray_session(args.address, args.num_cpus, args.num_gpus):
+        with interrupts.sigterm_as_ctrl_c(), ray_session(args.address, args.num_cpus, args.num_gpus):
             print(f"[study] Ray up in {time.perf_counter() - t0:.1f} s", flush=True)
             try:
                 check_cluster_storage(cfg, args.address)
@@ -430,8 +443,8 @@ def _main(argv: list[str] | None = None) -> int:
                 run_later_stages(cfg, selected, log=lambda s: print(s, flush=True), quiet=args.quiet, skip=done)
     except (KeyboardInterrupt, search.SearchInterrupted) as exc:
         record_run(cfg, argv, started, time.perf_counter() - t0, "interrupted")
-        print(f"\n[study] interrupted ({str(exc) or 'Ctrl-C'}); rerun the same command to continue", file=sys.stderr)
-        return 130
+        print(f"\n[study] interrupted ({interrupts.what(exc)}); rerun the same command to continue", file=sys.stderr)
+        return interrupts.exit_code()
     record_run(cfg, argv, started, time.perf_counter() - t0, "finished")
     print(f"[study] finished in {time.perf_counter() - t0:.1f} s; results in {cfg.location}", flush=True)
     return 0

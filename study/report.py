@@ -209,7 +209,7 @@ def _model_table(doc: Doc, s: A.Study, summ: pd.DataFrame, dataset: str) -> None
             f"`none` validation accuracy minus the tolerance ({fmt_pct(tol.iloc[0]) if len(tol) else '?'} points), "
             "so the most accurate trial was taken; compare its explanations with that in mind."
         )
-    if len(sel) and "none" not in sel.index and not np.isfinite(sel["baseline_val_acc"]).any():
+    if len(sel) and "none" not in sel.index and not np.isfinite(sel["baseline_val_acc"]).any() and has_baseline(s):
         doc.note(
             "No `none` baseline in this search: the selection had no accuracy to stay within, so "
             "within_tolerance is not meaningful here."
@@ -761,6 +761,30 @@ def _provenance_section(doc: Doc, s: A.Study) -> None:
 
 
 # --------------------------------------------------------------------------- entry points
+def study_penalties(s: A.Study) -> list[str]:
+    """The penalties of the study: those of its config (searched or still to search) and any in its tables."""
+    return A.order_penalties(set(s.penalties) | set(s.config.get("penalties") or []), s.config.get("penalties"))
+
+
+def has_baseline(s: A.Study, baseline: str = "none") -> bool:
+    return baseline in study_penalties(s)
+
+
+def check_baseline(s: A.Study, baseline: str) -> None:
+    """A baseline must be a penalty of the study; only the default ``none`` may be absent (a study searched
+    without it gets its report without comparisons)."""
+    if baseline != "none" and not has_baseline(s, baseline):
+        raise ValueError(
+            f"baseline: {baseline!r} is not a penalty of this study; valid choices: {', '.join(study_penalties(s))}"
+        )
+
+
+def _no_baseline_note(doc: Doc, baseline: str) -> None:
+    doc.h2(f"Penalties versus the `{baseline}` baseline", "compare")
+    doc.note(f"No `{baseline}` baseline in this study (its penalties have none): no paired comparisons, and the "
+             "selection had no accuracy to stay within, so within_tolerance is not meaningful here.")
+
+
 def build_report(
     output_dir,
     formats: Sequence[str] = FORMATS,
@@ -796,10 +820,7 @@ def build_report(
     if not (isinstance(n_images, int) and n_images >= 0):
         raise ValueError(f"n_images: must be an integer >= 0, got {n_images!r}")
     s = A.load(output_dir)
-    if baseline not in s.penalties:
-        raise ValueError(
-            f"baseline: {baseline!r} is not a penalty of this study; valid choices: {', '.join(s.penalties)}"
-        )
+    check_baseline(s, baseline)
     if out_dir is None:
         if "://" in str(output_dir) and not str(output_dir).startswith("file://"):
             raise ValueError("out_dir is required when the study is not a local folder")
@@ -839,7 +860,10 @@ def build_report(
     guarded("status", _status, doc, s)
     guarded("summary", _summary_section, doc, s, summ, figs)
     doc.links(csvs)
-    guarded("comparison", _compare_section, doc, s, comp, baseline)
+    if has_baseline(s, baseline):
+        guarded("comparison", _compare_section, doc, s, comp, baseline)
+    else:
+        _no_baseline_note(doc, baseline)
     guarded("gallery", _gallery_section, doc, s, figs, n_images)
     guarded("MoRF", _morf_section, doc, s, figs)
     guarded("ROAR", _roar_section, doc, s, figs)

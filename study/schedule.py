@@ -38,7 +38,7 @@ from typing import Callable
 import pandas as pd
 
 from foundations import schemas as R
-from study import journal, search, selection
+from study import journal, progress, search, selection
 from study.config import StudyConfig
 
 
@@ -88,6 +88,7 @@ class _Progress:
         self.t0 = time.perf_counter()
         self.durations: list[float] = []
         self.last = 0.0
+        self.trials: Callable[[], str] = lambda: ""  # the running trials' epochs (study/progress.py)
 
     def line(self, event: str, running: int, waiting: int, done: int, runner) -> None:
         import ray
@@ -105,7 +106,7 @@ class _Progress:
             par = max(1, running)
             eta = f", search ETA ~{per * math.ceil((running + waiting) / par):.0f} s"
         self.log(f"[study] {event} | searches {done} done, {running} running, {waiting} waiting; "
-                 f"{total - avail:g}/{total:g} CPUs busy{ev}; {el:.0f} s{eta}")
+                 f"{total - avail:g}/{total:g} CPUs busy{ev}; {el:.0f} s{eta}{self.trials()}")
         self.last = time.perf_counter()
 
 
@@ -151,6 +152,7 @@ def run_study(
     done: set[tuple[str, str]] = set()
     limit = search_limit(cfg, ray.cluster_resources().get("CPU", 1))
     prog = _Progress(log, len(order))
+    prog.trials = lambda: progress.describe(progress.running_trials(cfg.location, [v[:2] for v in running.values()]))
     runner = (
         stage.Runner(stage.settings_from_config(cfg), cfg.location, log=lambda _m: None, progress_every=float("inf"))
         if evaluate

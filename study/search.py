@@ -44,6 +44,7 @@ from foundations import schemas as R
 from foundations.schemas import git_commit  # noqa: F401  (re-exported: provenance of every row)
 from foundations import seeds, storage
 from study import journal, saved_config
+from study.progress import EpochBoard
 from foundations.statistics import front_mask
 from study.config import StudyConfig
 from study.selection import select
@@ -310,6 +311,8 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
             if local is not None and hasattr(local, "get_run_config"):
                 rc = local.get_run_config()
                 rc.verbose, rc.progress_reporter = verbose, progress.get("progress_reporter")
+                rc.callbacks = [c for c in rc.callbacks or [] if not isinstance(c, EpochBoard)] + [  # this run's board
+                    EpochBoard(cfg.location, dataset, penalty, cfg.for_dataset(dataset, "epochs"))]
             return tuner
         storage.delete(exp_loc)  # stopped before Tune saved anything: start again
 
@@ -350,7 +353,8 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
             name=experiment_name(dataset, penalty),
             storage_path=tune_dir,
             storage_filesystem=tune_fs,
-            callbacks=[journal.journal_sync_callback(cfg.location)] if cfg.remote else None,
+            callbacks=[EpochBoard(cfg.location, dataset, penalty, epochs)]  # the progress line's epochs
+            + ([journal.journal_sync_callback(cfg.location)] if cfg.remote else []),
             failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=verbose,

@@ -127,8 +127,9 @@ def check_training(values: dict, prefix: str = "") -> None:
     if "lam" in values and not (isinstance(values["lam"], (int, float)) and math.isfinite(values["lam"])
                                 and values["lam"] >= 0):
         raise ConfigError(f"{p}lam: must be a finite number >= 0, got {values['lam']!r}")
-    if "lr" in values and not (isinstance(values["lr"], (int, float)) and values["lr"] > 0):
-        raise ConfigError(f"{p}lr: must be > 0, got {values['lr']!r}")
+    if "lr" in values and not (isinstance(values["lr"], (int, float)) and math.isfinite(values["lr"])
+                               and values["lr"] > 0):
+        raise ConfigError(f"{p}lr: must be a finite number > 0, got {values['lr']!r}")
     if "data_fraction" in values:
         check_fraction(p + "data_fraction", values["data_fraction"])
     if "val_fraction" in values and not (isinstance(values["val_fraction"], (int, float))

@@ -35,8 +35,8 @@ print(json.dumps({"runs": out, "ray_imported": "ray" in sys.modules}))
 """
 
 
-def _launch_no_ray(arg_lists: list[list[str]], env: dict | None = None) -> list[dict]:
-    r = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(arg_lists)], cwd=REPO, env=env or ray_env(),
+def _launch_no_ray(arg_lists: list[list[str]], env: dict | None = None, cwd: Path = REPO) -> list[dict]:
+    r = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(arg_lists)], cwd=cwd, env=env or ray_env(),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
