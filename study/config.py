@@ -28,6 +28,7 @@ from trainables.config import (  # torch-free: the training's names, checks and 
     resolve_penalty_params,
 )
 from evaluation.config import Evaluation, Roar  # noqa: F401  (the `evaluation:` section; no torch)
+from foundations.profile import Simulation  # the `simulate:` section (study.launch --simulate; no torch)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -193,6 +194,7 @@ class StudyConfig:
         explain_n: validation images of the explanation score (MoRF of Saliency).
         morf_levels: removal levels of that score.
         evaluation: the evaluation stage's settings.
+        simulate: ``profile`` ('' = a real run) and ``time_scale`` of a simulated study (study/simulate.py).
     """
 
     name: str = "quick"
@@ -226,6 +228,7 @@ class StudyConfig:
     explain_n: int = 200
     morf_levels: int = 20
     evaluation: Evaluation = field(default_factory=Evaluation)
+    simulate: Simulation = field(default_factory=Simulation)  # --simulate: sleeping trials and tasks (profile)
 
     def __post_init__(self) -> None:
         _coerce_fields(self)
@@ -373,6 +376,7 @@ class StudyConfig:
             "max_concurrent_total",
         ):
             d.pop(k)
+        d["simulate"].pop("time_scale")  # a simulated study may continue at another speed
         return d
 
 
