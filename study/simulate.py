@@ -63,6 +63,10 @@ def configure(args, cfg: StudyConfig) -> StudyConfig:
     if args.time_scale is not None and not (args.time_scale > 0 and math.isfinite(args.time_scale)):
         raise ConfigError(f"--time-scale: must be a number > 0, got {args.time_scale}; "
                           f"valid choices: e.g. 1, 0.1, 0.01")
+    for key, have, need in (("--cpus", args.cpus, cfg.resources.cpu), ("--gpus", args.gpus or 0, cfg.resources.gpu)):
+        if have is not None and need > have:
+            raise ConfigError(f"{key}: {have:g} per node cannot hold a trial's resources ({need:g}); "
+                              f"valid choices: {key} >= {math.ceil(need)} or a smaller resources.{key[2:-1]}")
     path = str(Path(args.simulate).absolute())
     try:
         profile.load(path)

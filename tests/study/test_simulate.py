@@ -232,6 +232,7 @@ def test_bad_simulate_options_exit_2_with_one_line_before_ray(tmp_path, data_roo
         (["--simulate", "--cpus", "0"], "error: --cpus: must be an integer >= 1, got 0", "valid choices"),
         (["--simulate", "--nodes", "2"], "error: --nodes: needs --cpus", "valid choices"),
         (["--cpus", "4"], "error: --cpus: only with --simulate", "valid choices"),
+        (["--simulate", "--cpus", "1", "--set", "resources.cpu=2"], "error: --cpus: 1 per node cannot hold", "cpu"),
     ]
     args = [[*a, "--output", str(tmp_path / "o")] for a, *_ in cases]
     r = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(args)], cwd=REPO, capture_output=True, text=True,
