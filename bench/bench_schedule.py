@@ -1,19 +1,25 @@
-"""Slot occupancy of the study's schedules: one search after the other versus everything at once.
+"""The study's schedules against their lower bound, on simulated cluster shapes; and the laptop, for real.
 
-    python bench/bench_schedule.py [--cpus 16] [--trials 4] [--data-fraction 0.003]
+    python bench/bench_schedule.py [--shapes 16,64,4x16] [--target-bound 60] [--profile P] [--schedules both]
+    python bench/bench_schedule.py --real quick [--cpus 2]
 
-Starts a private local Ray with ``--cpus`` logical CPUs (more than this machine has: the slots of
-a cluster), then runs the same study of tiny trials (the real trainable on a very small data
-fraction; both datasets × all seven penalties = 14 searches × ``--trials`` trials, 4 at once per
-search, plus a small evaluation stage) twice, in fresh folders:
+Simulated (``study.launch --simulate``'s code path, study/simulate.py): per shape a private Ray of logical
+resources (``N``: one node of N CPUs; ``KxN``: K nodes of N CPUs, ``ray.cluster_utils``), and on it the
+shape's study with each schedule in a fresh folder, the trial epochs and evaluation tasks sleeping the
+profile's seconds times a time scale chosen so that the study's lower bound is about ``--target-bound``
+seconds. Shapes and studies (the goals of docs/search.md):
 
-- ``sequential``: ``search.run_search`` (one Tuner after the other) then ``evaluation.stage.run``;
-- ``concurrent``: ``schedule.run_study`` (every search and evaluation task at once).
+- ``16``: 14 searches x 4 trials (4 at once), 1 epoch, a small evaluation; goal occupancy >= 85 %;
+- ``64``: the ``paper`` preset (14 searches x 20 trials, 4 at once, 8 epochs, its evaluation); goal overhead <= 10 %;
+- ``4x16``: ``paper`` on 4 nodes of 16 CPUs; goal overhead <= 15 %.
 
-and prints, side by side, the wall time of the whole study and the **slot occupancy**: the sum of
-the trial durations (start to end, from the trials table) and evaluation task durations (from the
-stage) divided by (slots × wall time). With more logical slots than cores the trials run slower
-when many run at once; the occupancy measures how busy the slots are kept, not the CPU.
+Printed per run: work (slot-seconds), critical path, bound = max(critical path, work / slots), wall,
+overhead = wall / bound - 1, occupancy, the driver's peak RSS and the Ray worker processes started / at once.
+Fixed costs (process starts, Tune's bookkeeping, Parquet writes) do not shrink with the time scale, so the
+overhead at a scale overstates the real one.
+
+``--real quick``: the quick preset for real on this machine (``--cpus`` CPUs), both schedules one after the
+other, the ratio default / sequential, and the simulated prediction (default profile, time scale 1) beside it.
 """
 
 from __future__ import annotations
@@ -24,75 +30,122 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from foundations import schemas as R  # noqa: E402
+from foundations import profile  # noqa: E402
 from study.config import load_config  # noqa: E402
 
-
-def study_config(out: Path, args, schedule: str):
-    return load_config("quick", [
-        f"output={out}", f"schedule={schedule}", "name=bench", f"trials={args.trials}", "epochs=1",
-        "max_concurrent_trials=4", "sampler=random", f"data_fraction={args.data_fraction}", "val_limit=200",
-        "explain_n=10", "per_dataset={fashion-mnist: {model: cnn3b}}",
-        "evaluation.methods=[saliency]", "evaluation.metrics=[morf, complexity, roar]", "evaluation.n_samples=20",
-        "evaluation.chunk_size=20", "evaluation.roar.fractions=[0.5]", "evaluation.roar.repeats=1",
-        "evaluation.roar.epochs=1", f"evaluation.roar.data_fraction={args.data_fraction}", "evaluation.roar.n_test=100",
-    ])
+SMALL_EVAL = ["evaluation.methods=[saliency]", "evaluation.metrics=[morf, complexity, roar]",
+              "evaluation.n_samples=20", "evaluation.chunk_size=20", "evaluation.roar.fractions=[0.5]",
+              "evaluation.roar.repeats=1", "evaluation.roar.epochs=1", "evaluation.roar.data_fraction=0.05",
+              "evaluation.roar.n_test=100"]
+GOALS = {"16": ("occupancy", 0.85), "64": ("overhead", 0.10), "4x16": ("overhead", 0.15)}
 
 
-def occupancy(out: Path, eval_seconds: float, slots: int, wall: float) -> tuple[float, float, int]:
-    t = R.read_table(out, "trials")
-    trial_seconds = float((t["end_time"] - t["start_time"]).dt.total_seconds().sum())
-    return (trial_seconds + eval_seconds) / (slots * wall), trial_seconds, len(t)
+def shape_study(shape: str, out: Path, prof: str, schedule: str):
+    """The study a shape is measured with (time scale 1; the caller rescales)."""
+    sim = f"simulate={{profile: {prof}, time_scale: 1.0}}"
+    if shape == "16":
+        return load_config("quick", [f"output={out}", f"schedule={schedule}", "name=bench", "trials=4", "epochs=1",
+                                     "max_concurrent_trials=4", "sampler=random", sim, *SMALL_EVAL])
+    return load_config("paper", [f"output={out}", f"schedule={schedule}", "name=bench", sim])
+
+
+def parse_shape(shape: str) -> tuple[int, int]:
+    nodes, _, cpus = shape.rpartition("x")
+    return int(nodes or 1), int(cpus)
+
+
+def simulated(args) -> list[dict]:
+    from study import simulate
+
+    rows = []
+    root = Path(tempfile.mkdtemp(prefix="bench_schedule_"))
+    try:
+        for shape in args.shapes.split(","):
+            nodes, cpus = parse_shape(shape)
+            with simulate.session(cpus, 0, nodes):
+                for schedule in ("sequential", "concurrent") if args.schedules == "both" else (args.schedules,):
+                    cfg = shape_study(shape, root / f"{shape}-{schedule}", args.profile, schedule)
+                    unscaled = simulate.lower_bound(cfg, nodes * cpus / cfg.resources.cpu)["bound"]
+                    scale = args.time_scale or args.target_bound / unscaled
+                    cfg = replace(cfg, simulate=profile.Simulation(profile=args.profile, time_scale=scale))
+                    from study import search
+
+                    search.check_output(cfg)
+                    print(f"[bench] {shape}: {cfg.name} {schedule}, x {scale:.3g} "
+                          f"(unscaled bound {unscaled:.0f} s) ...", flush=True)
+                    r = simulate.run_schedule(cfg, log=lambda _m: None)
+                    r.update(shape=shape, unscaled_bound=unscaled)
+                    rows.append(r)
+                    print(simulate.format_row(r), flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    from study import simulate
+
+    print(f"\n{'shape':<6} {simulate.HEADER}  {'x scale':>8} {'unscaled bound':>14}  goal")
+    for r in rows:
+        kind, goal = GOALS.get(r["shape"], ("", 0))
+        v = r.get(kind)
+        met = "" if v is None else (f"{kind} {'>=' if kind == 'occupancy' else '<='} {goal:.0%}: "
+                                    f"{'met' if (v >= goal if kind == 'occupancy' else v <= goal) else 'NOT met'}")
+        print(f"{r['shape']:<6} {simulate.format_row(r)}  {r['time_scale']:>8.3g} {r['unscaled_bound']:>12.0f} s  "
+              f"{met}")
+
+
+def real(args) -> None:
+    """The quick preset for real, both schedules, then the simulated prediction of the default schedule."""
+    import subprocess
+
+    root = Path(tempfile.mkdtemp(prefix="bench_real_"))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    walls = {}
+    try:
+        for schedule in ("sequential", "concurrent"):
+            cmd = [sys.executable, "-m", "study.launch", "--config", args.real, "--output", str(root / schedule),
+                   "-q", "--num-cpus", str(args.cpus), "--set", f"schedule={schedule}"]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+            walls[schedule] = time.perf_counter() - t0
+            print(f"[bench] real {args.real} {schedule}: {walls[schedule]:.1f} s", flush=True)
+        cmd = [sys.executable, "-m", "study.launch", "--config", args.real, "--output", str(root / "sim"), "-q",
+               "--simulate", args.profile, "--cpus", str(args.cpus)]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+        walls["predicted"] = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"\nreal `{args.real}` on {args.cpus} CPUs (launcher wall, Ray start included, no install):")
+    print(f"  sequential {walls['sequential']:.1f} s, concurrent (default) {walls['concurrent']:.1f} s, "
+          f"ratio default / sequential {walls['concurrent'] / walls['sequential']:.2f}")
+    print(f"  simulated prediction of the default schedule: {walls['predicted']:.1f} s "
+          f"({100 * (walls['predicted'] / walls['concurrent'] - 1):+.0f} % against the measured one)")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cpus", type=int, default=16, help="logical CPUs (slots) of the local Ray (default 16)")
-    p.add_argument("--trials", type=int, default=4, help="trials per search (default 4)")
-    p.add_argument("--data-fraction", type=float, default=0.003, help="training fraction per trial (default 0.003)")
-    p.add_argument("--keep", action="store_true", help="keep the study folders")
+    p.add_argument("--shapes", default="16,64,4x16", help="N (one node of N CPUs) or KxN, comma-separated")
+    p.add_argument("--schedules", default="both", choices=("both", "sequential", "concurrent"))
+    p.add_argument("--target-bound", type=float, default=60.0, help="scale each study to this lower bound (s)")
+    p.add_argument("--time-scale", type=float, default=None, help="a fixed time scale instead of --target-bound")
+    p.add_argument("--profile", default=str(profile.DEFAULT_PROFILE))
+    p.add_argument("--real", default=None, metavar="PRESET", help="measure PRESET for real (both schedules)")
+    p.add_argument("--cpus", type=int, default=2, help="with --real: CPUs of the local Ray (default 2)")
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
-
-    from evaluation import stage
-    from study import schedule, search
-
-    root = Path(tempfile.mkdtemp(prefix="bench_schedule_"))
-    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-    rows = []
-    try:
-        for name in ("sequential", "concurrent"):
-            out = root / name
-            cfg = study_config(out, args, name)
-            print(f"[bench] {name}: 14 searches x {args.trials} trials on {args.cpus} slots ...", flush=True)
-            t0 = time.perf_counter()
-            if name == "sequential":
-                sel = search.run_search(cfg, verbose=0, log=lambda _m: None)
-                stats = stage.run(cfg, sel, log=lambda _m: None)
-            else:
-                stats = {}
-                schedule.run_study(cfg, log=lambda _m: None, stats=stats)
-            wall = time.perf_counter() - t0
-            occ, trial_s, n = occupancy(out, stats.get("task_seconds", 0.0), args.cpus, wall)
-            rows.append((name, wall, occ, n, trial_s, stats.get("task_seconds", 0.0)))
-            print(f"[bench] {name}: {wall:.1f} s wall, occupancy {100 * occ:.1f} %", flush=True)
-    finally:
-        ray.shutdown()
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-    print(f"\n{'schedule':<12} {'wall (s)':>9} {'occupancy':>10} {'trials':>7} {'trial s':>9} {'eval task s':>12}")
-    for name, wall, occ, n, ts, es in rows:
-        print(f"{name:<12} {wall:>9.1f} {100 * occ:>9.1f}% {n:>7d} {ts:>9.1f} {es:>12.1f}")
-    (seq, w1, o1, *_), (con, w2, o2, *_) = rows
-    print(f"\nconcurrent / sequential: wall {w2 / w1:.2f}x, occupancy {o2 / max(o1, 1e-9):.2f}x "
-          f"({os.cpu_count()} physical CPUs here, {args.cpus} logical slots)")
+    if args.real:
+        real(args)
+        return 0
+    print_table(simulated(args))
+    print(f"\n({os.cpu_count()} CPUs on this machine; slots are Ray logical CPUs, the trials sleep)")
     return 0
 
 

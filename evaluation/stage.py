@@ -33,6 +33,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
+from evaluation import simulated
 from evaluation.config import Evaluation
 from foundations import model_paths, schemas as results, seeds, storage
 from foundations.schemas import CURVES, EVALUATION, GALLERY, ROAR
@@ -93,12 +94,13 @@ class StageSettings:
     gpu: float = 0.0
     max_in_flight: int = 0
     max_retries: int = 3
+    simulate: dict = field(default_factory=dict)  # {profile, time_scale}: sleeping tasks (evaluation/simulated.py)
 
 
 def settings_from_config(cfg) -> StageSettings:
     """The stage's run of a ``study.config.StudyConfig``: its evaluation section, data and resources."""
     return StageSettings(study=cfg.name, evaluation=cfg.evaluation, data_root=str(cfg.data_path),
-                         cpu=cfg.resources.cpu, gpu=cfg.resources.gpu)
+                         cpu=cfg.resources.cpu, gpu=cfg.resources.gpu, simulate=simulated.settings(cfg))
 
 
 def fingerprints(s: StageSettings) -> dict[str, str]:
@@ -490,6 +492,10 @@ class Runner:
         self._metrics = ray.remote(metrics_task).options(**opts)
         self._roar = ray.remote(roar_task).options(**opts)
         self._ranks = ray.remote(ranks_task).options(**opts)
+        if s.simulate:  # --simulate: the same task graph, torch-free bodies that sleep
+            self._metrics, self._roar, self._ranks = (
+                ray.remote(f).options(**opts) for f in (simulated.metrics_task, simulated.roar_task,
+                                                        simulated.ranks_task))
         self.max_in_flight = s.max_in_flight or max(
             1, int(2 * ray.cluster_resources().get("CPU", 1) / max(s.cpu, 1e-3))
         )
@@ -536,7 +542,9 @@ class Runner:
         while self.queue and len(self.pending) < self.max_in_flight:
             task = self.queue.pop(0)
             row, ref_splits = self.rows[task.model_id], self.splits(task.dataset)
-            if task.kind == "metrics":
+            if s.simulate:
+                ref = self._submit_simulated(task)
+            elif task.kind == "metrics":
                 ref = self._metrics.remote(task, row, ref_splits, s, out)
             else:
                 # the random control and the clean retrain (method "": nothing removed) share the random ranks
@@ -548,6 +556,16 @@ class Runner:
             if self.stats["first_start"] is None:
                 self.stats["first_start"] = time.time()
             self.pending[ref] = task
+
+    def _submit_simulated(self, task: Task):
+        """Submit the simulated body of ``task`` (a plain spec: the workers import no torch)."""
+        sp, out = simulated.spec(task, self.s, self.n_test[task.dataset]), str(self.out)
+        if task.kind == "metrics":
+            return self._metrics.remote(sp, out)
+        rk = (task.model_id if task.method not in ("random", "") else task.dataset, task.method or "random")
+        if rk not in self._ranks_refs:
+            self._ranks_refs[rk] = self._ranks.remote(sp)
+        return self._roar.remote(sp, self._ranks_refs[rk], out)
 
     @property
     def busy(self) -> bool:

@@ -28,6 +28,7 @@ from trainables.config import (  # torch-free: the training's names, checks and 
     resolve_penalty_params,
 )
 from evaluation.config import Evaluation, Roar  # noqa: F401  (the `evaluation:` section; no torch)
+from foundations.profile import Simulation  # the `simulate:` section (study.launch --simulate; no torch)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -237,6 +238,7 @@ class StudyConfig:
     search: Search = field(default_factory=Search)  # the search section
     resources: Resources = field(default_factory=Resources, metadata=RUNTIME)  # per trial CPUs and GPU share
     evaluation: Evaluation = field(default_factory=Evaluation, metadata=RUNTIME)  # its own fingerprint
+    simulate: Simulation = field(default_factory=Simulation)  # --simulate: sleeping trials and tasks (profile)
 
     def __post_init__(self) -> None:
         _coerce_fields(self)
@@ -361,7 +363,7 @@ def _without_runtime(obj, prefix: str = "") -> dict:
         if f.metadata.get("runtime") or (isinstance(obj, TrainConfig) and f.name in PER_TRIAL):
             continue
         v = getattr(obj, f.name)
-        if isinstance(v, (TrainConfig, Search)):
+        if isinstance(v, (TrainConfig, Search, Simulation)):
             out.update(_without_runtime(v, f"{prefix}{f.name}."))
         else:
             out[prefix + f.name] = {k: dataclasses.asdict(x) for k, x in v.items()} if f.name == "space" else v

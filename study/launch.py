@@ -132,6 +132,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a small run (~1.5 min on 2 CPUs): first dataset, `none` + one penalty, 2 trials of 1 epoch "
         "on 1%% of the data (output <name>-smoke; --resume finds it); an explicit --set wins",
     )
+    from study import simulate
+
+    simulate.add_arguments(p)  # --simulate [PROFILE] --cpus N [--gpus N] [--nodes K] [--time-scale F] [--compare]
     p.add_argument("-v", "--verbose", action="count", default=1, help="-v: Tune's detailed progress output")
     p.add_argument("-q", "--quiet", action="store_true", help="only the summary lines and the final table")
     return p.parse_args(argv)
@@ -380,6 +383,9 @@ def _main(argv: list[str] | None = None) -> int:
         return launch_on_cluster(args)
     try:
         cfg = resolve_config(args)
+        from study import simulate
+
+        cfg = simulate.configure(args, cfg)  # --simulate: the sleeping bodies and the cluster's shape
         for w in config_warnings(cfg):
             print(f"warning: {w}", file=sys.stderr, flush=True)
         check_data(cfg)
@@ -393,6 +399,8 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     verbose = 0 if args.quiet else min(args.verbose, 2)
+    if cfg.simulate.enabled:
+        return simulate.main(args, cfg)
     print(
         f"[study] {cfg.name}: {len(cfg.datasets)} dataset(s) x {len(cfg.penalties)} penalties x "
         f"{cfg.search.trials} trials -> {cfg.location}",

@@ -4,7 +4,8 @@
 
 - **All searches at once.** Each (dataset, penalty) search is its own :class:`ray.tune.Tuner`, run
   by :func:`search.run_one` inside a zero-CPU Ray task pinned to the driver's node (Tune's registry
-  is per process, so one Tuner per worker process, a fresh process per search). Each keeps its own
+  is per process, so one Tuner at a time per worker process; a finished search's process runs a later
+  search, so torch, Tune and Optuna are imported once per process, not once per search). Each keeps its own
   Optuna sampler, journal and ``max_concurrent_trials``; its trials compete for the cluster's slots
   with every other search's trials and every evaluation task, so no slot idles while work is left.
   A search's proposals depend only on its own history and seed (its own Tuner, sampler and
@@ -48,11 +49,13 @@ STOP_WAIT_S = 60.0  # after Ctrl-C, how long the driver waits for the cancelled 
 def search_limit(cfg: StudyConfig, cluster_cpus: float) -> int:
     """Searches running at once: ``cfg.search.max_concurrent_searches``, or (0) enough searches to fill the
     study's slots (``cfg.search.max_concurrent_total`` trials, default the cluster's CPUs / CPUs per trial),
-    plus one whose queued trials fill the tails of the others."""
+    plus one whose queued trials fill the tails of the others; one search when one alone fills every slot
+    (a laptop: a second search would only add its controller's CPU work to the same cores)."""
     if cfg.search.max_concurrent_searches:
         return cfg.search.max_concurrent_searches
     slots = cfg.search.max_concurrent_total or max(1, int(cluster_cpus / max(cfg.resources.cpu, 1e-9)))
-    return max(1, math.ceil(slots / cfg.search.max_concurrent_trials)) + 1
+    n = max(1, math.ceil(slots / cfg.search.max_concurrent_trials))
+    return n + 1 if n > 1 else 1
 
 
 def planned_evaluation(cfg: StudyConfig, settings) -> str:
@@ -143,9 +146,11 @@ def run_study(
     here = ray.get_runtime_context().get_node_id()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    remote = ray.remote(num_cpus=0, max_calls=1, max_retries=0)(_search_task).options(  # a fresh process per
+    # one Tuner at a time per worker process, the processes reused by later searches (their torch, Tune and
+    # Optuna imports paid once, as in the sequential schedule's driver); never rerun blindly
+    remote = ray.remote(num_cpus=0, max_calls=0, max_retries=0)(_search_task).options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)
-    )  # Tuner, never rerun blindly
+    )
     order = [(d, p) for p in sorted(cfg.penalties, key=lambda p: p != "none") for d in cfg.datasets]  # baselines first
     waiting = list(order)
     running: dict = {}

@@ -244,11 +244,16 @@ def trial_dirname(trial) -> str:
 
 
 def param_space(cfg: StudyConfig, dataset: str, penalty: str) -> dict:
-    return {
+    space = {
         "train": cfg.train_config(dataset, penalty),
         "explain_n": cfg.for_dataset(dataset, "explain_n"),
         "morf_levels": cfg.search.morf_levels,
     }
+    if cfg.simulate.enabled:  # the predicted durations of the simulated trainable
+        from trainables.simulated import trial_simulation
+
+        space["simulate"] = trial_simulation(cfg, dataset, penalty)
+    return space
 
 
 def search_splits(cfg: StudyConfig, dataset: str) -> data_mod.Splits:
@@ -286,8 +291,13 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
             )
         }
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    fn, params = train_trial, {"splits": splits, "score": explanation_score}
+    if cfg.simulate.enabled:  # --simulate: the epoch body is a sleep (trainables/simulated.py, no torch, no data)
+        from trainables.simulated import simulated_trial
+
+        fn, params = simulated_trial, {"splits": None, "score": None}
     trainable = tune.with_resources(
-        tune.with_parameters(named_trainable(train_trial, dataset, penalty), splits=splits, score=explanation_score),
+        tune.with_parameters(named_trainable(fn, dataset, penalty), **params),
         {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
     )
     # Tune's storage: the study folder, or the object store (s3://…) through a pyarrow filesystem

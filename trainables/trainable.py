@@ -91,7 +91,10 @@ def load_state(checkpoint_dir: str | Path) -> dict:
     """The saved trial state (run, history, start_time[, diverged]) of a checkpoint folder
     (a local path or a URI such as ``s3://bucket/…/checkpoint_000001``)."""
     from foundations import storage
+    from trainables import simulated
 
+    if simulated.is_simulated(checkpoint_dir):  # a simulated study's checkpoint (--simulate)
+        return simulated.load_state(checkpoint_dir)
     data = storage.read_bytes(storage.join(storage.normalize(checkpoint_dir), STATE_FILE))
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 

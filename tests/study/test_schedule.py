@@ -135,6 +135,12 @@ def test_search_limit_fills_the_cluster():
     assert schedule.search_limit(load_config("paper", ["max_concurrent_searches=2"]), 16) == 2
 
 
+def test_search_limit_is_one_search_when_one_fills_every_slot():
+    """On a laptop (2 CPUs, 2 trials at once per search) a second search would only compete for the same cores."""
+    assert schedule.search_limit(load_config("quick"), 2) == 1
+    assert schedule.search_limit(load_config("quick"), 4) == 3  # two fill 4 slots, one more for their tails
+
+
 def _tune_results(out: Path) -> dict[str, list[dict]]:
     res = {}
     for f in (out / "tune").glob("*/*/result.json"):
