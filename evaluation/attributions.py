@@ -13,6 +13,8 @@ computed in chunks of ``batch_size`` images on the model's device, with the mode
   its Gaussian noise comes from torch's global generator, so it is drawn inside
   ``torch.random.fork_rng`` seeded from ``seed`` (the result then depends on ``seed`` and
   ``batch_size``, never on outside RNG state, and outside RNG state is left untouched).
+- ``deeplift``, ``deeplift_shap``, ``lrp``, ``kernel_shap``, ``occlusion``, ``grad_cam``: the original
+  study's other Captum methods, see :mod:`evaluation.captum_methods`.
 - ``random``: i.i.d. U(0, 1) per pixel from ``torch.Generator().manual_seed(seed)`` on the CPU
   (identical on every device); the control ranking for ROAR/MoRF.
 """
@@ -25,7 +27,10 @@ if TYPE_CHECKING:  # torch is imported by the functions that compute: the names 
     import torch
     from torch import Tensor, nn
 
-METHODS = ("saliency", "integrated_gradients", "input_x_gradient", "smoothgrad", "random")
+from evaluation import captum_methods
+
+METHODS = ("saliency", "integrated_gradients", "input_x_gradient", "smoothgrad", *captum_methods.DEFAULT_PARAMS,
+           "random")
 
 # Defaults of each method's parameters; any other keyword is an error.
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
@@ -33,6 +38,7 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "integrated_gradients": {"n_steps": 50},
     "input_x_gradient": {},
     "smoothgrad": {"nt_samples": 10, "stdevs": 0.15},
+    **captum_methods.DEFAULT_PARAMS,
     "random": {},
 }
 
@@ -52,7 +58,10 @@ def resolve_method_params(method: str, params: dict[str, Any]) -> dict[str, Any]
     if bad:
         valid = ", ".join(allowed) or "none"
         raise ValueError(f"attribution method {method!r}: unknown parameter(s) {bad}; valid: {valid}")
-    return {**allowed, **params}
+    out = {**allowed, **params}
+    if method in captum_methods.DEFAULT_PARAMS:
+        captum_methods.check_values(method, out)
+    return out
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -83,6 +92,7 @@ def attribute(
     *,
     batch_size: int = 256,
     seed: int = 0,
+    baselines: Tensor | None = None,
     **params: Any,
 ) -> Tensor:
     """Attribution maps of ``model`` for ``x`` towards class ``target``.
@@ -95,7 +105,9 @@ def attribute(
         batch_size: inputs per forward/backward pass, expansions included: IG and SmoothGrad
             expand each image ``n_steps``/``nt_samples`` times, so they take
             ``max(1, batch_size // n_steps)`` (resp. ``// nt_samples``) images per Captum call.
-        seed: seeds ``smoothgrad`` noise and the ``random`` map; ignored by the others.
+        seed: seeds ``smoothgrad`` noise, ``kernel_shap`` coalitions and the ``random`` map; ignored by the others.
+        baselines: ``deeplift_shap``'s baseline distribution (``n_baselines`` images,
+            :func:`evaluation.captum_methods.draw_baselines`); ignored by the others.
         **params: method parameters, see :data:`DEFAULT_PARAMS`.
 
     Returns:
@@ -128,7 +140,11 @@ def attribute(
     was_training = model.training
     model.eval()
     try:
-        if method == "saliency":
+        if method == "kernel_shap":
+            return captum_methods.kernel_shap(model, x, t, p, int(seed), batch_size)
+        if method in captum_methods.DEFAULT_PARAMS:
+            fn, chunk = captum_methods.build(model, method, p, batch_size, baselines)
+        elif method == "saliency":
             algo = Saliency(model)
             fn = lambda xb, tb: algo.attribute(xb, target=tb, abs=True)  # noqa: E731
         elif method == "integrated_gradients":

@@ -138,6 +138,7 @@ def evaluate_model(
     metric_params: dict[str, dict[str, Any]] | None = None,
     target: Tensor | None = None,
     timings: dict[str, float] | None = None,
+    baselines: Tensor | None = None,
 ) -> pd.DataFrame:
     """All ``methods`` × ``metrics`` for ``model`` on (a seeded subset of) ``x``.
 
@@ -156,6 +157,8 @@ def evaluate_model(
         target: explained class per image of ``x`` (N,); default: the predicted class.
         timings: if a dict is given, seconds spent per stage (``attribution``, each metric group)
             are added to it.
+        baselines: ``deeplift_shap``'s baseline distribution (training images,
+            :func:`evaluation.captum_methods.draw_baselines`); needed only with that method.
 
     Returns:
         DataFrame with columns :data:`COLUMNS` (per-sample rows and ``sample = -1`` means).
@@ -196,7 +199,7 @@ def evaluate_model(
     for method in methods:
         fn = functools.partial(
             attribute, model, method=method, batch_size=attribution_batch_size, seed=seed,
-            **method_params.get(method, {}),
+            **method_params.get(method, {}), **({"baselines": baselines} if method == "deeplift_shap" else {}),
         )
         a = timed("attribution", fn, xs, t)
         for spec in specs:

@@ -103,8 +103,10 @@ def pixel_ranks(
     [0, 1] images, in batches; ``method="random"`` needs no model.
     """
     from evaluation.attributions import attribute
+    from evaluation.captum_methods import extra_inputs
 
     t0 = time.perf_counter()
+    extra = extra_inputs(method, splits.train_x, method_params, seed)  # deeplift_shap's baselines
     idx = subset_indices(len(splits.train_y), data_fraction, seed)
     n_test = n_test or len(splits.test_y)
     parts = []
@@ -119,7 +121,8 @@ def pixel_ranks(
                 xb = to_float(x_u8[i : i + batch_size]).to(dev)
                 with torch.no_grad():
                     pred = model(xb).argmax(1)
-                a = attribute(model, xb, pred, method, batch_size=batch_size, seed=seed, **(method_params or {}))
+                a = attribute(model, xb, pred, method, batch_size=batch_size, seed=seed, **(method_params or {}),
+                              **{k: v.to(dev) for k, v in extra.items()})
                 chunks.append(a.detach().reshape(len(xb), -1).cpu())
             a = torch.cat(chunks)
         parts.append(ranks_from_attributions(a, seed))

@@ -315,6 +315,7 @@ def metrics_task(task: Task, row: dict, splits, s: StageSettings, out: str) -> d
     ]
     x = to_float(splits.test_x[idx]).to(dev)
     y = splits.test_y[idx].to(dev)
+    extra = _baselines(ev, splits, dev)  # deeplift_shap's baseline distribution, if that method runs
     # per-chunk seed: independent draws across chunks, identical across models (paired comparisons)
     df = evaluate_model(
         model,
@@ -329,6 +330,7 @@ def metrics_task(task: Task, row: dict, splits, s: StageSettings, out: str) -> d
         model_id=task.model_id,
         method_params=ev.method_params,
         metric_params=ev.metric_params,
+        **extra,
     )
     df = df[df["sample"] >= 0].copy()  # per-sample rows; aggregates are for analysis, over all chunks
     with torch.no_grad():  # clean test accuracy, per image (0/1), a model-level row like gaussian_accuracy
@@ -351,9 +353,20 @@ def metrics_task(task: Task, row: dict, splits, s: StageSettings, out: str) -> d
     node, _ = _node()
     df["study"], df["chunk"], df["node_id"] = s.study, task.chunk, node
     if task.chunk == 0 and ev.gallery_n > 0:  # before the evaluation file: that one marks the task done
-        write_gallery(task, model, x[: ev.gallery_n], y[: ev.gallery_n], idx[: ev.gallery_n], s, out)
+        write_gallery(task, model, x[: ev.gallery_n], y[: ev.gallery_n], idx[: ev.gallery_n], s, out,
+                      baselines=extra.get("baselines"))
     results.write_table(df, out, "evaluation", PARTS, task.key, schema=EVALUATION)
     return {"key": task.key, "seconds": time.perf_counter() - t0, "rows": len(df), "node_id": node}
+
+
+def _baselines(ev: Evaluation, splits, dev: torch.device) -> dict:
+    """``deeplift_shap``'s baseline distribution (same for every model and chunk: the evaluation's seed)."""
+    from evaluation.captum_methods import extra_inputs
+
+    if "deeplift_shap" not in ev.methods:
+        return {}
+    extra = extra_inputs("deeplift_shap", splits.train_x, ev.method_params.get("deeplift_shap"), ev.seed)
+    return {"baselines": extra["baselines"].to(dev)}
 
 
 def gallery_path(task: Task, out: Path | str) -> Path | str:
@@ -370,6 +383,7 @@ def write_gallery(
     samples: torch.Tensor,
     s: StageSettings,
     out: Path | str,
+    baselines: torch.Tensor | None = None,
 ) -> None:
     """The report's saliency gallery for one model: the first ``gallery_n`` evaluated test images, their
     label, the model's prediction and each method's map towards it (seeded as chunk 0's metrics)."""
@@ -382,7 +396,8 @@ def write_gallery(
     image = x.flatten(1).float().cpu().numpy()
     rows = []
     for method in ev.methods:
-        a = attribute(model, x, pred, method, seed=seed, **ev.method_params.get(method, {}))
+        extra = {"baselines": baselines} if method == "deeplift_shap" else {}  # metrics_task's distribution
+        a = attribute(model, x, pred, method, seed=seed, **ev.method_params.get(method, {}), **extra)
         maps = a.flatten(1).float().cpu().numpy()
         for j in range(len(x)):
             rows.append(
