@@ -20,7 +20,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 # `make test-fast` runs `pytest -m "not ray and not slow"`. Each test that starts Ray, SSH or the launcher in a
 # subprocess says so: `@pytest.mark.ray`, a module's `pytestmark`, or the `ray_local` fixture (which implies it).
-# A test that leaves a Ray running without the mark fails (check_ray_marker below).
+# A test that starts Ray without the mark fails (check_ray_marker below).
 
 
 def pytest_collection_modifyitems(config, items):
@@ -31,11 +31,16 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def check_ray_marker(request):
-    """Fail a test that has Ray running in this process without being marked `ray`."""
+    """Fail a test that starts Ray in this process without being marked `ray` (a Ray left up by an earlier
+    test of the module's shared fixture is not this test's doing)."""
+    def running() -> bool:
+        ray = sys.modules.get("ray")
+        return ray is not None and ray.is_initialized()
+
+    before = running()
     yield
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized() and request.node.get_closest_marker("ray") is None:
-        pytest.fail(f"{request.node.nodeid} runs with Ray started but is not marked ray (@pytest.mark.ray)")
+    if not before and running() and request.node.get_closest_marker("ray") is None:
+        pytest.fail(f"{request.node.nodeid} starts Ray but is not marked ray (@pytest.mark.ray)")
 
 
 @pytest.fixture(scope="session")
