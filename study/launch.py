@@ -438,6 +438,9 @@ def _main(argv: list[str] | None = None) -> int:
         lock.acquire(cfg.location)  # one run per study folder, until this launch ends (study/lock.py)
 
         search.check_output(cfg)
+        from study import journal
+
+        journal.repair_journals(cfg.location)  # before Ray: damage that is not a torn tail is refused here
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
