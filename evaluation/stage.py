@@ -547,10 +547,23 @@ class Runner:
         # model files resolved in this study folder (relative paths; an old absolute one only if in this folder)
         self.rows.update({model_id(r): model_paths.resolve_row(self.out, r.to_dict()) for _, r in selected.iterrows()})
         todo = missing(missing(tasks, self.out), self.staging)  # done in the tables, or staged by an earlier run
+        queued = set(todo)
+        todo += self._unreadable([t for t in tasks if t not in queued])  # a torn file is not a finished task
         self.stats["total"] += len(tasks)
         self.stats["submitted"] += len(todo)
         self.queue += todo
         return len(todo)
+
+    def _unreadable(self, done: list[Task]) -> list[Task]:
+        """The tasks whose existing file cannot be read (a truncated write): computed again, each said once."""
+        redo = []
+        for t in done:
+            f = next((str(t.path(r)) for r in (self.out, self.staging) if storage.exists(str(t.path(r)))), "")
+            why = f and results.file_problem(f, t.table, STAGE_SCHEMAS[t.table], PARTS)
+            if why:
+                self.log(f"[evaluate] {f}: {why}; computing it again")
+                redo.append(t)
+        return redo
 
     def _submit(self) -> None:
         s, out = self.s, str(self.write_to)

@@ -311,6 +311,30 @@ def read_table(
     return dataset(root, table, schema, partition_cols).to_table().to_pandas()
 
 
+def file_problem(loc, table: str, schema: pa.Schema | None = None, partition_cols: list[str] | None = None) -> str:
+    """Why the result file ``loc`` of ``table`` cannot be used ('' if it can): its Parquet footer is
+    unreadable (a truncated or torn file), or it lacks columns of the table's schema."""
+    import pyarrow.parquet as pq
+
+    schema = schema or SCHEMAS[table]
+    parts = set(PARTITIONS.get(table, []) if partition_cols is None else partition_cols)
+    fs, path = storage.filesystem(loc)
+    try:
+        names = pq.read_schema(path, filesystem=fs).names
+    except (pa.ArrowException, OSError) as exc:
+        return f"not a readable Parquet file: {' '.join(str(exc).split())[:200]}"
+    lacking = [n for n in schema.names if n not in parts and n not in names]
+    return f"lacks the column(s) {lacking}" if lacking else ""
+
+
+def table_problems(root: str | Path, table: str, **kw) -> list[tuple[str, str]]:
+    """(file, problem) for every unusable file of ``root/table`` (see :func:`file_problem`)."""
+    base = storage.join(storage.normalize(root), table)
+    files = [storage.join(base, rel) for rel in storage.list_files(base, ".parquet")
+             if not any(p.startswith((".", "_")) for p in rel.split("/"))]
+    return [(f, why) for f in files if (why := file_problem(f, table, **kw))]
+
+
 # --------------------------------------------------------------------------- provenance
 def git_commit(repo: Path | None = None) -> str:
     """HEAD commit of the repository (``+dirty`` if modified), or '' without git."""

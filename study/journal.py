@@ -13,8 +13,10 @@ This module imports neither Ray nor torch (the callback class is built on first 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
+import time
 from pathlib import Path
 
 from foundations.storage import StorageError, download, is_remote, join, list_files, name, normalize, write_bytes
@@ -54,6 +56,43 @@ def pull_journal(loc) -> int:
             download(join(loc, JOURNAL_DIR, rel), local)
             n += 1
     return n
+
+
+class JournalDamaged(ValueError):
+    """A journal holds damage other than a torn last record: it is not repaired."""
+
+
+def repair_journal(path: Path, log=print) -> bool:
+    """Drop a torn last record (the bytes after the last newline, which a crash during a write leaves) from
+    one journal, keeping the damaged file as ``<name>.torn-<time>``; True if repaired. Any other damage (a
+    complete line that is not a record) raises :class:`JournalDamaged` naming the file and the line."""
+    data = path.read_bytes()
+    cut = data.rfind(b"\n") + 1
+    for i, line in enumerate(data[:cut].splitlines(), 1):
+        try:
+            json.loads(line)
+        except ValueError:
+            raise JournalDamaged(
+                f"optuna journal {path}: line {i} is not a journal record (damage other than a torn last record); "
+                f"valid choices: restore the file from a copy, or delete it and the search's tune/{path.stem}/ "
+                f"folder to search {path.stem} again"
+            ) from None
+    if cut == len(data):
+        return False
+    copy = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%dT%H%M%S')}")
+    copy.write_bytes(data)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data[:cut])
+    os.replace(tmp, path)
+    log(f"[search] {path}: dropped a torn last record ({len(data) - cut} bytes that a crash cut mid-write); "
+        f"the damaged file is kept as {copy.name}")
+    return True
+
+
+def repair_journals(loc, log=print) -> int:
+    """:func:`repair_journal` on every journal of the study (before a search reads them); how many were repaired."""
+    d = journal_dir(loc)
+    return sum(repair_journal(f, log) for f in sorted(d.glob("*.journal"))) if d.is_dir() else 0
 
 
 _PUSH_LOCK = threading.Lock()

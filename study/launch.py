@@ -395,6 +395,12 @@ def _main(argv: list[str] | None = None) -> int:
         lock.acquire(cfg.location)  # one run per study folder, until this launch ends (study/lock.py)
 
         search.check_output(cfg)
+        from study import journal
+
+        journal.repair_journals(cfg.location)  # before Ray: damage that is not a torn tail is refused here
+        from study.loading import check_search_tables
+
+        check_search_tables(cfg.location)  # an unreadable search table: one line naming it, before Ray
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

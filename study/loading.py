@@ -225,3 +225,21 @@ def read_study(path_or_uri) -> dict:
         except ConfigError as exc:
             raise StudyError(str(exc)) from None
     return dict(path=shown, missing=missing, config=config, config_text=text, **frames)
+
+
+def check_search_tables(location) -> None:
+    """Before a launch runs: raise :class:`StudyError` (one line) for the first unusable file of the
+    search tables (trials, epochs, selected), naming it and how to get it back."""
+    from foundations import storage
+
+    for table in ("trials", "epochs", "selected"):
+        for f, why in R.table_problems(location, table):
+            if table == "selected":
+                todo = "delete it, then rerun with --resume --stage search (the models are selected again from trials)"
+            else:
+                hive = _hive_values(f[len(storage.join(storage.normalize(location), table)) + 1 :])
+                exp = f"{hive.get('dataset')}-{hive.get('penalty')}"
+                done = storage.join(location, "tune", exp, "search_done.json")
+                todo = (f"delete it and {done}, then rerun with --resume (the search's tables are written again "
+                        f"from its saved Tune results)")
+            raise StudyError(f"{table}: {f}: {why}; valid choices: {todo}, or restore the file from a copy")

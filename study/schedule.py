@@ -135,6 +135,7 @@ def run_study(
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     search.check_output(cfg)
     journal.pull_journal(cfg.location)
+    journal.repair_journals(cfg.location, log)  # a torn last record (a crash mid-write) would stop Optuna's writes
     provenance = {"git_commit": R.git_commit(), "versions": json.dumps(R.package_versions(), sort_keys=True)}
     refs: dict[str, object] = {}
 

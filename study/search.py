@@ -583,6 +583,7 @@ def run_search(cfg: StudyConfig, verbose: int = 1, log: Callable[[str], None] = 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     check_output(cfg)
     journal.pull_journal(cfg.location)  # a restarted driver on a new head: the search history back first
+    journal.repair_journals(cfg.location, log)  # a torn last record (a crash mid-write) would stop Optuna's writes
     provenance = {"git_commit": git_commit(), "versions": json.dumps(R.package_versions(), sort_keys=True)}
     refs = {}
 
