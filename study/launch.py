@@ -413,6 +413,10 @@ def _main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     t0, started = time.perf_counter(), time.time()
+    if not args.address:  # a private Ray: it goes down with this process, and an earlier run's leftovers go first
+        from study import reaper
+
+        reaper.guard_private_ray(cfg.location, log=lambda s: print(s, flush=True))
     try:
         with interrupts.sigterm_as_ctrl_c(), ray_session(args.address, args.num_cpus, args.num_gpus):
             print(f"[study] Ray up in {time.perf_counter() - t0:.1f} s", flush=True)
