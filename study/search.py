@@ -275,9 +275,6 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from evaluation.metrics.morf import explanation_score
-    from trainables.trainable import train_trial
-
     # 0: silent, 1: a compact status table every 30 s (Tune's classic reporter), 2: Tune's new output
     os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose >= 2 else "0"
     progress = {}
@@ -291,11 +288,15 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
             )
         }
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    fn, params = train_trial, {"splits": splits, "score": explanation_score}
     if cfg.simulate.enabled:  # --simulate: the epoch body is a sleep (trainables/simulated.py, no torch, no data)
         from trainables.simulated import simulated_trial
 
         fn, params = simulated_trial, {"splits": None, "score": None}
+    else:  # imported here: a simulated search's process never imports torch
+        from evaluation.metrics.morf import explanation_score
+        from trainables.trainable import train_trial
+
+        fn, params = train_trial, {"splits": splits, "score": explanation_score}
     trainable = tune.with_resources(
         tune.with_parameters(named_trainable(fn, dataset, penalty), **params),
         {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},

@@ -182,6 +182,9 @@ class Workers:
             self._stop.wait(self.every)
 
 
+AGENTS = (b"ray::DashboardAgent", b"ray::RuntimeEnvAgent", b"ray::JobAgent")  # Ray's own, not workers
+
+
 def worker_pids(root: int | None = None) -> set[int]:
     """PIDs of Ray worker processes (``default_worker.py``) descending from ``root`` (this process)."""
     root = os.getpid() if root is None else root
@@ -197,8 +200,8 @@ def worker_pids(root: int | None = None) -> set[int]:
         except (OSError, IndexError, ValueError):
             continue
     out = set()
-    for pid, c in cmd.items():
-        if b"default_worker.py" not in c:
+    for pid, c in cmd.items():  # a worker renames itself ray::<task or actor> once it runs something
+        if b"default_worker.py" not in c and not (c.startswith(b"ray::") and not c.startswith(AGENTS)):
             continue
         p, hops = pid, 0
         while p in parent and p != root and p > 1 and hops < 50:

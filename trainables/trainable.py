@@ -26,12 +26,13 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from foundations.data import Splits, to_float
-from trainables.train import NonFiniteLossError, TrainConfig, TrainRun
+from trainables.config import TrainConfig
+
+if TYPE_CHECKING:  # torch is imported where a trial trains: the search process of a simulated study has none
+    import torch
 
 STATE_FILE = "state.pt"
 EPOCH_METRICS = (
@@ -82,6 +83,8 @@ def _report(metrics: dict, state: dict | None) -> None:
     if state is None:
         tune.report(metrics)
         return
+    import torch
+
     with tempfile.TemporaryDirectory() as d:
         torch.save(state, Path(d) / STATE_FILE)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
@@ -95,6 +98,8 @@ def load_state(checkpoint_dir: str | Path) -> dict:
 
     if simulated.is_simulated(checkpoint_dir):  # a simulated study's checkpoint (--simulate)
         return simulated.load_state(checkpoint_dir)
+    import torch
+
     data = storage.read_bytes(storage.join(storage.normalize(checkpoint_dir), STATE_FILE))
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
@@ -108,7 +113,10 @@ def train_trial(config: dict, splits: Splits, score: Callable[[torch.nn.Module, 
         score: the validation explanation score ``score(model, x, levels)`` (the search passes
             ``evaluation.metrics.morf.explanation_score``; this layer does not import the evaluation).
     """
+    import torch
     from ray import tune
+
+    from trainables.train import NonFiniteLossError, TrainRun
 
     torch.set_num_threads(_cpus())
     cfg = trial_config(config)

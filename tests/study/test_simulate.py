@@ -113,6 +113,17 @@ def test_simulated_trials_import_no_torch(simulated_study):
     assert len(flags) == 36 and not any(flags)
 
 
+def test_a_simulated_search_process_imports_no_torch():
+    """What a search task's process imports (the schedule, the search, Tune, Optuna, the trainables) holds no torch:
+    a simulated study's 14 searches are not 14 torch processes."""
+    code = ("import sys, study.schedule, study.search, study.simulate, trainables.trainable, trainables.simulated, "
+            "evaluation.simulated, ray.tune, optuna\nfrom ray.tune.search.optuna import OptunaSearch\n"
+            "print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ray_env(), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stdout + r.stderr
+
+
 @pytest.mark.ray
 def test_profile_epoch_seconds_are_the_means_of_the_epochs_table(simulated_study):
     """study.profile's per-(dataset, penalty) epoch seconds equal the means of the study's epochs table."""
