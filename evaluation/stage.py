@@ -350,6 +350,12 @@ def metrics_task(task: Task, row: dict, splits, s: StageSettings, out: str) -> d
     )
     df = pd.concat([acc, df], ignore_index=True)
     df["sample"] = idx.numpy()[df["sample"].to_numpy()]  # chunk position -> test-set index
+    if task.chunk == 0:  # the model's accuracy on every test image, once per model
+        from evaluation import accuracy
+
+        full = accuracy.rows(model, splits.test_x, splits.test_y, dataset=task.dataset, penalty=task.penalty,
+                             model_id=task.model_id, seed=ev.seed)
+        df = pd.concat([df, full], ignore_index=True)
     node, _ = _node()
     df["study"], df["chunk"], df["node_id"] = s.study, task.chunk, node
     if task.chunk == 0 and ev.gallery_n > 0:  # before the evaluation file: that one marks the task done

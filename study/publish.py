@@ -36,7 +36,8 @@ from study.document import (
 
 # the table's columns, in order: (metric, method, scale, label); method "" = a property of the model
 COLUMNS: list[tuple[str, str, float, str]] = [
-    ("accuracy", "", 100.0, "test acc. (%) ↑"),
+    ("full_test_accuracy", "", 100.0, "test acc., all test images (%) ↑"),
+    ("accuracy", "", 100.0, "acc. on the explained images (%) ↑"),
     ("morf", "saliency", 1.0, "MoRF ↑"),
     ("faithfulness_nested", "saliency", 1.0, "faithfulness (nested) ↑"),
     ("faithfulness_correlation", "saliency", 1.0, "faithfulness corr. ↑"),
@@ -130,7 +131,9 @@ def _metric_table(doc: Doc, rep: pd.DataFrame, s: A.Study, dataset: str, cols) -
 def _scatter(figs: Figures, rep: pd.DataFrame, s: A.Study, dataset: str) -> Path | None:
     pm = replicates.per_model(s)
     pm = pm[pm["dataset"] == dataset]
-    acc = pm[(pm["metric"] == "accuracy") & (pm["method"] == "")][["model_id", "penalty", "value"]]
+    full = (pm["metric"] == "full_test_accuracy").any()  # older studies: the explained images' accuracy
+    acc = pm[(pm["metric"] == ("full_test_accuracy" if full else "accuracy")) & (pm["method"] == "")]
+    acc = acc[["model_id", "penalty", "value"]]
     panels = [
         ("morf", "MoRF of Saliency ↑"),
         ("roar_clean", "ROAR area of Saliency ↓"),

@@ -194,9 +194,13 @@ register(MetricSpec(
 # Computed by the evaluation stage (evaluation/stage.py) and the analysis.
 register(MetricSpec(
     "accuracy", higher_is_better=True, stage="evaluation",
-    outputs=(Output("accuracy", True, "test acc.", model_level=True),
+    outputs=(Output("accuracy", True, "test acc. (explanation subset)", model_level=True),
              Output("test_accuracy", True, model_level=True),  # the names the analysis's summary uses
              Output("test_acc", True, "test acc.", model_level=True)),
+))
+register(MetricSpec(  # every test image, one row each (evaluation/accuracy.py); `accuracy`: the explained subset
+    "full_test_accuracy", higher_is_better=True, stage="evaluation",
+    outputs=(Output("full_test_accuracy", True, "test acc., all test images", model_level=True),),
 ))
 register(MetricSpec(
     "roar", higher_is_better=False, stage="evaluation",  # area under retrained accuracy vs fraction removed

@@ -45,6 +45,10 @@ def test_writes_all_tables_with_schema_and_computed_row_counts(study, mnist, tra
                            metrics=ev.evaluate_metrics, n_samples=2, seed=ev.seed)
     per_image = (probe["sample"] >= 0).sum() / 2 + 1  # + the clean-accuracy row
     ev = pd.read_parquet(out / "evaluation")
+    full = ev[ev["metric"] == "full_test_accuracy"]  # every test image, once per model (chunk 0's task)
+    assert len(full) == 10_000 * len(selected) and (full["method"] == "").all() and (full["chunk"] == 0).all()
+    assert full.groupby("model_id")["sample"].nunique().eq(10_000).all()
+    ev = ev[ev["metric"] != "full_test_accuracy"]
     assert len(ev) == per_image * s.evaluation.n_samples * len(selected)
     acc = ev[ev["metric"] == "accuracy"]
     assert len(acc) == s.evaluation.n_samples * len(selected) and set(acc["value"]) <= {0.0, 1.0}
@@ -119,3 +123,4 @@ def test_killed_worker_is_retried(study):
         "pid",
     ]
     assert len(row_pid) == 1 and int(row_pid.iloc[0]) != killed[1]  # redone by another worker
+
