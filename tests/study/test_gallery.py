@@ -13,7 +13,7 @@ import yaml
 from evaluation import stage
 from evaluation.attributions import attribute
 from study import analysis as A
-from foundations import schemas as results_mod
+from foundations import model_paths, schemas as results_mod
 from tests.study.report_fixture import METHODS, N_EVAL
 from tests.study.test_report import copy_study
 
@@ -31,7 +31,7 @@ def test_the_stage_writes_the_first_evaluated_images_with_each_methods_map(tiny_
     for _, row in sel.iterrows():
         rows = g[g["model_id"] == stage.model_id(row)]
         assert sorted(set(rows["method"])) == sorted(METHODS)
-        model = stage.load_selected_model(row)
+        model = stage.load_selected_model(model_paths.resolve_row(tiny_study, row.to_dict()))
         x = to_float(mnist.test_x[idx])
         pred = model(x).argmax(1)
         for method in METHODS:
