@@ -207,7 +207,9 @@ def _evaluate(cfg, selected, splits, root: Path) -> None:
         roar_n_test=ROAR_N_TEST,
         cpu=1.0,
     )
-    rows = {stage.model_id(r): r.to_dict() for _, r in selected.iterrows()}
+    from foundations import model_paths
+
+    rows = {stage.model_id(r): model_paths.resolve_row(root, r.to_dict()) for _, r in selected.iterrows()}
     ranks = {}
     for task in stage.plan(selected, s, n_test=len(splits.test_y)):
         row = rows[task.model_id]

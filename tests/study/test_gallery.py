@@ -14,7 +14,7 @@ from evaluation import stage
 from evaluation.attributions import attribute
 from study import analysis
 from study import loading
-from foundations import schemas
+from foundations import model_paths, schemas
 from tests.study.report_fixture import METHODS, N_EVAL
 from tests.study.test_report import copy_study
 
@@ -32,7 +32,7 @@ def test_the_stage_writes_the_first_evaluated_images_with_each_methods_map(tiny_
     for _, row in sel.iterrows():
         rows = g[g["model_id"] == stage.model_id(row)]
         assert sorted(set(rows["method"])) == sorted(METHODS)
-        model = stage.load_selected_model(row)
+        model = stage.load_selected_model(model_paths.resolve_row(tiny_study, row.to_dict()))
         x = to_float(mnist.test_x[idx])
         pred = model(x).argmax(1)
         for method in METHODS:

@@ -7,6 +7,7 @@ Really trained models, real Parquet, a real local Ray (2 CPUs) for the stage."""
 from __future__ import annotations
 
 import shutil
+import sys
 from dataclasses import replace
 
 import pandas as pd
@@ -89,3 +90,30 @@ def test_a_relative_path_never_falls_back_to_another_folder(tmp_path):
         tmp_path / "a" / "models/mnist/none/model.pt")
     with pytest.raises(model_paths.ModelPathError, match="missing from the study folder"):
         model_paths.resolve(tmp_path / "b", "models/mnist/none/model.pt")
+
+
+@pytest.mark.ray
+def test_evaluating_a_copy_without_its_models_stops_the_launch_with_one_line(tmp_path, mnist, data_root):
+    """`--resume --stage evaluate` on a copied study whose models/ was removed: exit 2, one line naming the
+    model file and the folder (it used to evaluate the original folder's models and exit 0)."""
+    import subprocess
+
+    from study import search
+    from study.config import load_config
+    from tests.study.test_launch_faults import REPO, _env
+
+    root = tmp_path / "original"
+    _old_study(root, mnist)
+    search.check_output(load_config("quick", [f"output={root}", "name=test", "datasets=[mnist]",
+                                              "penalties=[none, gradient]", "evaluation.metrics=[complexity]",
+                                              "evaluation.n_samples=6", "evaluation.chunk_size=6"]))
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    shutil.rmtree(copy / "models")
+    r = subprocess.run([sys.executable, "-m", "study.launch", "--resume", "--output", str(copy), "--stage",
+                        "evaluate", "--num-cpus", "2", "-q"], cwd=REPO, env=_env(data_root), capture_output=True,
+                       text=True, timeout=600, start_new_session=True)
+    assert r.returncode == 2, r.stdout[-3000:] + r.stderr[-3000:]
+    err = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("error: selected: model file ") and f"{copy}" in err[0], r.stderr
+    assert not (copy / "evaluation").exists()
