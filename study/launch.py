@@ -463,6 +463,13 @@ def _main(argv: list[str] | None = None) -> int:
         record_run(cfg, argv, started, time.perf_counter() - t0, "interrupted")
         print(f"\n[study] interrupted ({interrupts.what(exc)}); rerun the same command to continue", file=sys.stderr)
         return interrupts.exit_code()
+    except Exception as exc:
+        from study import diskfull
+
+        if not diskfull.disk_full(exc, cfg.location):
+            raise
+        print(diskfull.message(cfg.location), file=sys.stderr)  # (runs.jsonl cannot be written either)
+        return 1
     record_run(cfg, argv, started, time.perf_counter() - t0, "finished")
     print(f"[study] finished in {time.perf_counter() - t0:.1f} s; results in {cfg.location}", flush=True)
     return 0

@@ -1,0 +1,70 @@
+"""A full disk under the study folder, told in one line.
+
+A write that fails with ENOSPC surfaces far from its cause: as a ``RayTaskError`` of a search or
+evaluation task, sometimes as the error of reading back a file the failed write truncated. The
+launcher asks :func:`disk_full` about any error that ends a run: true when the error chain holds
+ENOSPC, or when the study folder's filesystem has (almost) no space left; :func:`message` is the
+line to print. Any other error is left alone (raised as before).
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+
+LOW_BYTES = 1 << 20  # less than this free under the study folder: the disk is full for a study
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__  # RayTaskError keeps its .cause
+
+
+def mentions_enospc(exc: BaseException) -> bool:
+    return any((isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e)
+               for e in _chain(exc))
+
+
+def _existing(location: str) -> Path | None:
+    p = Path(location)
+    return next((q for q in (p, *p.parents) if q.exists()), None)
+
+
+def free_bytes(location: str) -> int | None:
+    """Free space of the filesystem that holds ``location`` (None for an object store or an unreadable one)."""
+    if "://" in location and not location.startswith("file://"):
+        return None
+    where = _existing(location.removeprefix("file://"))
+    try:
+        return shutil.disk_usage(where).free if where is not None else None
+    except OSError:
+        return None
+
+
+def disk_full(exc: BaseException, location: str) -> bool:
+    """Whether ``exc`` ended the run because the study folder's disk is full."""
+    free = free_bytes(location)
+    return mentions_enospc(exc) or (free is not None and free < LOW_BYTES)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def message(location: str) -> str:
+    """``error: FOLDER: no space left on the device (...); free space, then --resume``."""
+    free = free_bytes(location)
+    held = ""
+    root = Path(location)
+    if free is not None and root.is_dir():
+        held = f"; the study holds {_size(sum(f.stat().st_size for f in root.rglob('*') if f.is_file()))} so far"
+    have = f"{_size(free)} free" if free is not None else "the object store refused a write"
+    return f"error: {location}: no space left on the device ({have}{held}); free space, then --resume"
