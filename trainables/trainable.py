@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 
 from foundations.data import Splits, to_float
+from trainables.penalty_values import COLUMNS as PENALTY_COLUMNS
 from trainables.train import NonFiniteLossError, TrainConfig, TrainRun
 
 STATE_FILE = "state.pt"
@@ -45,6 +46,7 @@ EPOCH_METRICS = (
     "samples_per_s",
     "morf_seconds",
     "seconds",
+    *PENALTY_COLUMNS,  # every penalty's value on the fixed validation batch
 )
 
 
