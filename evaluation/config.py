@@ -67,6 +67,9 @@ class Evaluation:
         method_params: per attribution method, e.g. ``{integrated_gradients: {n_steps: 16}}``.
         metric_params: per metric group, e.g. ``{gaussian: {n_draws: 2}}``.
         gallery_n: test images per model in the ``gallery`` table (the report's saliency gallery); 0: none.
+        map_models: whose maps score each model's MoRF and faithfulness: ``own`` (always computed) and
+            penalties whose selected model's maps also score every other model (the ``evaluation``
+            table's ``map_model`` column names that model; :mod:`evaluation.cross_maps`).
     """
 
     methods: list[str] = field(
@@ -81,6 +84,7 @@ class Evaluation:
     method_params: dict[str, dict] = field(default_factory=dict)
     metric_params: dict[str, dict] = field(default_factory=dict)
     gallery_n: int = 6
+    map_models: list[str] = field(default_factory=lambda: ["own"])
 
     def __post_init__(self) -> None:
         from evaluation.attributions import METHODS, resolve_method_params
@@ -113,6 +117,9 @@ class Evaluation:
         check_int_ge("gallery_n", self.gallery_n, 0)
         for key, low in (("n_samples", 1), ("gallery_n", 0)):
             check_test_images(key, getattr(self, key), low)
+        from trainables.config import PENALTY_NAMES
+
+        check_list("map_models", self.map_models, ("own", *PENALTY_NAMES))
 
     @property
     def evaluate_metrics(self) -> list[str]:

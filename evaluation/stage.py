@@ -56,16 +56,19 @@ class Task:
     fraction: float = 0.0
     repeat: int = 0
     settings: str = ""  # fingerprint of every setting that changes the task's rows (see fingerprints)
+    map_model: str = ""  # "crossmap": the model whose maps score model_id (evaluation/cross_maps.py)
 
     @property
     def table(self) -> str:
-        return "evaluation" if self.kind == "metrics" else "roar"
+        return "evaluation" if self.kind in ("metrics", "crossmap") else "roar"
 
     @property
     def key(self) -> str:
         fp = f"__s{self.settings}" if self.settings else ""
         if self.kind == "metrics":
             return f"{self.model_id}__c{self.chunk:03d}{fp}"
+        if self.kind == "crossmap":
+            return f"{self.model_id}__maps-{self.map_model}__c{self.chunk:03d}{fp}"
         return f"{self.model_id}__{self.method or 'clean'}__t{self.fraction:.2f}__r{self.repeat}{fp}"
 
     def path(self, out: Path | str) -> Path | str:
@@ -153,6 +156,7 @@ def plan(selected: pd.DataFrame, s: StageSettings, n_test: int = 10_000) -> list
             for c in range(n_chunks):
                 tasks.append(Task("metrics", row["dataset"], row["penalty"], mid, "all", chunk=c,
                                   settings=fp["metrics"]))
+        tasks += _crossmap_tasks(selected, row, ev, n_chunks, fp["metrics"])
         methods = [m for m in roar_methods if m != "random"]
         control = bool(roar_methods) and mid == _control_model(selected, row["dataset"])
         if control:
@@ -180,6 +184,21 @@ def plan(selected: pd.DataFrame, s: StageSettings, n_test: int = 10_000) -> list
     return tasks
 
 
+def _crossmap_tasks(selected: pd.DataFrame, row, ev: Evaluation, n_chunks: int, fp: str) -> list[Task]:
+    """The model's chunks scored with each ``map_models`` penalty's maps (not its own, nor its own penalty's)."""
+    from evaluation.cross_maps import GROUPS, map_model_for
+
+    if not any(g in ev.evaluate_metrics for g in GROUPS) or not set(ev.methods) - {"random"}:
+        return []
+    tasks = []
+    for penalty in [p for p in ev.map_models if p not in ("own", row["penalty"])]:
+        other = map_model_for(selected, row, penalty)
+        if other is not None:
+            tasks += [Task("crossmap", row["dataset"], row["penalty"], model_id(row), "all", chunk=c, settings=fp,
+                           map_model=other) for c in range(n_chunks)]
+    return tasks
+
+
 def _control_model(selected: pd.DataFrame, dataset: str) -> str:
     """The model the dataset's random control and clean retrains are filed under: its first ``none``
     model if the baseline was selected, else its first model."""
@@ -200,6 +219,10 @@ def describe_plan(tasks: list[Task], s: StageSettings) -> str:
         f"in chunks of {ev.chunk_size}; methods {', '.join(ev.methods)}; "
         f"metrics {', '.join(ev.evaluate_metrics) or 'none'})"
     ]
+    cross = [t for t in tasks if t.kind == "crossmap"]
+    if cross:
+        lines.append(f"[evaluate] plan: {len(cross)} cross-map chunk(s) (MoRF and faithfulness of each model with "
+                     f"the maps of the {', '.join(p for p in ev.map_models if p != 'own')} model)")
     if roar:
         n_train = "all" if ev.roar.data_fraction >= 1 else f"{ev.roar.data_fraction:g} of the"
         lines.append(
@@ -365,6 +388,34 @@ def metrics_task(task: Task, row: dict, splits, s: StageSettings, out: str) -> d
     return {"key": task.key, "seconds": time.perf_counter() - t0, "rows": len(df), "node_id": node}
 
 
+def crossmap_task(task, row: dict, map_row: dict, splits, s, out: str) -> dict:
+    """One (model, map model, chunk) -> one ``evaluation`` file with ``map_model`` set (evaluation/cross_maps.py)."""
+    from evaluation.cross_maps import GROUPS, SCHEMA, scored_rows
+    from foundations.data import to_float
+
+    ev = s.evaluation
+    _threads(s.cpu)
+    _marker(out, task)
+    t0 = time.perf_counter()
+    dev = torch.device("cuda" if torch.cuda.is_available() and s.gpu > 0 else "cpu")
+    model, maps = load_selected_model(row).to(dev), load_selected_model(map_row).to(dev)
+    idx = sample_indices(len(splits.test_y), ev.n_samples, ev.seed)[
+        task.chunk * ev.chunk_size : (task.chunk + 1) * ev.chunk_size
+    ]
+    x, y = to_float(splits.test_x[idx]).to(dev), splits.test_y[idx].to(dev)
+    seed = seeds.mix(ev.seed, task.chunk)  # the own rows' per-chunk seed
+    methods = [m for m in ev.methods if m != "random"]  # a random map is nobody's: its own rows hold it
+    df = scored_rows(model, maps, x, y, methods=methods, seed=seed, method_params=ev.method_params,
+                     metric_params=ev.metric_params, baselines=_baselines(ev, splits, dev).get("baselines"),
+                     groups=[g for g in GROUPS if g in ev.evaluate_metrics])
+    df["sample"] = idx.numpy()[df["sample"].to_numpy()]
+    node, _ = _node()
+    df["study"], df["dataset"], df["penalty"], df["model_id"] = s.study, task.dataset, task.penalty, task.model_id
+    df["chunk"], df["node_id"], df["map_model"] = task.chunk, node, task.map_model
+    results.write_table(df, out, "evaluation", PARTS, task.key, schema=SCHEMA)
+    return {"key": task.key, "seconds": time.perf_counter() - t0, "rows": len(df), "node_id": node}
+
+
 def _baselines(ev: Evaluation, splits, dev: torch.device) -> dict:
     """``deeplift_shap``'s baseline distribution (same for every model and chunk: the evaluation's seed)."""
     from evaluation.captum_methods import extra_inputs
@@ -513,6 +564,7 @@ class Runner:
         self._metrics = ray.remote(metrics_task).options(**opts)
         self._roar = ray.remote(roar_task).options(**opts)
         self._ranks = ray.remote(ranks_task).options(**opts)
+        self._cross = ray.remote(crossmap_task).options(**opts)
         if s.simulate:  # --simulate: the same task graph, torch-free bodies that sleep
             self._metrics, self._roar, self._ranks = (
                 ray.remote(f).options(**opts) for f in (simulated.metrics_task, simulated.roar_task,
@@ -546,15 +598,18 @@ class Runner:
         for ds in sorted(selected["dataset"].unique()):
             self.splits(ds)
             tasks += plan(selected[selected["dataset"] == ds], self.s, self.n_test[ds])
-        return [t for t in tasks if model_ids is None or t.model_id in model_ids]
+        return [t for t in tasks if model_ids is None or t.model_id in model_ids or t.map_model in model_ids]
 
     def add(self, selected: pd.DataFrame, tasks: list[Task]) -> int:
         """Queue the tasks whose file is missing (rows of ``selected`` describe their models)."""
         # model files resolved in this study folder (relative paths; an old absolute one only if in this folder)
         self.rows.update({model_id(r): model_paths.resolve_row(self.out, r.to_dict()) for _, r in selected.iterrows()})
         todo = missing(missing(tasks, self.out), self.staging)  # done in the tables, or staged by an earlier run
-        queued = set(todo)
-        todo += self._unreadable([t for t in tasks if t not in queued])  # a torn file is not a finished task
+        listed = set(todo)
+        todo += self._unreadable([t for t in tasks if t not in listed])  # a torn file is not a finished task
+        queued = getattr(self, "_queued", set())  # a cross-map task can be planned twice (either model's turn)
+        todo = [t for t in todo if t.key not in queued]
+        self._queued = queued | {t.key for t in todo}
         self.stats["total"] += len(tasks)
         self.stats["submitted"] += len(todo)
         self.queue += todo
@@ -580,6 +635,8 @@ class Runner:
                 ref = self._submit_simulated(task)
             elif task.kind == "metrics":
                 ref = self._metrics.remote(task, row, ref_splits, s, out)
+            elif task.kind == "crossmap":
+                ref = self._cross.remote(task, row, self.rows[task.map_model], ref_splits, s, out)
             else:
                 # the random control and the clean retrain (method "": nothing removed) share the random ranks
                 method = task.method or "random"
@@ -683,7 +740,8 @@ def write_curves(out: str | Path, study: str) -> pd.DataFrame:
     frames = []
     ev = read(out, "evaluation")
     if not ev.empty:
-        ev = ev[ev["level"].notna() & (ev["sample"] >= 0)]
+        own = ev["map_model"].fillna("") == ""  # curves of the own maps only (cross-map rows name their map model)
+        ev = ev[own & ev["level"].notna() & (ev["sample"] >= 0)]
         g = ev.groupby(["dataset", "penalty", "model_id", "method", "metric", "level"])["value"]
         c = g.agg(["mean", "std", "count"]).reset_index()
         frames.append(
@@ -734,7 +792,9 @@ def write_curves(out: str | Path, study: str) -> pd.DataFrame:
 
 def read(out: str | Path, table: str) -> pd.DataFrame:
     """Read a stage table (an empty frame with the schema's columns if nothing was written yet)."""
-    return results.read_table(out, table, STAGE_SCHEMAS[table], PARTS)
+    from evaluation.cross_maps import SCHEMA
+
+    return results.read_table(out, table, SCHEMA if table == "evaluation" else STAGE_SCHEMAS[table], PARTS)
 
 
 def run(cfg, selected: pd.DataFrame, log: Callable[[str], None] = print) -> dict:

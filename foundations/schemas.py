@@ -32,6 +32,7 @@ import pyarrow.dataset as ds
 from foundations import storage
 
 _TS = pa.timestamp("us", tz="UTC")
+PENALTY_VALUE_NAMES = ("gradient", "consistency", "smoothness", "locality", "fidelity", "symmetry")  # SPEC §4
 
 TRIALS = pa.schema(
     [
@@ -97,6 +98,8 @@ EPOCHS = pa.schema(
         ("node_id", pa.string()),
         ("pid", pa.int64()),
     ]
+    # every penalty's value on the fixed validation batch (trainables/penalty_values.py), whatever was trained
+    + [(f"val_{p}", pa.float64()) for p in PENALTY_VALUE_NAMES]
 )
 
 SELECTED = pa.schema(
@@ -374,4 +377,5 @@ def package_versions(names: tuple[str, ...] = RESULT_PACKAGES) -> dict:
 
 # Columns added to a schema after studies were written with it: reading an older table fills them with
 # nulls instead of refusing it (study.analysis).
-ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"selected": ("has_baseline",)}
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"selected": ("has_baseline",),
+                                             "epochs": tuple(f"val_{p}" for p in PENALTY_VALUE_NAMES)}

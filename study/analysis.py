@@ -103,6 +103,7 @@ class Study:
     config: dict = field(default_factory=dict)
     config_text: str = ""
     gallery: pd.DataFrame = field(default_factory=lambda: R.GALLERY.empty_table().to_pandas())
+    cross_maps: pd.DataFrame = field(default_factory=pd.DataFrame)  # evaluation rows scored with another model's maps
 
     @classmethod
     def from_frames(cls, path: str = "<memory>", config: dict | None = None, **frames: pd.DataFrame) -> "Study":

@@ -181,6 +181,16 @@ def read_study_table(path_or_uri, table: str, _opened: tuple | None = None) -> t
     return t.to_pandas(), t.num_rows > 0
 
 
+def split_cross_maps(evaluation: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows scored with the model's own maps, rows scored with another model's maps): the latter name that
+    model in ``map_model`` (``evaluation.map_models``, evaluation/cross_maps.py); older studies have none."""
+    if "map_model" not in evaluation.columns:
+        return evaluation, evaluation.iloc[0:0].assign(map_model=pd.Series(dtype=object))
+    cross = evaluation["map_model"].fillna("").astype(str) != ""
+    own = evaluation[~cross].drop(columns="map_model").reset_index(drop=True)
+    return own, evaluation[cross].reset_index(drop=True)
+
+
 def read_study(path_or_uri) -> dict:
     """Every table of a study folder (a local path or a URI pyarrow understands), as the keyword
     arguments of ``study.analysis.Study``: ``path``, ``missing``, ``config``, ``config_text`` and one
@@ -214,6 +224,7 @@ def read_study(path_or_uri) -> dict:
         if not ok:
             missing.append(t)
     frames["gallery"], _ = read_study_table(path_or_uri, "gallery", opened)
+    frames["evaluation"], frames["cross_maps"] = split_cross_maps(frames["evaluation"])
     config, text = {}, ""
     if has_cfg:
         from study.config import ConfigError, migrate, parse_mapping

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from study import analysis as A
-from study import loading
+from study import loading, penalty_curves
 from study.document import (
     FORMATS, cli_build, Doc, Figure, Figures, Table, best_flags, direction_arrow, figure_legend,
     fmt_ci, fmt_num, fmt_pct, grid_shape, hide_unused_axes, log_x_axis, metric_label, render_html, render_md, style,
@@ -51,6 +51,12 @@ METHOD_LABELS = {
     "integrated_gradients": "Integrated Gradients",
     "input_x_gradient": "Input × Gradient",
     "smoothgrad": "SmoothGrad",
+    "deeplift": "DeepLift",
+    "deeplift_shap": "DeepLiftShap",
+    "lrp": "LRP (ε)",
+    "kernel_shap": "KernelShap",
+    "occlusion": "Occlusion",
+    "grad_cam": "GradCAM (1st conv)",
     "random": "random ranking",
 }
 CLASS_NAMES = {  # Fashion-MNIST's labels (torchvision's FashionMNIST.classes); MNIST's are the digits
@@ -155,13 +161,15 @@ def _summary_section(doc: Doc, s: A.Study, summ: pd.DataFrame, figs: Figures) ->
 def _model_table(doc: Doc, s: A.Study, summ: pd.DataFrame, dataset: str) -> None:
     sel = s.selected[s.selected["dataset"] == dataset].drop_duplicates("penalty", keep="last").set_index("penalty")
     sd = summ[summ["dataset"] == dataset]
-    model_metrics = [m for m in ("gaussian_auc", "block_auc") if (sd["method"].eq("") & sd["metric"].eq(m)).any()]
+    model_metrics = [m for m in ("full_test_accuracy", "gaussian_auc", "block_auc")
+                     if (sd["method"].eq("") & sd["metric"].eq(m)).any()]
     penalties = [p for p in s.penalties if p in sel.index or p in set(sd["penalty"])]
     if not penalties:
         doc.note(f"{dataset}: no selected model.")
         return
-    header = ["penalty", "λ", "val. acc. (%) ↑", "val. MoRF ↑", "test acc. (%) ↑"] + [
-        f"{metric_label(m)}{direction_arrow(A.higher_is_better(m))}" for m in model_metrics
+    header = ["penalty", "λ", "val. acc. (%) ↑", "val. MoRF ↑", "test acc., explained images (%) ↑"] + [
+        f"{metric_label(m)}{' (%)' if m == 'full_test_accuracy' else ''}{direction_arrow(A.higher_is_better(m))}"
+        for m in model_metrics
     ]
     cols: list[list[tuple[str, float]]] = []
     flagged: list[str] = []
@@ -187,8 +195,9 @@ def _model_table(doc: Doc, s: A.Study, summ: pd.DataFrame, dataset: str) -> None
             row.append(("–", np.nan))
         for m in model_metrics:
             q = sd[(sd["penalty"] == p) & (sd["method"] == "") & (sd["metric"] == m)]
-            row.append((fmt_ci(*q[["mean", "ci_low", "ci_high"]].iloc[0]), q["mean"].iloc[0])
-                       if len(q) else ("–", np.nan))
+            scale = 100 if m == "full_test_accuracy" else 1  # a percentage, as the other accuracies
+            row.append((fmt_ci(*q[["mean", "ci_low", "ci_high"]].iloc[0], scale), q["mean"].iloc[0]) if len(q)
+                       else ("–", np.nan))
         cols.append(row)
     dirs = [None, None, True, True, True] + [A.higher_is_better(m) for m in model_metrics]
     bold = [[False] * len(header) for _ in cols]
@@ -868,6 +877,7 @@ def build_report(
     guarded("MoRF", _morf_section, doc, s, figs)
     guarded("ROAR", _roar_section, doc, s, figs)
     guarded("robustness", _robustness_section, doc, s, figs)
+    guarded("penalty values", penalty_curves.section, doc, s, figs)
     guarded("search", _search_section, doc, s, figs, par, sweep)
     guarded("provenance", _provenance_section, doc, s)
 

@@ -234,7 +234,8 @@ def run_study(
     if runner is not None:
         # anything not planned yet (no baseline in the study): plan it now, then finish the stage
         rest = runner.tasks_for(selected) if len(selected) else []
-        if runner.add(selected, [t for t in rest if t.model_id not in evaluated]):
+        # cross-map tasks whose map model belongs to a search paired with another baseline come now too
+        if runner.add(selected, [t for t in rest if t.model_id not in evaluated or t.kind == "crossmap"]):
             while runner.busy:
                 ready, _ = ray.wait(runner.refs(), num_returns=1)
                 for ref in ready:

@@ -43,6 +43,8 @@ PENALTY_DEFAULTS: MappingProxyType = MappingProxyType(
     }
 )
 PENALTY_NAMES = tuple(PENALTY_DEFAULTS)
+MEASURED_PENALTIES = tuple(p for p in PENALTY_NAMES if p != "none")  # measured on every model, every epoch
+PENALTY_VALUE_COLUMNS = tuple(f"val_{p}" for p in MEASURED_PENALTIES)  # their columns in the epochs table
 
 
 class ConfigError(ValueError):

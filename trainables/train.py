@@ -164,6 +164,7 @@ class TrainRun:
             "ce": means[1],
             "penalty_value": means[2],
             "val_acc": accuracy(model, *self.val_set(), cfg.eval_batch_size),
+            **self.penalty_values(),
             "train_seconds": train_seconds,
             "samples_per_s": len(order) / train_seconds if train_seconds > 0 else float("nan"),
         }
@@ -171,6 +172,15 @@ class TrainRun:
             record.update(self.extra_metrics(model, self.splits))
         record["seconds"] = time.perf_counter() - t0
         return record
+
+    def penalty_values(self) -> dict:
+        """Each of the six penalties on the run's fixed validation batch (:mod:`trainables.penalty_values`)."""
+        from trainables import penalty_values as pv
+
+        if not hasattr(self, "_probe"):
+            self._probe = pv.probe_batch(self.splits.val_x, self.splits.val_y, self.cfg.split_seed)
+        return pv.penalty_values(self.model, *self._probe, own=self.cfg.penalty, own_params=self.cfg.penalty_params,
+                                 seed=self.cfg.split_seed)
 
     def __iter__(self) -> Iterator[dict]:
         while self.epoch < self.cfg.epochs:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from foundations.data import Splits, to_float
+from trainables.config import PENALTY_VALUE_COLUMNS as PENALTY_COLUMNS
 from trainables.config import TrainConfig
 
 if TYPE_CHECKING:  # torch is imported where a trial trains: the search process of a simulated study has none
@@ -46,6 +47,7 @@ EPOCH_METRICS = (
     "samples_per_s",
     "morf_seconds",
     "seconds",
+    *PENALTY_COLUMNS,  # every penalty's value on the fixed validation batch
 )
 
 

@@ -80,12 +80,13 @@ def test_parameter_defaults_match_the_functions():
 
 
 def test_labels_of_the_report_come_from_the_registry():
-    from study import report
+    from study import document
 
-    assert report.METRIC_LABELS == registry.labels()
-    assert report._label("block_infidelity_raw") == "block infidelity (raw, scale-dependent)"
-    assert report._label("gaussian_auc_clean") == "noise AUC" and report._label("roar_clean") == "ROAR area"
-    assert report._label("morf_curve") == "morf curve"  # no label given: the name
+    assert document.METRIC_LABELS == registry.labels()
+    assert document.metric_label("block_infidelity_raw") == "block infidelity (raw, scale-dependent)"
+    assert document.metric_label("gaussian_auc_clean") == "noise AUC"
+    assert document.metric_label("roar_clean") == "ROAR area"
+    assert document.metric_label("morf_curve") == "morf curve"  # no label given: the name
 
 
 def test_config_validation_reads_the_registry():

@@ -124,3 +124,26 @@ def test_killed_worker_is_retried(study):
     ]
     assert len(row_pid) == 1 and int(row_pid.iloc[0]) != killed[1]  # redone by another worker
 
+
+def test_map_models_add_only_the_cross_map_chunks_and_keep_them_out_of_the_own_tables(study):
+    """``evaluation.map_models: [own, none]``: the gradient model is also scored with the none model's maps
+    (its chunks only are new); the rows name the map model, the curves and the analysis keep them apart."""
+    from dataclasses import replace
+
+    from study import analysis as A
+    from study.loading import read_study
+
+    out, selected, s, _, _ = study
+    cross_s = replace(s, evaluation=replace(s.evaluation, map_models=["own", "none"]))
+    curves_before = len(pd.read_parquet(out / "curves"))
+    stats = stage.run_stage(selected, cross_s, out, log=lambda _: None)
+    n_chunks = s.evaluation.n_samples // s.evaluation.chunk_size
+    assert stats["submitted"] == n_chunks  # the none model is not scored with its own penalty's maps
+    ev = stage.read(out, "evaluation")
+    cross = ev[ev["map_model"].fillna("") != ""]
+    assert set(cross["model_id"]) == {"gradient-t1"} and set(cross["map_model"]) == {"none-t0"}
+    assert set(cross["metric"]) >= {"morf", "faithfulness_nested"} and "complexity" not in set(cross["metric"])
+    assert len(pd.read_parquet(out / "curves")) == curves_before
+    st = A.Study(**read_study(out))  # the analysis sees the own rows only, the cross-map rows beside them
+    assert len(st.cross_maps) == len(cross) and "map_model" not in st.evaluation.columns
+    assert len(st.evaluation) == len(ev) - len(cross)

@@ -160,9 +160,33 @@ def test_pages_name_the_study_folder_relative_or_as_outputs_name_never_by_machin
 
     elsewhere = publish(tmp_path)  # the study is not under tmp_path
     assert str(replicated) not in elsewhere and str(replicated.parent) not in elsewhere
-    assert "`python -m study.report outputs/study --results" in elsewhere
+    assert "`python -m study.publish outputs/study " in elsewhere
     assert "--output outputs/study " in elsewhere  # the recorded launch command, twice (page and README)
     assert elsewhere.count("--output outputs/study ") == 2
     under = publish(replicated.parent)  # the study is ./study
     assert str(replicated) not in under
-    assert "`python -m study.report study --results" in under and "--output study " in under
+    assert "`python -m study.publish study " in under and "--output study " in under
+
+
+def test_full_test_accuracy_and_penalty_values_per_epoch_are_published(replicated, tmp_path):
+    """Every selected model's accuracy on all 10 000 test images is in the evaluation table, the results page and
+    the report (beside the explained images' accuracy); every trial's six penalty values per epoch are in the
+    epochs table and the report plots them for the selected models."""
+    from study import penalty_curves
+    from study.report import build_report
+
+    s = analysis.load(replicated)
+    full = s.evaluation[s.evaluation["metric"] == "full_test_accuracy"]
+    models = s.evaluation["model_id"].unique()
+    assert full.groupby("model_id")["sample"].nunique().to_dict() == {m: 10_000 for m in models} and len(models) == 4
+    assert list(penalty_curves.COLUMNS) == [c for c in s.epochs.columns if c in penalty_curves.COLUMNS]
+    assert s.epochs[list(penalty_curves.COLUMNS)].notna().all().all() and (s.epochs["val_gradient"] > 0).all()
+    v = penalty_curves.values_per_epoch(s)
+    assert set(v["measured"]) == {"gradient", "consistency", "smoothness", "locality", "fidelity", "symmetry"}
+    assert v["trial_id"].nunique() == len(s.selected)
+    text = build_results(replicated, tmp_path / "results.md").read_text()
+    assert "test acc., all test images (%) ↑" in text and "acc. on the explained images (%) ↑" in text
+    report = build_report(replicated, ["md"], out_dir=tmp_path / "rep", n_images=0).read_text()
+    assert "Every penalty's value during training" in report and "penalty_values_mnist.png" in report
+    assert (tmp_path / "rep" / "img" / "penalty_values_mnist.png").stat().st_size > 1000
+    assert "test acc., all test images" in report
