@@ -6,10 +6,14 @@ Tune stop while a Tuner runs, else ``KeyboardInterrupt``), so the study saves it
 one line, records the run, and exits 143. A SIGTERM to the launcher's whole process group must
 not kill the private Ray under that graceful stop: its processes are started with SIGTERM
 blocked (:func:`sigterm_held`) and are stopped by ``ray.shutdown`` afterwards.
+
+Ctrl-C while a Tuner runs: :func:`fit` (below) takes SIGINT from Tune and asks it to stop gracefully.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -22,7 +26,7 @@ def _on_sigterm(signum, frame) -> None:
     TERMINATED.set()
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
-        handler(signal.SIGINT, frame)  # what Ctrl-C does now (search._on_sigint while Tune runs)
+        handler(signal.SIGINT, frame)  # what Ctrl-C does now (_on_sigint while Tune runs)
         return
     raise KeyboardInterrupt
 
@@ -74,3 +78,70 @@ def what(exc: BaseException) -> str:
 def exit_code() -> int:
     """143 (128 + SIGTERM) after a SIGTERM, else 130 (128 + SIGINT)."""
     return 128 + (signal.SIGTERM if TERMINATED.is_set() else signal.SIGINT)
+
+
+# ---------------------------------------------------------------- Ctrl-C during Tuner.fit()
+# Tune catches SIGINT itself and returns a partial ResultGrid whose interrupted trials look
+# TERMINATED. The search stage therefore takes SIGINT itself while a Tuner runs: it records
+# the interrupt (``SIGINT_SEEN``) and asks Tune to stop through Tune's own stop signal (SIGUSR1),
+# so Tune saves its state, and search.run_one never mistakes the partial grid for a finished search.
+SIGINT_SEEN = threading.Event()
+
+
+def _tune_not_listening(signum, frame) -> None:  # SIGUSR1 placeholder until Tune installs its handler
+    pass
+
+
+# False in a search task of the concurrent schedule: there the "Ctrl-C" is the driver's ray.cancel, which Ray
+# may repeat; a repeat must not break Tune's graceful stop (a trial cut mid-save is restored as finished).
+SECONDSIGINT_SEEN_STOPS = True
+
+
+def _on_sigint(signum, frame) -> None:
+    first = not SIGINT_SEEN.is_set()
+    SIGINT_SEEN.set()
+    listening = signal.getsignal(signal.SIGUSR1) not in (_tune_not_listening, signal.SIG_DFL, signal.SIG_IGN, None)
+    if first and listening:
+        os.kill(os.getpid(), signal.SIGUSR1)  # Tune stops its loop gracefully and saves its state
+        return
+    if listening and not SECONDSIGINT_SEEN_STOPS:
+        return  # Tune is already stopping
+    raise KeyboardInterrupt  # Tune not running yet, or a second Ctrl-C: stop at once
+
+
+class _NoTuneResumeAdvice(logging.Filter):
+    """Drop Tune's "Resume experiment with: Tuner.restore(...)" (launcher users rerun the command) and,
+    after a Ctrl-C, its warning about trials that had not reported yet (expected then)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return "Tuner.restore" not in msg and not ("Failed to fetch metrics" in msg and SIGINT_SEEN.is_set())
+
+
+def fit(tuner):
+    """``tuner.fit()`` with Ctrl-C recorded in ``SIGINT_SEEN`` (see above); handlers restored afterwards."""
+    SIGINT_SEEN.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return tuner.fit()
+    logs, quiet = (
+        [logging.getLogger(n) for n in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")],
+        _NoTuneResumeAdvice(),
+    )
+    old_int, old_usr1 = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGUSR1)
+    old_env = os.environ.get("TUNE_DISABLESIGINT_SEEN_HANDLER")
+    os.environ["TUNE_DISABLESIGINT_SEEN_HANDLER"] = "1"  # SIGINT stays ours; Tune still listens to SIGUSR1
+    signal.signal(signal.SIGUSR1, _tune_not_listening)
+    signal.signal(signal.SIGINT, _on_sigint)
+    for lg in logs:
+        lg.addFilter(quiet)
+    try:
+        return tuner.fit()
+    finally:
+        for lg in logs:
+            lg.removeFilter(quiet)
+        signal.signal(signal.SIGINT, old_int if old_int is not None else signal.default_int_handler)
+        signal.signal(signal.SIGUSR1, old_usr1 if old_usr1 is not None else signal.SIG_DFL)
+        if old_env is None:
+            os.environ.pop("TUNE_DISABLESIGINT_SEEN_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLESIGINT_SEEN_HANDLER"] = old_env

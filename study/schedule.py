@@ -39,7 +39,7 @@ from typing import Callable
 import pandas as pd
 
 from foundations import schemas as R
-from study import journal, progress, search, selection
+from study import interrupts, journal, progress, search, selection
 from study.config import StudyConfig
 
 
@@ -77,7 +77,7 @@ def _search_task(cfg: StudyConfig, dataset: str, penalty: str, data: list, prove
     """Body of one search's Ray task: ``search.run_one`` in a worker; returns its summary."""
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    search.SECOND_SIGINT_STOPS = False  # the driver's (possibly repeated) ray.cancel: one graceful stop
+    interrupts.SECOND_SIGINT_STOPS = False  # the driver's (possibly repeated) ray.cancel: one graceful stop
     lines: list[str] = []
     t0 = time.perf_counter()
     trials = search.run_one(cfg, dataset, penalty, lambda: data[0], provenance, verbose=0, log=lines.append)

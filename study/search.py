@@ -29,8 +29,6 @@ import json
 import logging
 import math
 import os
-import signal
-import threading
 import time
 from dataclasses import replace
 from functools import partial
@@ -43,7 +41,7 @@ from foundations import data as data_mod
 from foundations import schemas as R
 from foundations.schemas import git_commit  # noqa: F401  (re-exported: provenance of every row)
 from foundations import seeds, storage
-from study import journal, saved_config
+from study import interrupts, journal, saved_config
 from study.progress import EpochBoard
 from foundations.statistics import front_mask
 from study.config import StudyConfig
@@ -55,73 +53,6 @@ DONE_FILE = "search_done.json"
 
 class SearchInterrupted(RuntimeError):
     """A search stopped before all its trials finished (its state is saved; rerun to resume)."""
-
-
-# ---------------------------------------------------------------- Ctrl-C during Tuner.fit()
-# Tune catches SIGINT itself and returns a partial ResultGrid whose interrupted trials look
-# TERMINATED. The search stage therefore takes SIGINT itself while a Tuner runs: it records
-# the interrupt (``_SIGINT``) and asks Tune to stop through Tune's own stop signal (SIGUSR1),
-# so Tune saves its state, and run_one never mistakes the partial grid for a finished search.
-_SIGINT = threading.Event()
-
-
-def _tune_not_listening(signum, frame) -> None:  # SIGUSR1 placeholder until Tune installs its handler
-    pass
-
-
-# False in a search task of the concurrent schedule: there the "Ctrl-C" is the driver's ray.cancel, which Ray
-# may repeat; a repeat must not break Tune's graceful stop (a trial cut mid-save is restored as finished).
-SECOND_SIGINT_STOPS = True
-
-
-def _on_sigint(signum, frame) -> None:
-    first = not _SIGINT.is_set()
-    _SIGINT.set()
-    listening = signal.getsignal(signal.SIGUSR1) not in (_tune_not_listening, signal.SIG_DFL, signal.SIG_IGN, None)
-    if first and listening:
-        os.kill(os.getpid(), signal.SIGUSR1)  # Tune stops its loop gracefully and saves its state
-        return
-    if listening and not SECOND_SIGINT_STOPS:
-        return  # Tune is already stopping
-    raise KeyboardInterrupt  # Tune not running yet, or a second Ctrl-C: stop at once
-
-
-class _NoTuneResumeAdvice(logging.Filter):
-    """Drop Tune's "Resume experiment with: Tuner.restore(...)" (launcher users rerun the command) and,
-    after a Ctrl-C, its warning about trials that had not reported yet (expected then)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        return "Tuner.restore" not in msg and not ("Failed to fetch metrics" in msg and _SIGINT.is_set())
-
-
-def _fit(tuner):
-    """``tuner.fit()`` with Ctrl-C recorded in ``_SIGINT`` (see above); handlers restored afterwards."""
-    _SIGINT.clear()
-    if threading.current_thread() is not threading.main_thread():
-        return tuner.fit()
-    logs, quiet = (
-        [logging.getLogger(n) for n in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")],
-        _NoTuneResumeAdvice(),
-    )
-    old_int, old_usr1 = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGUSR1)
-    old_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # SIGINT stays ours; Tune still listens to SIGUSR1
-    signal.signal(signal.SIGUSR1, _tune_not_listening)
-    signal.signal(signal.SIGINT, _on_sigint)
-    for lg in logs:
-        lg.addFilter(quiet)
-    try:
-        return tuner.fit()
-    finally:
-        for lg in logs:
-            lg.removeFilter(quiet)
-        signal.signal(signal.SIGINT, old_int if old_int is not None else signal.default_int_handler)
-        signal.signal(signal.SIGUSR1, old_usr1 if old_usr1 is not None else signal.SIG_DFL)
-        if old_env is None:
-            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-        else:
-            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = old_env
 
 
 def unfinished_trials(cfg: StudyConfig, dataset: str, grid) -> int:
@@ -520,8 +451,8 @@ def run_one(
             discard_search(cfg, dataset, penalty)
     t0 = time.perf_counter()
     for attempt in range(2):
-        grid = _fit(build_tuner(cfg, dataset, penalty, data(), verbose))
-        if _SIGINT.is_set():  # even if every trial happened to finish: never go on to the next search
+        grid = interrupts.fit(build_tuner(cfg, dataset, penalty, data(), verbose))
+        if interrupts.SIGINT_SEEN.is_set():  # even if every trial happened to finish: never go on to the next search
             raise SearchInterrupted(f"Ctrl-C during the {dataset}/{penalty} search; its state is saved")
         short = max(0, cfg.n_trials(penalty) - len(grid)) + unfinished_trials(cfg, dataset, grid)
         if attempt or not short or grid.num_terminated + grid.num_errors < len(grid):
