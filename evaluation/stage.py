@@ -1,6 +1,6 @@
 """The distributed evaluation stage: the selected models' metrics and ROAR retrains as Ray tasks.
 
-Given the study's ``selected`` table (one model per dataset × penalty), :func:`plan` lists every
+Given the study's ``selected`` table (one model per dataset × penalty), :func:`plan_tasks` lists every
 unit of work under a deterministic key:
 
 - ``metrics`` tasks: one per (model, chunk of the evaluated test images), computing every
@@ -12,11 +12,11 @@ unit of work under a deterministic key:
   through the object store by all fractions and repeats.
 
 Each task writes its own Parquet file (``<table>/dataset=…/penalty=…/<key>.parquet``, written
-to a temporary name and renamed) and :func:`run` first lists the files that exist, so a rerun
+to a temporary name and renamed) and :func:`run_stage` first lists the files that exist, so a rerun
 submits only the missing keys: after a crash, after deleting one file, or after adding a
 penalty. Tasks declare their resources (CPU, fractional GPU), at most ``max_in_flight`` run at
 once, and a task whose worker dies is retried (``max_retries``). The ``curves`` table is
-derived from the other two at the end of every run (cheap, rewritten whole).
+derived from the other two at the end of every run (cheap, rewritten whole; :mod:`evaluation.tables`).
 """
 
 from __future__ import annotations
@@ -36,11 +36,9 @@ import torch
 from evaluation import simulated
 from evaluation.config import Evaluation
 from foundations import model_paths, schemas as results, seeds, storage
-from foundations.schemas import CURVES, EVALUATION, GALLERY, ROAR
+from foundations.schemas import EVALUATION, GALLERY, ROAR
 
-# the three tables of this stage; their schemas live with the others in foundations/schemas.py
-STAGE_SCHEMAS = {"evaluation": EVALUATION, "roar": ROAR, "curves": CURVES}
-PARTS = results.PARTITIONS["evaluation"]
+from evaluation.tables import PARTS, STAGE_SCHEMAS, write_curves
 
 
 @dataclass(frozen=True)
@@ -138,7 +136,7 @@ def sample_indices(n_test: int, n_samples: int, seed: int) -> torch.Tensor:
     return seeds.subset(n_test, n_samples, seed)
 
 
-def plan(selected: pd.DataFrame, s: StageSettings, n_test: int = 10_000) -> list[Task]:
+def plan_tasks(selected: pd.DataFrame, s: StageSettings, n_test: int = 10_000) -> list[Task]:
     """Every task of the stage for ``selected``, in a deterministic order.
 
     Per dataset, the random-ranking control and the clean retrain (t = 0, nothing removed: the
@@ -597,7 +595,7 @@ class Runner:
         tasks = []
         for ds in sorted(selected["dataset"].unique()):
             self.splits(ds)
-            tasks += plan(selected[selected["dataset"] == ds], self.s, self.n_test[ds])
+            tasks += plan_tasks(selected[selected["dataset"] == ds], self.s, self.n_test[ds])
         return [t for t in tasks if model_ids is None or t.model_id in model_ids or t.map_model in model_ids]
 
     def add(self, selected: pd.DataFrame, tasks: list[Task]) -> int:
@@ -735,69 +733,7 @@ def run_stage(
     return runner.finish(selected)  # the old results go only now, once their replacements exist
 
 
-def write_curves(out: str | Path, study: str) -> pd.DataFrame:
-    """Derive the ``curves`` table (mean y and its std over samples/repeats at each x)."""
-    frames = []
-    ev = read(out, "evaluation")
-    if not ev.empty:
-        own = ev["map_model"].fillna("") == ""  # curves of the own maps only (cross-map rows name their map model)
-        ev = ev[own & ev["level"].notna() & (ev["sample"] >= 0)]
-        g = ev.groupby(["dataset", "penalty", "model_id", "method", "metric", "level"])["value"]
-        c = g.agg(["mean", "std", "count"]).reset_index()
-        frames.append(
-            pd.DataFrame(
-                {
-                    "dataset": c["dataset"],
-                    "penalty": c["penalty"],
-                    "model_id": c["model_id"],
-                    "method": c["method"],
-                    "curve": c["metric"],
-                    "x": c["level"],
-                    "y": c["mean"],
-                    "y_std": c["std"],
-                    "n": c["count"],
-                }
-            )
-        )
-    ro = read(out, "roar")
-    if not ro.empty:
-        c = (
-            ro.groupby(["dataset", "penalty", "model_id", "method", "fraction"])["accuracy"]
-            .agg(["mean", "std", "count"])
-            .reset_index()
-        )
-        frames.append(
-            pd.DataFrame(
-                {
-                    "dataset": c["dataset"],
-                    "penalty": c["penalty"],
-                    "model_id": c["model_id"],
-                    "method": c["method"],
-                    "curve": "roar",
-                    "x": c["fraction"],
-                    "y": c["mean"],
-                    "y_std": c["std"],
-                    "n": c["count"],
-                }
-            )
-        )
-    if not frames:
-        return pd.DataFrame(columns=CURVES.names)
-    curves = pd.concat(frames, ignore_index=True)
-    curves.insert(0, "study", study)
-    for (ds, pen), g in curves.groupby(["dataset", "penalty"]):
-        results.write_table(g, out, "curves", PARTS, "curves", schema=CURVES)
-    return curves
-
-
-def read(out: str | Path, table: str) -> pd.DataFrame:
-    """Read a stage table (an empty frame with the schema's columns if nothing was written yet)."""
-    from evaluation.cross_maps import SCHEMA
-
-    return results.read_table(out, table, SCHEMA if table == "evaluation" else STAGE_SCHEMAS[table], PARTS)
-
-
-def run(cfg, selected: pd.DataFrame, log: Callable[[str], None] = print) -> dict:
+def run_for_study(cfg, selected: pd.DataFrame, log: Callable[[str], None] = print) -> dict:
     """Entry point from ``study.launch``: the stage on the study's selected models."""
     s = settings_from_config(cfg)
     stats = run_stage(selected, s, cfg.location, log=log)  # a path or a URI
@@ -809,59 +745,3 @@ def run(cfg, selected: pd.DataFrame, log: Callable[[str], None] = print) -> dict
             f"{len(stats['nodes'])} node(s)"
         )
     return stats
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m evaluation.stage --output STUDY``: this stage (and the report) on a finished search.
-
-    The same as ``python -m study.launch --stage evaluate``; the options are the launcher's.
-    """
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(
-        prog="python -m evaluation.stage",
-        description="Run the evaluation stage (attribution metrics, ROAR) and the report on the selected models of a "
-        "finished search; a rerun computes only what is missing. Equivalent to "
-        "`python -m study.launch --stage evaluate`, which this calls.",
-        epilog="example: python -m evaluation.stage --output outputs/quick --set evaluation.n_samples=200",
-    )
-    p.add_argument("--output", required=True, help="the study folder (or URI) holding a finished search")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override an evaluation key (repeatable), e.g. --set evaluation.roar.repeats=3",
-    )
-    p.add_argument("--address", default=None, help="a running Ray cluster (default: a private local Ray)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
-    p.add_argument("-q", "--quiet", action="store_true", help="only the summary lines")
-    a = p.parse_args(argv)
-
-    try:
-        out = storage.normalize(a.output)
-        found = storage.is_file(storage.join(out, "config.yaml"))
-    except (storage.StorageError, OSError) as exc:
-        out, found = a.output, exc
-    if found is not True:
-        why = f" ({found})" if found else ""
-        print(
-            f"error: --output: no study in {out} (missing config.yaml){why}; run the search first: "
-            f"python -m study.launch --stage search --output {a.output}",
-            file=sys.stderr,
-        )
-        return 2
-    args = ["--stage", "evaluate", "--resume", "--output", a.output]
-    args += [x for o in a.overrides for x in ("--set", o)]
-    args += ["--address", a.address] if a.address else []
-    args += ["--num-cpus", str(a.num_cpus)] if a.num_cpus else []
-    import subprocess
-
-    # the launcher is a higher layer: run it as the program it is rather than importing it
-    return subprocess.call([sys.executable, "-m", "study.launch", *args, *(["-q"] if a.quiet else [])])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -35,7 +35,7 @@ from study.config import (
 # ``fn(cfg, selected)`` with the study config and the selected-models DataFrame. A later stage
 # plugs in with one line here; a module that does not exist yet is reported and skipped.
 LATER_STAGES: list[tuple[str, str]] = [
-    ("evaluate", "evaluation.stage:run"),
+    ("evaluate", "evaluation.stage:run_for_study"),
     ("report", "study.report:run"),
 ]
 

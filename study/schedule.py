@@ -70,7 +70,7 @@ def planned_evaluation(cfg: StudyConfig, settings) -> str:
         for p in cfg.penalties
         for i in range(cfg.n_trials(p) if cfg.replicated(p) else 1)
     ]
-    return stage.describe_plan(stage.plan(pd.DataFrame(rows), settings), settings)
+    return stage.describe_plan(stage.plan_tasks(pd.DataFrame(rows), settings), settings)
 
 
 def _search_task(cfg: StudyConfig, dataset: str, penalty: str, data: list, provenance: dict) -> dict:

@@ -96,7 +96,7 @@ def lower_bound(cfg: StudyConfig, slots: float) -> dict:
     rows = planned_rows(cfg)
     chain: dict[tuple[str, str], float] = {}
     ranks_seen = set()
-    for task in stage.plan(rows, s):
+    for task in stage.plan_tasks(rows, s):
         sp = simulated.spec(task, s, 10_000)
         rk = (task.model_id if task.method not in ("random", "") else task.dataset, task.method or "random")
         ranks = sp.get("ranks_seconds", 0.0)
@@ -230,7 +230,7 @@ def run_schedule(cfg: StudyConfig, log=print, verbose: int = 0) -> dict:
     with Workers() as w:
         if cfg.search.schedule == "sequential":
             sel = search.run_search(cfg, verbose=verbose, log=log)
-            stats = stage.run(cfg, sel, log=log)
+            stats = stage.run_for_study(cfg, sel, log=log)
         else:
             stats = {}
             schedule.run_study(cfg, verbose=verbose, log=log, stats=stats)

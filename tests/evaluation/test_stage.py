@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from evaluation import stage
+from evaluation import stage, tables
 from evaluation.evaluate import evaluate_model
 from tests.evaluation.stage_fixtures import make_selected, small_settings
 
@@ -33,7 +33,7 @@ def _files(out, table):
 
 def test_writes_all_tables_with_schema_and_computed_row_counts(study, mnist, trained_cnn3b):
     out, selected, s, stats, logs = study
-    tasks = stage.plan(selected, s)
+    tasks = stage.plan_tasks(selected, s)
     n_metric = sum(t.kind == "metrics" for t in tasks)
     n_roar = sum(t.kind == "roar" for t in tasks)
     assert stats["submitted"] == len(tasks) == n_metric + n_roar
@@ -61,10 +61,10 @@ def test_writes_all_tables_with_schema_and_computed_row_counts(study, mnist, tra
     assert set(ro["method"]) == {"saliency", "random", ""}
     assert (ro.loc[ro["method"] == "", "fraction"] == 0).all()
     assert ro["accuracy"].between(0, 1).all()
-    for table, schema in stage.STAGE_SCHEMAS.items():
+    for table, schema in tables.STAGE_SCHEMAS.items():
         for f in _files(out, table):
             file_schema = pq.read_schema(f)
-            assert [n for n in schema.names if n not in stage.PARTS] == file_schema.names[: len(file_schema.names)]
+            assert [n for n in schema.names if n not in tables.PARTS] == file_schema.names[: len(file_schema.names)]
     cv = pd.read_parquet(out / "curves")
     expected = (ev[ev["level"].notna()].groupby(["model_id", "method", "metric", "level"]).ngroups
                 + ro.groupby(["model_id", "method", "fraction"]).ngroups)
@@ -77,10 +77,10 @@ def test_writes_all_tables_with_schema_and_computed_row_counts(study, mnist, tra
 
 def test_rerun_submits_nothing_and_duplicates_nothing(study):
     out, selected, s, _, _ = study
-    before = {t: len(pd.read_parquet(out / t)) for t in stage.STAGE_SCHEMAS}
+    before = {t: len(pd.read_parquet(out / t)) for t in tables.STAGE_SCHEMAS}
     stats = stage.run_stage(selected, s, out, log=lambda _: None)
     assert stats["submitted"] == 0
-    assert {t: len(pd.read_parquet(out / t)) for t in stage.STAGE_SCHEMAS} == before
+    assert {t: len(pd.read_parquet(out / t)) for t in tables.STAGE_SCHEMAS} == before
 
 
 def test_deleting_one_file_recomputes_exactly_that_key(study):
@@ -115,7 +115,7 @@ def test_killed_worker_is_retried(study):
     th.join(timeout=600)
     assert killed is not None and not th.is_alive()
     ro = pd.read_parquet(out / "roar")
-    assert len(ro) == sum(t.kind == "roar" for t in stage.plan(selected, s))
+    assert len(ro) == sum(t.kind == "roar" for t in stage.plan_tasks(selected, s))
     key = killed[0][len("roar__"):-len(".json")].rsplit("__s", 1)[0]  # without the settings fingerprint
     row_pid = ro.loc[
         ro.apply(lambda r: f"{r['model_id']}__{r['method'] or 'clean'}__t{r['fraction']:.2f}__r{r['repeat']}", axis=1)
@@ -139,7 +139,7 @@ def test_map_models_add_only_the_cross_map_chunks_and_keep_them_out_of_the_own_t
     stats = stage.run_stage(selected, cross_s, out, log=lambda _: None)
     n_chunks = s.evaluation.n_samples // s.evaluation.chunk_size
     assert stats["submitted"] == n_chunks  # the none model is not scored with its own penalty's maps
-    ev = stage.read(out, "evaluation")
+    ev = tables.read_stage_table(out, "evaluation")
     cross = ev[ev["map_model"].fillna("") != ""]
     assert set(cross["model_id"]) == {"gradient-t1"} and set(cross["map_model"]) == {"none-t0"}
     assert set(cross["metric"]) >= {"morf", "faithfulness_nested"} and "complexity" not in set(cross["metric"])

@@ -59,7 +59,7 @@ def test_an_interrupted_re_evaluation_keeps_the_old_results_and_a_finished_one_r
     assert any("removing" in line and "other evaluation settings" in line for line in logs), logs
     ev = pd.read_parquet(out / "evaluation")
     assert ev.groupby("model_id")["sample"].nunique().eq(8).all()
-    assert len(_files(out, "evaluation")) == sum(t.kind == "metrics" for t in stage.plan(selected, b))
+    assert len(_files(out, "evaluation")) == sum(t.kind == "metrics" for t in stage.plan_tasks(selected, b))
     assert not (out / stage.STAGING).exists()
     curves = pd.read_parquet(out / "curves")
     assert not curves.equals(curves_before) and set(curves["model_id"]) == set(ev["model_id"])

@@ -29,7 +29,7 @@ def test_the_plan_is_printed_before_the_stage_runs(first):
     _, selected, s, logs = first
     lines = [x for msg in logs for x in msg.splitlines()]
     plan = [line for line in lines if line.startswith("[evaluate] plan:")]
-    tasks = stage.plan(selected, s)
+    tasks = stage.plan_tasks(selected, s)
     assert len(plan) == 2 and lines.index(plan[0]) < min(i for i, x in enumerate(lines) if "tasks done" in x)
     assert f"{sum(t.kind == 'metrics' for t in tasks)} metric chunk(s)" in plan[0] and "12 test images" in plan[0]
     assert f"{sum(t.kind == 'roar' for t in tasks)} ROAR retrain(s)" in plan[1] and "+ the clean t = 0" in plan[1]
@@ -42,7 +42,7 @@ def test_other_n_samples_recompute_the_metrics_only_and_replace_their_rows(first
     s2 = settings_with(s, n_samples=8, chunk_size=8)
     logs: list[str] = []
     stats = stage.run_stage(selected, s2, out, log=logs.append)
-    assert stats["submitted"] == sum(t.kind == "metrics" for t in stage.plan(selected, s2))  # ROAR untouched
+    assert stats["submitted"] == sum(t.kind == "metrics" for t in stage.plan_tasks(selected, s2))  # ROAR untouched
     assert _mtimes(out, "roar") == roar_before
     assert not (set(_mtimes(out, "evaluation")) & ev_before), "the old settings' files were kept"
     assert any("removing" in line and "other evaluation settings" in line for line in logs)
@@ -58,10 +58,10 @@ def test_other_roar_training_recomputes_the_roar_tasks_only(first):
     ev_before = _mtimes(out, "evaluation")
     s4 = settings_with(s3, roar_n_test=150)
     stats = stage.run_stage(selected, s4, out, log=lambda _m: None)
-    assert stats["submitted"] == sum(t.kind == "roar" for t in stage.plan(selected, s4))
+    assert stats["submitted"] == sum(t.kind == "roar" for t in stage.plan_tasks(selected, s4))
     assert _mtimes(out, "evaluation") == ev_before
     ro = pd.read_parquet(out / "roar")
-    assert (ro["n_test"] == 150).all() and len(ro) == sum(t.kind == "roar" for t in stage.plan(selected, s4))
+    assert (ro["n_test"] == 150).all() and len(ro) == sum(t.kind == "roar" for t in stage.plan_tasks(selected, s4))
 
 
 def test_keys_fingerprint_the_settings_that_change_rows_and_nothing_else():

@@ -196,7 +196,7 @@ def _build(root: Path, splits, evaluate: bool, log) -> Path:
 
 
 def _evaluate(cfg, selected, splits, root: Path) -> None:
-    from evaluation import stage
+    from evaluation import stage, tables
     from tests.evaluation.stage_fixtures import settings_with
 
     s = settings_with(
@@ -211,7 +211,7 @@ def _evaluate(cfg, selected, splits, root: Path) -> None:
 
     rows = {stage.model_id(r): model_paths.resolve_row(root, r.to_dict()) for _, r in selected.iterrows()}
     ranks = {}
-    for task in stage.plan(selected, s, n_test=len(splits.test_y)):
+    for task in stage.plan_tasks(selected, s, n_test=len(splits.test_y)):
         row = rows[task.model_id]
         if task.kind == "metrics":
             stage.metrics_task(task, row, splits, s, str(root))
@@ -220,4 +220,4 @@ def _evaluate(cfg, selected, splits, root: Path) -> None:
         if key not in ranks:
             ranks[key] = stage.ranks_task(row, splits, task.method, s)
         stage.roar_task(task, row, splits, ranks[key], s, str(root))
-    stage.write_curves(root, cfg.name)
+    tables.write_curves(root, cfg.name)

@@ -317,12 +317,12 @@ def test_a_different_study_in_the_output_folder_points_to_resume_first(tmp_path,
     assert line.index("--resume") < line.index("another --output") < line.index("delete"), line
 
 
-@pytest.mark.parametrize("module", ["study.analysis", "evaluation.stage"])
+@pytest.mark.parametrize("module", ["study.analysis", "study.report", "study.publish"])
 def test_module_help_and_a_missing_study(module, tmp_path):
-    """`python -m study.analysis --help` and `python -m evaluation.stage --help` printed nothing."""
+    """Each reading command explains itself with --help and refuses a missing study in one line, exit 2."""
     r = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith(f"usage: python -m {module}"), r.stdout + r.stderr
-    args = [str(tmp_path / "nothing")] if module == "study.analysis" else ["--output", str(tmp_path / "nothing")]
+    args = [str(tmp_path / "nothing")] + ([str(tmp_path / "page.md")] if module == "study.publish" else [])
     r = subprocess.run(
         [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=120, env=ray_env()
     )

@@ -53,7 +53,7 @@ def two_runs(tmp_path_factory, data_root):
         seq = load_config("quick", SETTINGS + [f"output={root / 'sequential'}", f"data_root={data_root}",
                                                "schedule=sequential"])
         sel_s = search.run_search(seq, verbose=0, log=lambda _m: None)
-        stage.run(seq, sel_s, log=lambda _m: None)
+        stage.run_for_study(seq, sel_s, log=lambda _m: None)
         yield conc, seq, sel_c, sel_s, logs, t0
     finally:
         ray.shutdown()
@@ -103,7 +103,7 @@ def test_the_whole_evaluation_plan_is_printed_before_the_first_search(two_runs):
     first_event = min(i for i, x in enumerate(lines) if x.startswith(("[search]", "[study] ")))
     assert len(plan) == 2 and max(plan) < first_event, lines[:6]
     s = stage.settings_from_config(conc)
-    tasks = stage.plan(sel_c, s)
+    tasks = stage.plan_tasks(sel_c, s)
     assert lines[plan[0]].startswith(f"[evaluate] plan: {len(sel_c)} model(s); "
                                      f"{sum(t.kind == 'metrics' for t in tasks)} metric chunk(s) (16 test images")
     assert f"{sum(t.kind == 'roar' for t in tasks)} ROAR retrain(s)" in lines[plan[1]]

@@ -72,7 +72,7 @@ def simulated_study(ray16, tmp_path_factory, data_root):
 @pytest.mark.ray
 def test_simulated_study_writes_every_table_and_overlaps_searches(simulated_study):
     """The search, selection and evaluation tables are those a real run writes, with sleeping bodies."""
-    from evaluation import stage
+    from evaluation import stage, tables
     from study.simulate import planned_rows
 
     cfg, row = simulated_study
@@ -86,9 +86,10 @@ def test_simulated_study_writes_every_table_and_overlaps_searches(simulated_stud
     # every evaluation task wrote its file (the stage's own resume check), with the stage's schemas
     s = stage.settings_from_config(cfg)
     sel = selected.assign(trial_id=selected["trial_id"])
-    assert stage.missing(stage.plan(sel, s), out) == []
-    assert len(stage.plan(sel, s)) == len(planned_rows(cfg)) * 3 + 2 * 2  # 2 chunks + 1 ROAR each; control + clean
-    ev, roar = stage.read(out, "evaluation"), stage.read(out, "roar")
+    assert stage.missing(stage.plan_tasks(sel, s), out) == []
+    # 2 chunks + 1 ROAR each; control + clean
+    assert len(stage.plan_tasks(sel, s)) == len(planned_rows(cfg)) * 3 + 2 * 2
+    ev, roar = tables.read_stage_table(out, "evaluation"), tables.read_stage_table(out, "roar")
     assert set(ev["metric"]) >= {"accuracy", "morf", "morf_curve", "complexity"} and len(roar) == 6 + 4
     for w in Path(out, "models").rglob("model.pt"):  # the exported weights load into the model
         import torch
