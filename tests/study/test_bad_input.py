@@ -17,8 +17,8 @@ BIG = "x" * 50_000  # two of them fit in one command-line argument (128 KiB)
 @pytest.mark.parametrize(
     "override, start, hint",
     [
-        ("lr=inf", "lr: must be a finite number > 0", "got inf"),
-        ("lr=.nan", "lr: ", "got nan"),
+        ("lr=inf", "training.lr: must be a finite number > 0", "got inf"),
+        ("training.lr=.nan", "training.lr: ", "got nan"),
         ("evaluation.n_samples=100000", "evaluation.n_samples: must be an integer in [1, 10000]", "test set"),
         ("evaluation.gallery_n=20000", "evaluation.gallery_n: must be an integer in [0, 10000]", "test set"),
         ("name=..", "name: must be one folder name", "valid choices:"),
