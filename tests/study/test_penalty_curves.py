@@ -10,7 +10,7 @@ import pandas as pd
 
 from foundations import schemas as R
 from study import penalty_curves
-from study.document import Doc, _Figures, render_md
+from study.document import Doc, Figures, render_md
 
 
 def _study(with_values: bool = True) -> SimpleNamespace:
@@ -38,10 +38,10 @@ def test_values_per_epoch_is_long_and_keeps_the_selected_trials():
 
 
 def test_section_draws_a_panel_per_penalty_or_says_why_not(tmp_path):
-    doc, figs = Doc(), _Figures(tmp_path, lambda m: None)
+    doc, figs = Doc(), Figures(tmp_path, lambda m: None)
     penalty_curves.section(doc, _study(), figs)
     assert [p.name for p in figs.made] == ["penalty_values_mnist.png"]
     assert figs.made[0].stat().st_size > 1000
     doc2 = Doc()
-    penalty_curves.section(doc2, _study(with_values=False), _Figures(tmp_path, lambda m: None))
+    penalty_curves.section(doc2, _study(with_values=False), Figures(tmp_path, lambda m: None))
     assert "no `val_<penalty>` columns" in render_md(doc2, "t", tmp_path)
