@@ -94,7 +94,7 @@ def _tune_not_listening(signum, frame) -> None:  # SIGUSR1 placeholder until Tun
 
 # False in a search task of the concurrent schedule: there the "Ctrl-C" is the driver's ray.cancel, which Ray
 # may repeat; a repeat must not break Tune's graceful stop (a trial cut mid-save is restored as finished).
-SECONDSIGINT_SEEN_STOPS = True
+SECOND_SIGINT_STOPS = True
 
 
 def _on_sigint(signum, frame) -> None:
@@ -104,7 +104,7 @@ def _on_sigint(signum, frame) -> None:
     if first and listening:
         os.kill(os.getpid(), signal.SIGUSR1)  # Tune stops its loop gracefully and saves its state
         return
-    if listening and not SECONDSIGINT_SEEN_STOPS:
+    if listening and not SECOND_SIGINT_STOPS:
         return  # Tune is already stopping
     raise KeyboardInterrupt  # Tune not running yet, or a second Ctrl-C: stop at once
 
@@ -128,8 +128,8 @@ def fit(tuner):
         _NoTuneResumeAdvice(),
     )
     old_int, old_usr1 = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGUSR1)
-    old_env = os.environ.get("TUNE_DISABLESIGINT_SEEN_HANDLER")
-    os.environ["TUNE_DISABLESIGINT_SEEN_HANDLER"] = "1"  # SIGINT stays ours; Tune still listens to SIGUSR1
+    old_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # SIGINT stays ours; Tune still listens to SIGUSR1
     signal.signal(signal.SIGUSR1, _tune_not_listening)
     signal.signal(signal.SIGINT, _on_sigint)
     for lg in logs:
@@ -142,6 +142,6 @@ def fit(tuner):
         signal.signal(signal.SIGINT, old_int if old_int is not None else signal.default_int_handler)
         signal.signal(signal.SIGUSR1, old_usr1 if old_usr1 is not None else signal.SIG_DFL)
         if old_env is None:
-            os.environ.pop("TUNE_DISABLESIGINT_SEEN_HANDLER", None)
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
-            os.environ["TUNE_DISABLESIGINT_SEEN_HANDLER"] = old_env
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = old_env

@@ -42,7 +42,6 @@ from foundations import schemas as R
 from foundations.schemas import git_commit  # noqa: F401  (re-exported: provenance of every row)
 from foundations import seeds, storage
 from study import interrupts, journal, saved_config
-from study.progress import EpochBoard
 from foundations.statistics import front_mask
 from study.config import StudyConfig
 from study.selection import select
@@ -199,6 +198,8 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
 
     ``splits``: the dataset's :class:`Splits` or an object-store reference to them.
     """
+    from study.progress import EpochBoard  # imports Ray Tune: not before the launcher has checked its input
+
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
