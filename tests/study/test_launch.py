@@ -45,10 +45,10 @@ def _launch_no_ray(arg_lists: list[list[str]], env: dict | None = None, cwd: Pat
 
 
 BAD = [
-    (["--set", "trials=-1"], "error: trials: must be an integer >= 1, got -1"),
+    (["--set", "trials=-1"], "error: search.trials: must be an integer >= 1, got -1"),
     (["--set", "datasets=[cifar10]"], "error: datasets: unknown value 'cifar10'; valid choices: mnist, fashion-mnist"),
     (["--set", "penalties=[]"], "error: penalties: must not be empty"),
-    (["--set", "space.gradient.lam=[1, 0.1]"], "error: space.gradient.lam: low must be < high"),
+    (["--set", "space.gradient.lam=[1, 0.1]"], "error: search.space.gradient.lam: low must be < high"),
     (["--set", "epochz=1"], "error: epochz: unknown key; valid keys:"),
     (["--set", "trials"], "expected KEY=VALUE"),
     (["--config", "no/such.yaml"], "error: config file 'no/such.yaml' not found; presets: quick, paper, full"),
