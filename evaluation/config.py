@@ -70,6 +70,8 @@ class Evaluation:
         map_models: whose maps score each model's MoRF and faithfulness: ``own`` (always computed) and
             penalties whose selected model's maps also score every other model (the ``evaluation``
             table's ``map_model`` column names that model; :mod:`evaluation.cross_maps`).
+        map_methods: the methods whose maps score the other models (null = every method but ``random``;
+            the original study used Saliency only).
     """
 
     methods: list[str] = field(
@@ -85,6 +87,7 @@ class Evaluation:
     metric_params: dict[str, dict] = field(default_factory=dict)
     gallery_n: int = 6
     map_models: list[str] = field(default_factory=lambda: ["own"])
+    map_methods: list[str] | None = None
 
     def __post_init__(self) -> None:
         from evaluation.attributions import METHODS, resolve_method_params
@@ -120,6 +123,13 @@ class Evaluation:
         from trainables.config import PENALTY_NAMES
 
         check_list("map_models", self.map_models, ("own", *PENALTY_NAMES))
+        if self.map_methods is not None:
+            check_list("map_methods", self.map_methods, [m for m in self.methods if m != "random"])
+
+    @property
+    def crossmap_methods(self) -> list[str]:
+        """The methods whose maps score the other models: ``map_methods``, default every method but random."""
+        return list(self.map_methods) if self.map_methods is not None else [m for m in self.methods if m != "random"]
 
     @property
     def evaluate_metrics(self) -> list[str]:

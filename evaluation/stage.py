@@ -122,6 +122,8 @@ def fingerprints(s: StageSettings) -> dict[str, str]:
     metrics = {"methods": list(ev.methods), "metrics": ev.evaluate_metrics, "n_samples": ev.n_samples,
                "chunk_size": ev.chunk_size, "seed": ev.seed, "method_params": dict(ev.method_params),
                "metric_params": dict(ev.metric_params)}
+    if ev.map_methods is not None:  # (absent: the keys of studies from before the option stay the same)
+        metrics["map_methods"] = list(ev.map_methods)
     roar = {"epochs": r.epochs, "data_fraction": r.data_fraction, "n_test": r.n_test,
             "replacement": r.replacement, "seed": ev.seed}
     return {"metrics": h(metrics), "roar": h(roar)}
@@ -402,8 +404,7 @@ def crossmap_task(task, row: dict, map_row: dict, splits, s, out: str) -> dict:
     ]
     x, y = to_float(splits.test_x[idx]).to(dev), splits.test_y[idx].to(dev)
     seed = seeds.mix(ev.seed, task.chunk)  # the own rows' per-chunk seed
-    methods = [m for m in ev.methods if m != "random"]  # a random map is nobody's: its own rows hold it
-    df = scored_rows(model, maps, x, y, methods=methods, seed=seed, method_params=ev.method_params,
+    df = scored_rows(model, maps, x, y, methods=ev.crossmap_methods, seed=seed, method_params=ev.method_params,
                      metric_params=ev.metric_params, baselines=_baselines(ev, splits, dev).get("baselines"),
                      groups=[g for g in GROUPS if g in ev.evaluate_metrics])
     df["sample"] = idx.numpy()[df["sample"].to_numpy()]

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from study import analysis as A
-from study import loading, replicates
+from study import loading, original, replicates
+from study.report import cross_map_table
 from foundations import schemas as R
 from study.document import (
     Doc, Figure, Figures, Table, cli_build, figure_legend, fmt_ci, fmt_num, metric_label, render_md, style,
@@ -166,6 +167,51 @@ def _scatter(figs: Figures, rep: pd.DataFrame, s: A.Study, dataset: str) -> Path
         ax.grid(alpha=0.3)
     figure_legend(fig, axes)
     return figs.save(fig, f"{dataset}_accuracy_vs_explanation")
+
+
+def _beside_original(doc: Doc, s: A.Study, ref: pd.DataFrame, folder: Path) -> None:
+    """The section "The original study beside this one" (study/original.py), and ``original.csv``."""
+    t = original.beside(s, ref)
+    o = original.orderings(t)
+    t.to_csv(folder / "original.csv", index=False, float_format="%.6g")
+    doc.h2("The original study beside this one", "original")
+    doc.p(
+        "The original study trained one model per penalty and published the numbers in "
+        "[docs/reference/](reference/README.md). Beside each, this study's mean over seeds with its 95 % "
+        "t-interval, every value computed from this study's tables in the original's convention "
+        "(`study/original.py`: its grids, its unnormalised areas, its complexity formula); *inside* says "
+        "whether the original's number lies in the interval, and *τ* is Kendall's rank correlation of the "
+        "penalties' order (original versus our means; 1 = the same order). Where it lies outside, the last "
+        "column says whether one of our seeds comes close (seed-to-seed variance) or none does. "
+        "Machine-readable: [original.csv](results/original.csv)."
+    )
+    summary = []
+    for (dataset, metric), g in t.groupby(["dataset", "metric"], sort=False):
+        r = o[(o["dataset"] == dataset) & (o["metric"] == metric)].iloc[0]
+        inside = g["inside"].dropna()
+        summary.append([metric, f"{int(inside.sum())} of {len(inside)}", fmt_num(r["tau"]), fmt_num(r["p_value"]),
+                        original.CONVENTIONS[metric].metric])
+    doc.table(Table(["original's metric", "original inside our interval", "Kendall τ", "p", "our metric"],
+                    summary, [], mark="", caption="per metric: how many penalties agree, and whether the order does"))
+    for (dataset, metric), g in t.groupby(["dataset", "metric"], sort=False):
+        doc.h3(f"{dataset}: {metric}")
+        doc.p(f"What still differs: {original.CONVENTIONS[metric].differs}.")
+        rows = []
+        for _, r in g.iterrows():
+            if not r["n"]:
+                rows.append([r["penalty"], fmt_num(r["original"]), "not measured", "", "", ""])
+                continue
+            near = f"seed {r['nearest_seed']}: {fmt_num(r['nearest_value'])}"
+            if r["inside"]:
+                reading = "inside"
+            elif r["min"] <= r["original"] <= r["max"]:
+                reading = f"outside the interval, within our seeds ({near})"
+            else:
+                reading = f"beyond every seed (nearest {near})"
+            rows.append([r["penalty"], fmt_num(r["original"]), fmt_ci(r["mean"], r["ci_low"], r["ci_high"]),
+                         f"{fmt_num(r['min'])} – {fmt_num(r['max'])}", "yes" if r["inside"] else "no", reading])
+        doc.table(Table(["penalty", "original", "this study [95 % CI]", "our seeds (min – max)", "inside", "reading"],
+                        rows, [], mark=""))
 
 
 def _findings(rep: pd.DataFrame, comp: pd.DataFrame, dataset: str) -> list[str]:
@@ -339,6 +385,7 @@ def build_results(
         doc.h3(f"{dataset}: what the numbers say (generated from the comparisons)")
         for line in _findings(rep, comp[comp["method"].isin(["", "saliency"])], dataset):
             doc.p("- " + line)
+        cross_map_table(doc, s, dataset)
         path = _scatter(figs, rep, s, dataset)
         if path:
             doc.figure(
@@ -349,6 +396,9 @@ def build_results(
                     f"{dataset} accuracy vs explanation",
                 )
             )
+    ref = original.load_reference()
+    if ref["dataset"].isin(s.datasets).any():
+        _beside_original(doc, s, ref[ref["dataset"].isin(s.datasets)], folder)
     if notes:
         doc.h2("Discussion", "discussion")
         doc.p(Path(notes).read_text(encoding="utf-8").strip())

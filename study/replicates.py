@@ -202,3 +202,38 @@ def has_replicates(s) -> bool:
     return bool(len(sel)) and bool(sel.groupby(["dataset", "penalty"]).size().gt(1).any())
 
 
+
+
+def cross_map_per_model(s, metric: str = "morf", method: str = "saliency") -> pd.DataFrame:
+    """``metric`` of every selected model scored with each available map: dataset, penalty, model_id, seed,
+    maps, value. ``maps`` is ``own`` (its own ``method`` maps), a penalty (the maps of that penalty's model of
+    the same seed, ``evaluation.map_models``; a model of that penalty itself: its own maps) or ``random``
+    (the random-map control of the model)."""
+    s = as_study(s)
+    pm = per_model(s)
+    cols = ["dataset", "penalty", "model_id", "seed", "maps", "value"]
+    own = pm[(pm["metric"] == metric) & (pm["method"] == method)]
+    frames = [own.assign(maps="own"),
+              pm[(pm["metric"] == metric) & (pm["method"] == RANDOM_METHOD)].assign(maps="random")]
+    cm = s.cross_maps
+    if len(cm):
+        penalty_of = dict(zip(pm["model_id"], pm["penalty"]))
+        cm = cm[(cm["metric"] == metric) & (cm["method"] == method) & cm["level"].isna() & (cm["sample"] >= 0)]
+        v = (cm.assign(maps=cm["map_model"].map(penalty_of)).dropna(subset=["maps"])
+             .groupby(["dataset", "penalty", "model_id", "maps"], sort=True)["value"].mean().reset_index())
+        v = v.merge(own[["model_id", "seed"]].drop_duplicates(), on="model_id", how="left")
+        frames.append(v)
+        frames += [own[own["penalty"] == p].assign(maps=p) for p in sorted(set(v["maps"]))]  # the diagonal
+    out = pd.concat([f[cols] for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
+    return out if out is not None else pd.DataFrame(columns=cols)
+
+
+def cross_map_matrix(s, metric: str = "morf", method: str = "saliency") -> pd.DataFrame:
+    """Mean over seeds of :func:`cross_map_per_model`: one row per dataset and scored penalty, one column per
+    map (``own``, each map model's penalty, ``random``); NaN where a combination was not measured."""
+    pm = cross_map_per_model(s, metric, method)
+    if pm.empty:
+        return pd.DataFrame()
+    m = pm.groupby(["dataset", "penalty", "maps"])["value"].mean().unstack("maps")
+    order = ["own"] + sorted(c for c in m.columns if c not in ("own", "random")) + ["random"]
+    return m.reindex(columns=[c for c in order if c in m.columns]).reset_index()

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from study import analysis as A
-from study import loading, penalty_curves
+from study import loading, penalty_curves, replicates
 from study.document import (
     FORMATS, cli_build, Doc, Figure, Figures, Table, best_flags, direction_arrow, figure_legend,
     fmt_ci, fmt_num, fmt_pct, grid_shape, hide_unused_axes, log_x_axis, metric_label, render_html, render_md, style,
@@ -493,6 +493,23 @@ def _morf_section(doc: Doc, s: A.Study, figs: Figures) -> None:
                 path, f"{dataset}: MoRF curves per attribution method, one line per penalty.", f"MoRF curves {dataset}"
             )
         )
+        cross_map_table(doc, s, dataset)
+
+
+def cross_map_table(doc: Doc, s: A.Study, dataset: str) -> None:
+    """The table of MoRF of each penalty's models (rows) with each model's Saliency maps (columns), mean over seeds."""
+    m = replicates.cross_map_matrix(s)
+    m = m[m["dataset"] == dataset] if len(m) else m
+    if m.empty or set(m.columns) <= {"dataset", "penalty", "own", "random"}:  # no other model's maps measured
+        return
+    cols = [c for c in m.columns if c not in ("dataset", "penalty")]
+    names = {"own": "own maps", "random": "random maps (control)"}
+    rows = [[r["penalty"]] + [fmt_num(r[c]) for c in cols] for _, r in m.iterrows()]
+    doc.h3(f"{dataset}: whose maps, whose model (MoRF ↑)")
+    doc.table(Table(["scored model"] + [names.get(c, f"maps of `{c}`") for c in cols], rows, [], mark="",
+                    caption="MoRF of each penalty's models (mean over seeds) when the pixels are ranked by the "
+                    "Saliency maps of another model of the same seed: a column that is high for every row credits "
+                    "the maps; a row that is high in every column credits the model's sensitivity"))
 
 
 def _roar_section(doc: Doc, s: A.Study, figs: Figures) -> None:

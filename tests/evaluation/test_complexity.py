@@ -53,3 +53,13 @@ def test_bad_input(batch):
     nan[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         complexity(None, x[:2], t[:2], nan)
+
+
+def test_the_original_formula_by_hand_on_a_four_pixel_map():
+    """complexity_seed = −Σ P ln(P + 0.01), by hand on P = (0.5, 0.25, 0.25, 0): the original's constant, kept apart."""
+    from evaluation.metrics.complexity import entropy
+
+    a = torch.tensor([[[[2.0, -1.0], [1.0, 0.0]]]])
+    by_hand = -(0.5 * math.log(0.51) + 2 * 0.25 * math.log(0.26))
+    assert entropy(a, 0.01).item() == pytest.approx(by_hand, abs=1e-12)
+    assert entropy(a).item() == pytest.approx(-(0.5 * math.log(0.5) + 0.5 * math.log(0.25)), abs=1e-9)

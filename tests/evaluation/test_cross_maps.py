@@ -68,3 +68,10 @@ def test_unknown_map_model_is_refused():
     with pytest.raises(ConfigError, match=r"^map_models: unknown value 'lasso'; valid choices: own, none, gradient"):
         Evaluation(map_models=["own", "lasso"])
     assert Evaluation(map_models=["own", "none", "symmetry"]).map_models == ["own", "none", "symmetry"]
+
+
+def test_map_methods_are_among_the_methods_and_default_to_all_but_random():
+    with pytest.raises(ConfigError, match=r"^map_methods: unknown value 'smoothgrad'; valid choices: saliency, grad_"):
+        Evaluation(methods=["saliency", "grad_cam", "random"], map_methods=["smoothgrad"])
+    assert Evaluation(methods=["saliency", "grad_cam", "random"]).crossmap_methods == ["saliency", "grad_cam"]
+    assert Evaluation(methods=["saliency", "grad_cam"], map_methods=["saliency"]).crossmap_methods == ["saliency"]

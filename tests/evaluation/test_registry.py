@@ -128,7 +128,7 @@ def test_a_new_metric_is_its_function_plus_one_registration(monkeypatch):
     model = build_model("cnn3b").eval()
     x, y = torch.rand(4, 1, 28, 28), torch.arange(4)
     df = evaluate_model(model, x, y, methods=["saliency"], metrics=["complexity", "mean_intensity"], n_samples=None)
-    assert set(df["metric"]) == {"complexity", "mean_intensity", "mean_intensity_curve"}
+    assert set(df["metric"]) == {"complexity", "complexity_seed", "mean_intensity", "mean_intensity_curve"}
     assert sorted(df.loc[df["metric"] == "mean_intensity_curve", "level"].unique().tolist()) == [1.0, 2.0]
     assert registry.directions()["mean_intensity"] is False
     assert registry.curve_axes()["mean_intensity_curve"] == "scale"

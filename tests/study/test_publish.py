@@ -28,7 +28,8 @@ def replicated(tmp_path_factory, data_root):
     sets = ["trials=2", "epochs=1", "data_fraction=0.01", "penalties=[none, gradient]", "val_limit=300",
             "evaluation.n_samples=16", "evaluation.chunk_size=16", "evaluation.roar.data_fraction=0.01",
             "evaluation.roar.epochs=1", "evaluation.roar.n_test=200", "evaluation.roar.repeats=2",
-            "evaluation.roar.fractions=[0.5, 0.9]", "evaluation.metric_params={gaussian: {n_draws: 2}}"]
+            "evaluation.roar.fractions=[0.5, 0.9]", "evaluation.metric_params={gaussian: {n_draws: 2}}",
+            "evaluation.methods=[saliency, random]", "evaluation.map_models=[own, none]"]
     cmd = [sys.executable, "-m", "study.launch", "--config", "replicate", "--output", str(out), "-q", "--num-cpus", "2"]
     for s in sets:
         cmd += ["--set", s]
@@ -99,6 +100,12 @@ def test_results_page_and_csv(replicated, tmp_path):
     run = json.loads((replicated / "runs.jsonl").read_text().splitlines()[-1])
     assert f"started {run['started']}, finished after" in text  # the start time is not called the end
     assert (tmp_path / "results" / "img" / "mnist_accuracy_vs_explanation.png").stat().st_size > 1000
+    assert "The original study beside this one" in text and "whose maps, whose model" in text
+    beside = pd.read_csv(tmp_path / "results" / "original.csv")
+    measured = beside[beside["n"] > 0]
+    assert set(measured["penalty"]) == {"none", "gradient"} and (measured["n"] == 2).all()
+    assert set(measured["metric"]) == {"test_accuracy", "morf_auc", "morf_auc_with_baseline_maps", "faithfulness",
+                                       "complexity", "roar_auc", "gaussian_auc", "block_auc"}  # no symmetry model
     rep = replicates.replicates(analysis.load(replicated))
     got = csv.set_index(["penalty", "method", "metric"])["mean"]
     want = rep.assign(method=rep["method"].fillna("")).set_index(["penalty", "method", "metric"])["mean"]
