@@ -504,6 +504,7 @@ def cross_map_table(doc: Doc, s: A.Study, dataset: str) -> None:
         return
     cols = [c for c in m.columns if c not in ("dataset", "penalty")]
     names = {"own": "own maps", "random": "random maps (control)"}
+    m = m.set_index("penalty").reindex([p for p in s.penalties if p in set(m["penalty"])]).reset_index()
     rows = [[r["penalty"]] + [fmt_num(r[c]) for c in cols] for _, r in m.iterrows()]
     doc.h3(f"{dataset}: whose maps, whose model (MoRF ↑)")
     doc.table(Table(["scored model"] + [names.get(c, f"maps of `{c}`") for c in cols], rows, [], mark="",

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from foundations import schemas
 from tests.ray_utils import ray_env
+from tests.study.processes import result_lines, sigkill, signal_when
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -78,15 +77,6 @@ def test_bad_input_exits_nonzero_with_clear_error_without_ray(tmp_path, data_roo
     assert run["rc"] == 2 and "error: data: mnist: missing" in run["stderr"], run
 
 
-def _result_lines(exp: Path) -> dict[str, list[dict]]:
-    out = {}
-    for f in exp.glob("*/result.json"):
-        lines = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
-        if lines:
-            out[f.parent.name] = lines
-    return out
-
-
 @pytest.mark.ray
 def test_sigkill_driver_then_resume_finishes_without_rerunning(tmp_path, data_root):
     """3 trials of 2 epochs, 2 at once; SIGKILL the driver once one trial has finished; rerun."""
@@ -121,26 +111,10 @@ def test_sigkill_driver_then_resume_finishes_without_rerunning(tmp_path, data_ro
     ]
     env = ray_env({**os.environ, "SALIENCY_DATA_ROOT": str(data_root)})
     exp = out / "tune" / "mnist-none"
-    log1 = open(tmp_path / "run1.log", "w")
-    p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log1, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 300
-        while not any(lines[-1]["epoch"] == 2 for lines in _result_lines(exp).values()):
-            assert p.poll() is None, (
-                "the study ended before it could be killed:\n" + (tmp_path / "run1.log").read_text()
-            )
-            assert time.time() < deadline, "timed out waiting for a trial to finish"
-            time.sleep(0.1)
-        time.sleep(1.0)  # let Tune snapshot its state (it does so at every checkpoint)
-        os.kill(p.pid, signal.SIGKILL)  # the driver only
-        p.wait(timeout=30)
-    finally:
-        try:  # then the Ray processes that driver started (its own session)
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        log1.close()
-    before = _result_lines(exp)
+    finished_one = lambda: any(lines[-1]["epoch"] == 2 for lines in result_lines(exp).values())  # noqa: E731
+    # 1 s more: Tune snapshots its state at every checkpoint
+    signal_when(cmd, env, tmp_path / "run1.log", finished_one, sigkill, settle=1.0, wait=30, what="killed")
+    before = result_lines(exp)
     finished = {t: lines for t, lines in before.items() if lines[-1]["epoch"] == 2}
     assert finished and not (exp / "search_done.json").exists()
 

@@ -17,6 +17,7 @@ import pytest
 
 from foundations import schemas
 from tests.ray_utils import ray_env
+from tests.study.processes import signal_when
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,28 +37,10 @@ def _cmd(out: Path, *extra: str) -> list[str]:
 
 def _interrupt_when(cmd: list[str], env: dict, ready, log: Path, timeout: float = 300) -> tuple[int, str]:
     """Run ``cmd``; once ``ready()`` is true send SIGINT to its process group; its exit code and output."""
-    with open(log, "w") as f:
-        # SIGINT as a terminal's foreground job has it: a shell's background job (`pytest &`) ignores SIGINT,
-        # and a Python started with SIGINT ignored never raises KeyboardInterrupt
-        p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        try:
-            deadline = time.time() + timeout
-            while not ready():
-                assert p.poll() is None, "the run ended before it could be interrupted:\n" + log.read_text()
-                assert time.time() < deadline, "timed out waiting to interrupt:\n" + log.read_text()
-                time.sleep(0.05)
-            os.killpg(p.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground process group
-            try:
-                rc = p.wait(timeout=180)
-            except subprocess.TimeoutExpired:
-                rc = None
-        finally:
-            try:  # whatever is left of that run (its Ray) goes too, so that no two Rays overlap
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    text = log.read_text()
+    # SIGINT as a terminal's foreground job has it: a shell's background job (`pytest &`) ignores SIGINT,
+    # and a Python started with SIGINT ignored never raises KeyboardInterrupt; Ctrl-C goes to the whole group
+    rc, text = signal_when(cmd, env, log, ready, lambda pid: os.killpg(pid, signal.SIGINT), timeout=timeout,
+                           what="interrupted", preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert rc is not None, "the launcher did not exit within 180 s of Ctrl-C:\n" + text
     return rc, text
 
@@ -73,7 +56,7 @@ def _assert_clean_interrupt(rc: int, text: str) -> None:
 SCHEDULES = ["sequential", "concurrent"]  # one search after the other (run_search), or all at once (study/schedule.py)
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("schedule", ["sequential"])  # the concurrent one: test_signals' SIGTERM, the same handler
 @pytest.mark.ray
 def test_ctrl_c_in_first_epoch_loses_nothing_and_resume_finishes(tmp_path, data_root, schedule):
     """SIGINT 1 s after the first trial started -> exit 130, nothing marked done; resume finishes."""

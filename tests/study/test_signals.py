@@ -8,51 +8,29 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from foundations import schemas as R
+from tests.study.processes import signal_when
 from tests.study.test_launch_faults import REPO, _cmd, _env
 
 
 def _terminate_when_training(out: Path, env: dict, log: Path, *extra: str, group: bool) -> tuple[int, str]:
     """Start the launcher; 1 s after its first trial started send SIGTERM (to its group or its pid alone)."""
     journal = out / "optuna" / "mnist-none.journal"  # Optuna records a trial as Tune starts it
-    with open(log, "w") as f:
-        p = subprocess.Popen(_cmd(out, *extra), cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT,
-                             start_new_session=True)
-        try:
-            deadline, started = time.time() + 300, None
-            while started is None or time.time() - started < 1.0:
-                assert p.poll() is None, "the run ended before it could be terminated:\n" + log.read_text()
-                assert time.time() < deadline, "timed out waiting for a trial:\n" + log.read_text()
-                if started is None and journal.exists() and journal.stat().st_size > 0:
-                    started = time.time()
-                time.sleep(0.05)
-            if group:
-                os.killpg(p.pid, signal.SIGTERM)  # a batch scheduler's stop: the whole process group
-            else:
-                os.kill(p.pid, signal.SIGTERM)  # `kill PID`: the launcher alone
-            try:
-                rc = p.wait(timeout=180)
-            except subprocess.TimeoutExpired:
-                rc = None
-        finally:
-            try:  # whatever is left of that run goes too, so that no two Rays overlap
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    text = log.read_text()
+    started = lambda: journal.exists() and journal.stat().st_size > 0  # noqa: E731
+    # a batch scheduler's stop (the whole process group), or `kill PID` (the launcher alone)
+    send = (lambda pid: os.killpg(pid, signal.SIGTERM)) if group else (lambda pid: os.kill(pid, signal.SIGTERM))
+    rc, text = signal_when(_cmd(out, *extra), env, log, started, send, settle=1.0, what="terminated")
     assert rc is not None, "the launcher did not exit within 180 s of SIGTERM:\n" + text
     return rc, text
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize(
-    "schedule, group", [("concurrent", True), ("concurrent", False), ("sequential", True)],
-    ids=["group", "pid-alone", "sequential-group"],
+@pytest.mark.parametrize(  # the sequential schedule's interrupt: test_launch_faults' Ctrl-C in the first epoch
+    "schedule, group", [("concurrent", True), ("concurrent", False)], ids=["group", "pid-alone"],
 )
 def test_sigterm_ends_like_ctrl_c_and_resume_finishes(tmp_path, data_root, schedule, group):
     """SIGTERM while a trial trains: exit 143 with one `interrupted (SIGTERM)` line as the output's end,

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import yaml
 from foundations import profile
 from foundations import schemas as R
 from tests.ray_utils import ray_env, start_local_ray
+from tests.study.processes import result_lines, sigkill, signal_when
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -151,15 +150,6 @@ def test_lower_bound_counts_the_search_concurrency_limit(tmp_path):
     assert few["bound"] == pytest.approx(few["work"]) and few["work"] >= 18 * t
 
 
-def _result_lines(exp: Path) -> dict[str, list[dict]]:
-    out = {}
-    for f in exp.glob("*/result.json"):
-        lines = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
-        if lines:
-            out[f.parent.name] = lines
-    return out
-
-
 @pytest.mark.ray
 def test_simulate_on_three_nodes_places_trials_on_several(tmp_path, data_root):
     """--nodes 3 starts a cluster_utils cluster; the trials land on more than one node."""
@@ -185,24 +175,10 @@ def test_killed_simulated_study_resumes_without_rerunning(tmp_path, data_root):
            "--set", "epochs=2", "--set", "max_concurrent_trials=2"]
     env = ray_env({**os.environ, "SALIENCY_DATA_ROOT": str(data_root)})
     exp = out / "tune" / "mnist-none"
-    log1 = open(tmp_path / "run1.log", "w")
-    p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log1, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 300
-        while not any(lines[-1]["epoch"] == 2 for lines in _result_lines(exp).values()):
-            assert p.poll() is None, "ended before it could be killed:\n" + (tmp_path / "run1.log").read_text()
-            assert time.time() < deadline, "timed out waiting for a trial to finish"
-            time.sleep(0.1)
-        time.sleep(1.0)  # Tune snapshots its state at every checkpoint
-        os.kill(p.pid, signal.SIGKILL)
-        p.wait(timeout=30)
-    finally:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        log1.close()
-    before = _result_lines(exp)
+    finished_one = lambda: any(lines[-1]["epoch"] == 2 for lines in result_lines(exp).values())  # noqa: E731
+    # 1 s more: Tune snapshots its state at every checkpoint
+    signal_when(cmd, env, tmp_path / "run1.log", finished_one, sigkill, settle=1.0, wait=30, what="killed")
+    before = result_lines(exp)
     finished = {t: lines for t, lines in before.items() if lines[-1]["epoch"] == 2}
     assert finished and not (exp / "search_done.json").exists()
 
