@@ -4,7 +4,7 @@
 plus aggregate rows (``sample = -1``, the mean over samples) — the per-sample rows are always
 kept; confidence intervals belong to the analysis. Columns: :data:`COLUMNS`.
 
-Reported metrics (``metric`` column; ``level`` = removal fraction, σ or s_max, NaN for scalars):
+Reported metrics (``metric`` column; ``level`` = removal fraction, σ, s_max or layers randomised, NaN for scalars):
 
 ==========================  =====================  ========  ==================================
 metric                      level                  better    module
@@ -24,6 +24,8 @@ block_auc                   NaN                    higher    square_block (from 
 block_auc_clean             NaN                    higher    square_block (from s_max = 0, clean)
 block_infidelity            s_max                  lower     square_block (normalised, scale-invariant)
 block_infidelity_raw        s_max                  lower     square_block (raw, scale-dependent)
+mprt_spearman               layer (1..L)           lower     :mod:`evaluation.metrics.mprt` (opt-in)
+mprt_ssim                   layer (1..L)           lower     mprt (opt-in)
 ==========================  =====================  ========  ==================================
 
 ``gaussian_accuracy``, ``gaussian_auc[_clean]``, ``block_accuracy`` and ``block_auc[_clean]`` describe
@@ -146,7 +148,8 @@ def evaluate_model(
         model: trained classifier; evaluated in eval mode (mode restored).
         x: float images (N, 1, 28, 28) in [0, 1]; y: their true labels (N,).
         methods: attribution methods (:data:`evaluation.attributions.METHODS`).
-        metrics: metric groups (:data:`evaluation.metrics.METRICS`).
+        metrics: metric groups (default :data:`evaluation.metrics.METRICS`; the opt-in ones, e.g. ``mprt``,
+            only when named: ``registry.groups("evaluate")``).
         n_samples: images evaluated (seeded subset, see :func:`select_samples`); None = all.
         seed: seeds the subset, SmoothGrad/random maps, subsets, noise and blocks.
         dataset, penalty, model_id: copied into every row.
@@ -197,14 +200,13 @@ def evaluate_model(
     compute = {spec.name: spec.rows_function() for spec in specs}
     model_level_done = False
     for method in methods:
-        fn = functools.partial(
-            attribute, model, method=method, batch_size=attribution_batch_size, seed=seed,
-            **method_params.get(method, {}), **({"baselines": baselines} if method == "deeplift_shap" else {}),
-        )
+        kwargs = dict(batch_size=attribution_batch_size, seed=seed, **method_params.get(method, {}),
+                      **({"baselines": baselines} if method == "deeplift_shap" else {}))
+        fn = functools.partial(attribute, model, method=method, **kwargs)
         a = timed("attribution", fn, xs, t)
         for spec in specs:
             inp = MetricInput(model, xs, ys, t, a, fn, seed=seed, batch_size=batch_size,
-                              params=dict(metric_params.get(spec.name, {})))
+                              params=dict(metric_params.get(spec.name, {})), method=method, attribute_kwargs=kwargs)
             for output, values, levels in timed(spec.name, compute[spec.name], inp):
                 if not spec.output(output).model_level:
                     rows.add(method, output, values, levels)

@@ -7,6 +7,8 @@ a function ``(model, x, y, attributions, ..., seed)`` returning per-sample tenso
 Importing this package (or the registry) does not import torch.
 """
 
-from evaluation.metrics.registry import groups as _groups
+from evaluation.metrics.registry import default_groups as _default_groups
 
-METRICS = _groups("evaluate")  # ("morf", "faithfulness", "complexity", "gaussian", "square_block")
+# The default groups: ("morf", "faithfulness", "complexity", "gaussian", "square_block"). The opt-in groups
+# (``mprt``) are valid names too (registry.groups("evaluate")), computed only where they are named.
+METRICS = _default_groups()

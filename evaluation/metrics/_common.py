@@ -36,6 +36,10 @@ class MetricInput:
     seed: int = 0
     batch_size: int = 512
     params: dict[str, Any] = field(default_factory=dict)  # the group's metric_params
+    # The method by name, for metrics that recompute the maps with another model (mprt): attribute_fn is
+    # ``attribute(model, x, target, method=method, **attribute_kwargs)``. "" when the caller did not say.
+    method: str = ""
+    attribute_kwargs: dict[str, Any] = field(default_factory=dict)  # batch_size, seed, the method's params...
 
 
 Rows = list[tuple[str, Tensor, "Tensor | None"]]

@@ -10,7 +10,10 @@ when the evaluation runs). The metric modules read their ``NAME``/``HIGHER_IS_BE
 (metric and parameter names) read this module without importing torch.
 
 Adding a metric = its module (the computation and a ``rows(inp)`` function, see
-:class:`evaluation.metrics._common.MetricInput`) + one :func:`register` call below.
+:class:`evaluation.metrics._common.MetricInput`) + one :func:`register` call below. A group registered
+with ``opt_in=True`` (e.g. ``mprt``, which recomputes every map once per layer) is valid in
+``evaluation.metrics`` but left out of the default list (:func:`default_groups`,
+:data:`evaluation.metrics.METRICS`): it is computed only where it is named.
 
 The specs live here rather than in their modules because the analysis and the report must know
 every metric's direction and label without importing the modules (which import torch and Captum).
@@ -55,6 +58,7 @@ class MetricSpec:
     references: tuple[str, ...] = ()
     rows: str | None = None  # "module:function" computing the rows in evaluate_model (stage "evaluate")
     stage: str = "evaluate"
+    opt_in: bool = False  # computed only when named in ``metrics``: not one of the defaults (default_groups())
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -106,6 +110,12 @@ def register(spec: MetricSpec) -> MetricSpec:
 def groups(stage: str | None = "evaluate") -> tuple[str, ...]:
     """Registered group names of ``stage`` (all with None), in registration order."""
     return tuple(n for n, s in REGISTRY.items() if stage is None or s.stage == stage)
+
+
+def default_groups() -> tuple[str, ...]:
+    """The groups ``evaluate_model`` computes when no ``metrics`` are named (:data:`evaluation.metrics.METRICS`):
+    every group of stage ``evaluate`` except the opt-in ones."""
+    return tuple(n for n in groups("evaluate") if not REGISTRY[n].opt_in)
 
 
 def outputs(stage: str | None = None) -> dict[str, Output]:
@@ -192,6 +202,14 @@ register(MetricSpec(
     references=("Yeh et al. 2019, NeurIPS (infidelity)", "Zeiler & Fergus 2014, ECCV (occlusion)"),
     rows="evaluation.metrics.square_block:rows",
 ))
+register(MetricSpec(  # opt-in: recomputes every method's maps once per randomised layer
+    "mprt", higher_is_better=False, opt_in=True,
+    outputs=(Output("mprt_spearman", False, "MPRT Spearman (randomised vs original map)", level="layer"),
+             Output("mprt_ssim", False, "MPRT SSIM (randomised vs original map)", level="layer")),
+    references=("Adebayo et al. 2018, Sanity Checks for Saliency Maps, NeurIPS",
+                "Hedström et al. 2023, Quantus, JMLR 24(34)"),
+    rows="evaluation.metrics.mprt:rows",
+))
 # Computed by the evaluation stage (evaluation/stage.py) and the analysis.
 register(MetricSpec(
     "accuracy", higher_is_better=True, stage="evaluation",
@@ -216,5 +234,5 @@ register(MetricSpec(
     outputs=(Output("val_acc", True), Output("val_morf", True)),
 ))
 
-__all__ = ["Output", "MetricSpec", "REGISTRY", "STAGES", "register", "groups", "outputs", "group_of", "directions",
-           "labels", "curve_axes", "params"]
+__all__ = ["Output", "MetricSpec", "REGISTRY", "STAGES", "register", "groups", "default_groups", "outputs", "group_of",
+           "directions", "labels", "curve_axes", "params"]

@@ -147,7 +147,7 @@ def test_every_metric_works_with_each_new_method(images, batch, method):
     df = evaluate_model(model, x[:3], labels[:3], methods=[method], n_samples=None, seed=1, metric_params=TINY_METRICS,
                         method_params={method: SMALL.get(method, {})}, baselines=base)
     own = df[df["method"] == method]
-    expected = {o.name for g in registry.groups("evaluate") for o in registry.REGISTRY[g].outputs if not o.model_level}
+    expected = {o.name for g in registry.default_groups() for o in registry.REGISTRY[g].outputs if not o.model_level}
     assert set(own["metric"]) == expected
     assert np.isfinite(own["value"]).all()
     assert set(METHODS) >= {method}

@@ -16,7 +16,9 @@ from evaluation.evaluate import (
     evaluate_model,
     select_samples,
 )
+from evaluation.metrics import METRICS
 from evaluation.metrics.morf import morf
+from evaluation.metrics.registry import REGISTRY
 
 SMALL = {
     "faithfulness": {"n_subsets": 10},
@@ -48,7 +50,8 @@ def frame(batch):
 def test_layout(frame, batch):
     df, timings = frame
     assert list(df.columns) == COLUMNS
-    assert set(df["metric"]) == set(HIGHER_IS_BETTER)
+    assert set(df["metric"]) == {o.name for g in METRICS for o in REGISTRY[g].outputs}  # the default groups
+    assert set(df["metric"]) <= set(HIGHER_IS_BETTER)
     assert set(timings) == {"attribution", "morf", "faithfulness", "complexity", "gaussian", "square_block"}
     idx = select_samples(20, 8, 3).tolist()
     per = df[df["sample"] >= 0]

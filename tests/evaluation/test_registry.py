@@ -36,9 +36,9 @@ def test_every_direction_the_study_reports():
         "complexity": False, "gaussian_accuracy": True, "gaussian_auc": True, "gaussian_auc_clean": True,
         "max_sensitivity": False, "avg_sensitivity": False, "block_accuracy": True, "block_auc": True,
         "block_auc_clean": True, "block_infidelity": False, "block_infidelity_raw": False,
-        "roar": False, "roar_clean": False,
+        "roar": False, "roar_clean": False, "mprt_spearman": False, "mprt_ssim": False,
         # the groups themselves (and names built on them)
-        "faithfulness": True, "gaussian": True, "square_block": True, "faithfulness_other": True,
+        "faithfulness": True, "gaussian": True, "square_block": True, "faithfulness_other": True, "mprt": False,
     }
     for metric, hib in expected.items():
         assert analysis.higher_is_better(metric) is hib, metric
@@ -48,19 +48,20 @@ def test_every_direction_the_study_reports():
 
 def test_the_modules_constants_are_the_registrys():
     from evaluation import evaluate, roar
-    from evaluation.metrics import complexity, faithfulness, gaussian, morf, square_block
+    from evaluation.metrics import complexity, faithfulness, gaussian, morf, mprt, square_block
 
-    for mod in (morf, faithfulness, complexity, gaussian, square_block, roar):
+    for mod in (morf, faithfulness, complexity, gaussian, square_block, mprt, roar):
         spec = REGISTRY[mod.NAME]
         assert mod.SPEC is spec and mod.HIGHER_IS_BETTER is spec.higher_is_better
         assert getattr(mod, "OUTPUTS", spec.directions()) == spec.directions()
         assert mod.REFERENCE == "; ".join(spec.references)
-    assert METRICS == ("morf", "faithfulness", "complexity", "gaussian", "square_block")
+    assert METRICS == ("morf", "faithfulness", "complexity", "gaussian", "square_block")  # the defaults
+    assert registry.groups("evaluate") == (*METRICS, "mprt") and REGISTRY["mprt"].opt_in  # valid, computed if named
     assert evaluate.HIGHER_IS_BETTER == {o: v.higher_is_better for o, v in registry.outputs("evaluate").items()}
     assert evaluate.CURVE_X == {
         "morf_curve": "fraction removed", "gaussian_accuracy": "sigma", "max_sensitivity": "sigma",
         "avg_sensitivity": "sigma", "block_accuracy": "s_max", "block_infidelity": "s_max",
-        "block_infidelity_raw": "s_max"}
+        "block_infidelity_raw": "s_max", "mprt_spearman": "layer", "mprt_ssim": "layer"}
     assert roar.FRACTIONS == (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
