@@ -136,7 +136,7 @@ class Study:
     def datasets(self) -> list[str]:
         seen = set()
         for t in (self.trials, self.selected, self.evaluation, self.roar, self.curves):
-            seen.update(t["dataset"].dropna().astype(str))
+            seen.update(map(str, t["dataset"].dropna().unique()))  # unique first: the tables hold millions of rows
         order = list(self.config.get("datasets") or [])
         return [d for d in order if d in seen] + sorted(seen - set(order))
 
@@ -145,7 +145,7 @@ class Study:
         """Penalties present, ``none`` first, then the config's order, then alphabetical."""
         seen = set()
         for t in (self.trials, self.selected, self.evaluation, self.roar, self.curves):
-            seen.update(t["penalty"].dropna().astype(str))
+            seen.update(map(str, t["penalty"].dropna().unique()))
         return order_penalties(seen, self.config.get("penalties"))
 
     def notes(self) -> list[str]:

@@ -12,11 +12,11 @@ import json
 import os
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from foundations import profile
+from trainables import reporting
 from trainables.config import DEFAULT_MODEL, TrainConfig
 
 STATE_FILE = "sim_state.json"
@@ -55,24 +55,8 @@ def trial_seconds(cfg, dataset: str, penalty: str) -> float:
     return sim["start_seconds"] + cfg.for_dataset(dataset, "epochs") * sim["epoch_seconds"]
 
 
-def _node_id() -> str:
-    try:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-    except Exception:
-        return ""
-
-
 def _report(metrics: dict, state: dict | None) -> None:
-    from ray import tune
-
-    if state is None:
-        tune.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as d:
-        (Path(d) / STATE_FILE).write_text(json.dumps(state))
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+    reporting.report(metrics, state, lambda st, path: path.write_text(json.dumps(st)), STATE_FILE)
 
 
 def simulated_trial(config: dict, splits=None, score=None) -> None:
@@ -82,7 +66,7 @@ def simulated_trial(config: dict, splits=None, score=None) -> None:
     sim = config["simulate"]
     tc = TrainConfig(**{**config["train"], **{k: config[k] for k in ("lam", "lr", "seed") if k in config}})
     epochs, scale = tc.epochs, float(sim["time_scale"])
-    info = {"node_id": _node_id(), "hostname": socket.gethostname(), "pid": os.getpid()}
+    info = {"node_id": reporting.node_id(), "hostname": socket.gethostname(), "pid": os.getpid()}
     start_time, history, epoch = time.time(), [], 0
     ckpt = tune.get_checkpoint()
     if ckpt is not None:

@@ -23,12 +23,12 @@ from __future__ import annotations
 import io
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from foundations.data import Splits, to_float
+from trainables import reporting
 from trainables.config import PENALTY_VALUE_COLUMNS as PENALTY_COLUMNS
 from trainables.config import TrainConfig
 
@@ -70,26 +70,10 @@ def _cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _node_id() -> str:
-    try:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-    except Exception:
-        return ""
-
-
 def _report(metrics: dict, state: dict | None) -> None:
-    from ray import tune
-
-    if state is None:
-        tune.report(metrics)
-        return
     import torch
 
-    with tempfile.TemporaryDirectory() as d:
-        torch.save(state, Path(d) / STATE_FILE)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+    reporting.report(metrics, state, torch.save, STATE_FILE)
 
 
 def load_state(checkpoint_dir: str | Path) -> dict:
@@ -133,7 +117,7 @@ def train_trial(config: dict, splits: Splits, score: Callable[[torch.nn.Module, 
         return {"val_morf": value, "morf_seconds": time.perf_counter() - t0}
 
     run.extra_metrics = extra
-    info = {"node_id": _node_id(), "hostname": socket.gethostname(), "pid": os.getpid()}
+    info = {"node_id": reporting.node_id(), "hostname": socket.gethostname(), "pid": os.getpid()}
     start_time, history = time.time(), []
 
     ckpt = tune.get_checkpoint()
