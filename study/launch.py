@@ -413,6 +413,9 @@ def _main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     t0, started = time.perf_counter(), time.time()
+    from foundations.schemas import git_commit
+
+    commit = git_commit()  # the code that starts the run (the tree may change while it runs)
     if not args.address:  # a private Ray: it goes down with this process, and an earlier run's leftovers go first
         from study import reaper
 
@@ -460,7 +463,7 @@ def _main(argv: list[str] | None = None) -> int:
                 done = ("evaluate",) if args.stage == "all" and cfg.search.schedule == "concurrent" else ()
                 run_later_stages(cfg, selected, log=lambda s: print(s, flush=True), quiet=args.quiet, skip=done)
     except (KeyboardInterrupt, search.SearchInterrupted) as exc:
-        record_run(cfg, argv, started, time.perf_counter() - t0, "interrupted")
+        record_run(cfg, argv, started, time.perf_counter() - t0, "interrupted", commit)
         print(f"\n[study] interrupted ({interrupts.what(exc)}); rerun the same command to continue", file=sys.stderr)
         return interrupts.exit_code()
     except Exception as exc:
@@ -470,7 +473,7 @@ def _main(argv: list[str] | None = None) -> int:
             raise
         print(diskfull.message(cfg.location), file=sys.stderr)  # (runs.jsonl cannot be written either)
         return 1
-    record_run(cfg, argv, started, time.perf_counter() - t0, "finished")
+    record_run(cfg, argv, started, time.perf_counter() - t0, "finished", commit)
     print(f"[study] finished in {time.perf_counter() - t0:.1f} s; results in {cfg.location}", flush=True)
     return 0
 
@@ -498,7 +501,8 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPUs{mem}{gpus}, {platform.system()} {platform.release()}"
 
 
-def record_run(cfg: StudyConfig, argv: list[str] | None, started: float, seconds: float, status: str) -> None:
+def record_run(cfg: StudyConfig, argv: list[str] | None, started: float, seconds: float, status: str,
+               commit: str | None = None) -> None:
     """Append one line to ``<output>/runs.jsonl``: the command, its wall time, the machine and commit.
 
     The report's results page reads it (what ran, where, how long); a failure to write it is reported,
@@ -515,7 +519,7 @@ def record_run(cfg: StudyConfig, argv: list[str] | None, started: float, seconds
         "wall_seconds": round(seconds, 1),
         "host": platform.node(),
         "machine": machine(),
-        "git_commit": git_commit(),
+        "git_commit": git_commit() if commit is None else commit,  # the caller's: the commit at the start
         "python": platform.python_version(),
     }
     loc = storage.join(cfg.location, RUNS_FILE)

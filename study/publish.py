@@ -129,6 +129,23 @@ def _metric_table(doc: Doc, rep: pd.DataFrame, s: A.Study, dataset: str, cols) -
     doc.table(Table(header, rows, [], caption=caption, mark=""))
 
 
+METHOD_COLUMNS = [(k, sc, label) for k, m, sc, label in COLUMNS if m == "saliency" and k != "roar_clean"]
+
+
+def _method_table(doc: Doc, rep: pd.DataFrame, s: A.Study, dataset: str) -> None:
+    """Every attribution method's explanation metrics (mean over seeds [95 % t-interval]), one row per penalty."""
+    d = rep[rep["dataset"] == dataset]
+    methods = [m for m in dict.fromkeys(d["method"]) if m not in ("", "saliency", A.RANDOM_METHOD)]
+    if not methods:
+        return
+    doc.h3(f"{dataset}: the other attribution methods")
+    rows = [[p, m] + [_cell(rep, dataset, p, m, k, sc) for k, sc, _ in METHOD_COLUMNS]
+            for m in methods for p in s.penalties if ((d["penalty"] == p) & (d["method"] == m)).any()]
+    doc.table(Table(["penalty", "maps"] + [c[2] for c in METHOD_COLUMNS], rows, [], mark="",
+                    caption=f"{dataset}: the same metrics as the table above for each other method's maps "
+                    "(mean over seeds [95% t-interval]); Saliency and the random control are in the table above"))
+
+
 def _scatter(figs: Figures, rep: pd.DataFrame, s: A.Study, dataset: str) -> Path | None:
     pm = replicates.per_model(s)
     pm = pm[pm["dataset"] == dataset]
@@ -357,6 +374,7 @@ def build_results(
             "Machine-readable: [summary.csv](results/summary.csv) (every method and metric), "
             "[compare.csv](results/compare.csv)."
         )
+        _method_table(doc, rep, s, dataset)
         doc.h3(f"{dataset}: penalties versus `{baseline}`, paired by seed")
         c = comp[(comp["dataset"] == dataset)].copy()
         c = c.sort_values(["significant", "p_adjusted"], ascending=[False, True])
