@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from study import analysis as A
-from study import loading, original, replicates
+from study import loading, original, penalty_curves, replicates
 from study.report import cross_map_table
 from foundations import schemas as R
 from study.document import (
@@ -415,6 +415,7 @@ def build_results(
                     f"{dataset} accuracy vs explanation",
                 )
             )
+    penalty_curves.section(doc, s, figs)
     ref = original.load_reference()
     if ref["dataset"].isin(s.datasets).any():
         _beside_original(doc, s, ref[ref["dataset"].isin(s.datasets)], folder)
