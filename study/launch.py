@@ -413,14 +413,15 @@ def _main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     t0, started = time.perf_counter(), time.time()
-    from foundations.schemas import git_commit
-
-    commit = git_commit()  # the code that starts the run (the tree may change while it runs)
+    commit = None  # the code that starts the run (the tree may change while it runs); set inside the try below
     if not args.address:  # a private Ray: it goes down with this process, and an earlier run's leftovers go first
         from study import reaper
 
         reaper.guard_private_ray(cfg.location, log=lambda s: print(s, flush=True))
     try:
+        from foundations.schemas import git_commit
+
+        commit = git_commit()
         with interrupts.sigterm_as_ctrl_c(), ray_session(args.address, args.num_cpus, args.num_gpus):
             print(f"[study] Ray up in {time.perf_counter() - t0:.1f} s", flush=True)
             try:
