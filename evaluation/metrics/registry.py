@@ -175,7 +175,7 @@ register(MetricSpec(
 register(MetricSpec(
     "complexity", higher_is_better=False,
     outputs=(Output("complexity", False, "complexity (nats)"),
-             Output("complexity_seed", False, "complexity, the original's formula (+0.01 in the log)")),
+             Output("complexity_seed", False, "complexity, original formula (+0.01 in the log)")),
     references=("Bhatt, Weller, Moura 2020, IJCAI, doi:10.24963/ijcai.2020/417",),
     rows="evaluation.metrics.complexity:rows",
 ))

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
-from foundations import schemas
 from tests.ray_utils import ray_env
-from tests.study.processes import result_lines, sigkill, signal_when
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,64 +71,3 @@ def test_bad_input_exits_nonzero_with_clear_error_without_ray(tmp_path, data_roo
         [["--set", "datasets=[mnist]"]], env={**ray_env(), "SALIENCY_DATA_ROOT": str(tmp_path / "nodata")}
     )
     assert run["rc"] == 2 and "error: data: mnist: missing" in run["stderr"], run
-
-
-@pytest.mark.ray
-def test_sigkill_driver_then_resume_finishes_without_rerunning(tmp_path, data_root):
-    """3 trials of 2 epochs, 2 at once; SIGKILL the driver once one trial has finished; rerun."""
-    out = tmp_path / "study"
-    cmd = [
-        sys.executable,
-        "-m",
-        "study.launch",
-        "--stage",
-        "search",
-        "--output",
-        str(out),
-        "-q",
-        "--num-cpus",
-        "2",
-        "--set",
-        "name=resume",
-        "--set",
-        "datasets=[mnist]",
-        "--set",
-        "penalties=[none]",
-        "--set",
-        "trials=3",
-        "--set",
-        "epochs=2",
-        "--set",
-        "data_fraction=0.05",
-        "--set",
-        "val_limit=1000",
-        "--set",
-        "explain_n=50",
-    ]
-    env = ray_env({**os.environ, "SALIENCY_DATA_ROOT": str(data_root)})
-    exp = out / "tune" / "mnist-none"
-    finished_one = lambda: any(lines[-1]["epoch"] == 2 for lines in result_lines(exp).values())  # noqa: E731
-    # 1 s more: Tune snapshots its state at every checkpoint
-    signal_when(cmd, env, tmp_path / "run1.log", finished_one, sigkill, settle=1.0, wait=30, what="killed")
-    before = result_lines(exp)
-    finished = {t: lines for t, lines in before.items() if lines[-1]["epoch"] == 2}
-    assert finished and not (exp / "search_done.json").exists()
-
-    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "[search] mnist/none: 3 trials (3 ok, 0 failed)" in r.stdout and "selected models:" in r.stdout
-
-    trials = schemas.read_table(out, "trials").set_index("trial_id")
-    epochs = schemas.read_table(out, "epochs")
-    assert len(trials) == 3 and (trials["status"] == "ok").all() and (trials["epochs_done"] == 2).all()
-    assert len(epochs) == 6 and not epochs.duplicated(["trial_id", "epoch"]).any()
-    # no trial added or started again: one folder per configured trial, the same ids
-    assert sorted(d.name for d in exp.iterdir() if d.is_dir()) == sorted(trials.index)
-    assert set(before) <= set(trials.index)
-    for trial_id, lines in before.items():  # trials that had reported kept their first start
-        assert abs(trials.loc[trial_id, "start_time"].timestamp() - lines[0]["start_time"]) < 1e-3
-    for trial_id, lines in finished.items():  # finished trials were not retrained: same records
-        rows = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")
-        assert rows["train_seconds"].tolist() == [x["train_seconds"] for x in lines[:2]]
-        assert [t.timestamp() for t in rows["end_time"]] == pytest.approx([x["end_time"] for x in lines[:2]], abs=1e-3)
-    assert len(schemas.read_table(out, "selected")) == 1

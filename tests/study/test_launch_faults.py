@@ -93,26 +93,6 @@ def test_ctrl_c_in_first_epoch_loses_nothing_and_resume_finishes(tmp_path, data_
     assert sorted(schemas.read_table(out, "selected")["penalty"]) == ["gradient", "none"]
 
 
-@pytest.mark.ray
-def test_a_search_marked_done_by_the_old_interrupt_bug_is_searched_again(tmp_path, data_root):
-    """Folders written before the fix: a search marked done whose trials were `stopped` at 0
-    epochs used to answer "(already done)" forever; a resume now discards it and searches it again."""
-    out = tmp_path / "old"
-    r = subprocess.run(_cmd(out, "-q"), cwd=REPO, env=_env(data_root), capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    part = next((out / "trials" / "dataset=mnist" / "penalty=none").glob("*.parquet"))
-    t = pd.read_parquet(part)
-    t.loc[:, "status"], t.loc[:, "epochs_done"] = "stopped", 0  # what the old bug recorded
-    t.to_parquet(part, index=False)
-    r = subprocess.run(_cmd(out, "--resume", "-q"), cwd=REPO, env=_env(data_root), capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "mnist/none: marked done, but 2 of its trials never finished" in r.stdout, r.stdout
-    assert re.search(r"mnist/gradient: .*\(already done\)", r.stdout), r.stdout  # a sound search is kept
-    trials = schemas.read_table(out, "trials")
-    assert len(trials) == 4 and (trials["status"] == "ok").all() and (trials["epochs_done"] == 2).all()
-
-
 @pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.ray
 def test_ctrl_c_while_trials_start_prints_the_launchers_line(tmp_path, data_root, schedule):
@@ -138,7 +118,6 @@ def test_ctrl_c_while_ray_starts_names_the_interrupt(tmp_path, data_root):
 
 def test_summary_line_never_counts_stopped_trials_as_ok():
     """`stopped` (ASHA's early stop) is reported as such, never as ok."""
-    import pandas as pd
 
     from study.search import summary_line
 

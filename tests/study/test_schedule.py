@@ -153,7 +153,7 @@ def _tune_results(out: Path) -> dict[str, list[dict]]:
 def test_sigkill_driver_mid_study_then_rerun_redoes_nothing(tmp_path, data_root):
     out = tmp_path / "study"
     cmd = [sys.executable, "-m", "study.launch", "--output", str(out), "-q", "--num-cpus", "4", "--stage", "all"]
-    for s in SETTINGS + ["epochs=2", "name=killed"]:
+    for s in SETTINGS + ["name=killed"]:
         cmd += ["--set", s]
     env = ray_env({**os.environ, "SALIENCY_DATA_ROOT": str(data_root)})
 
@@ -164,7 +164,7 @@ def test_sigkill_driver_mid_study_then_rerun_redoes_nothing(tmp_path, data_root)
     signal_when(cmd, env, tmp_path / "run1.log", overlapping, sigkill, settle=1.0, timeout=600, wait=30,
                 what="killed")
     before = _tune_results(out)
-    finished = {k: v for k, v in before.items() if v[-1]["epoch"] == 2}
+    finished = {k: v for k, v in before.items() if v[-1]["epoch"] == 1}
     files = {f: f.stat().st_mtime_ns for t in ("evaluation", "roar") for f in (out / t).rglob("*.parquet")}
     assert files and finished
 
@@ -172,7 +172,7 @@ def test_sigkill_driver_mid_study_then_rerun_redoes_nothing(tmp_path, data_root)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     trials, epochs = schemas.read_table(out, "trials"), schemas.read_table(out, "epochs")
     assert len(trials) == 8 and (trials["status"] == "ok").all()
-    assert not epochs.duplicated(["trial_id", "epoch"]).any() and len(epochs) == 16
+    assert not epochs.duplicated(["trial_id", "epoch"]).any() and len(epochs) == 8
     after = _tune_results(out)
     for k, lines in finished.items():  # finished trials were not trained again
         assert [x["end_time"] for x in after[k]] == [x["end_time"] for x in lines]
