@@ -310,11 +310,11 @@ def _md_table(t: Table) -> str:
     return "\n".join(lines)
 
 
-def render_md(doc: Doc, title: str, base: Path) -> str:
+def render_md(doc: Doc, title: str, base: Path, command: str = "python -m study.report") -> str:
     parts = [
         f"# {title}",
         "",
-        f"Generated {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `python -m study.report`.",
+        f"Generated {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `{command}`.",
         "",
     ]
     for b in doc.blocks:

@@ -422,7 +422,7 @@ def build_results(
     if notes:
         doc.h2("Discussion", "discussion")
         doc.p(Path(notes).read_text(encoding="utf-8").strip())
-    text = render_md(doc, f"Results: {s.name}", page.parent)
+    text = render_md(doc, f"Results: {s.name}", page.parent, "python -m study.publish")
     write_text_atomic(page, text)
     if readme:
         update_readme(readme, _readme_block(s, rep, run, study_dir, page_arg, Path(readme).absolute()))
