@@ -32,7 +32,7 @@ from foundations.profile import Simulation  # the `simulate:` section (study.lau
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
-PRESETS = ("quick", "paper", "full", "replicate")
+PRESETS = ("quick", "paper", "full", "replicate", "replicate-fashion")
 OBJECTIVES = ("multi", "val_acc", "val_morf")  # multi = maximise (val_acc, val_morf) jointly
 SAMPLERS = ("tpe", "nsga2", "random")
 SCHEDULERS = ("asha", "fifo")
