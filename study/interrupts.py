@@ -19,11 +19,25 @@ import threading
 from contextlib import contextmanager
 
 TERMINATED = threading.Event()  # a SIGTERM arrived while sigterm_as_ctrl_c was active
+CTRL_C = threading.Event()  # a SIGINT or SIGTERM arrived while sigterm_as_ctrl_c was active
 _ACTIVE = threading.Event()  # sigterm_as_ctrl_c is active: sigterm_held re-installs its handler
+
+
+def _on_sigint_recorded(signum, frame) -> None:
+    CTRL_C.set()  # kept even where the KeyboardInterrupt below is swallowed (see raise_if_swallowed)
+    raise KeyboardInterrupt
+
+
+def raise_if_swallowed() -> None:
+    """Raise the ``KeyboardInterrupt`` of a Ctrl-C that came while an extension module was being imported:
+    Cython's module set-up (``import ray`` loads ``ray._raylet``) prints it as "Exception ignored" and goes on."""
+    if CTRL_C.is_set():
+        raise KeyboardInterrupt
 
 
 def _on_sigterm(signum, frame) -> None:
     TERMINATED.set()
+    CTRL_C.set()
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
         handler(signal.SIGINT, frame)  # what Ctrl-C does now (_on_sigint while Tune runs)
@@ -37,18 +51,25 @@ def _main_thread() -> bool:
 
 @contextmanager
 def sigterm_as_ctrl_c():
-    """Within: SIGTERM does what Ctrl-C does, and ``TERMINATED`` records that it came."""
+    """Within: SIGTERM does what Ctrl-C does, ``TERMINATED`` records that it came, and ``CTRL_C`` that
+    either came (Python's own SIGINT handler is replaced by one that records, then raises as it does)."""
     if not _main_thread():
         yield
         return
     TERMINATED.clear()
+    CTRL_C.clear()
     old = signal.signal(signal.SIGTERM, _on_sigterm)
+    old_int = signal.getsignal(signal.SIGINT)
+    if old_int is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint_recorded)
     _ACTIVE.set()
     try:
         yield
     finally:
         _ACTIVE.clear()
         signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
+        if old_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, old_int)
 
 
 @contextmanager

@@ -13,6 +13,7 @@ submitted as a Ray Job whose driver runs this module on the head (study/cluster.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -407,22 +408,25 @@ def _main(argv: list[str] | None = None) -> int:
     verbose = 0 if args.quiet else min(args.verbose, 2)
     if cfg.simulate.enabled:
         return simulate.main(args, cfg)
-    print(
-        f"[study] {cfg.name}: {len(cfg.datasets)} dataset(s) x {len(cfg.penalties)} penalties x "
-        f"{cfg.search.trials} trials -> {cfg.location}",
-        flush=True,
-    )
     t0, started = time.perf_counter(), time.time()
     commit = None  # the code that starts the run (the tree may change while it runs); set inside the try below
-    if not args.address:  # a private Ray: it goes down with this process, and an earlier run's leftovers go first
-        from study import reaper
-
-        reaper.guard_private_ray(cfg.location, log=lambda s: print(s, flush=True))
+    signals = contextlib.ExitStack()  # from the first line on, Ctrl-C and SIGTERM end the run as below
+    signals.enter_context(interrupts.sigterm_as_ctrl_c())
     try:
+        print(
+            f"[study] {cfg.name}: {len(cfg.datasets)} dataset(s) x {len(cfg.penalties)} penalties x "
+            f"{cfg.search.trials} trials -> {cfg.location}",
+            flush=True,
+        )
+        if not args.address:  # a private Ray: it goes down with this process, and an earlier run's leftovers go first
+            from study import reaper
+
+            reaper.guard_private_ray(cfg.location, log=lambda s: print(s, flush=True))
         from foundations.schemas import git_commit
 
         commit = git_commit()
-        with interrupts.sigterm_as_ctrl_c(), ray_session(args.address, args.num_cpus, args.num_gpus):
+        with ray_session(args.address, args.num_cpus, args.num_gpus):
+            interrupts.raise_if_swallowed()  # a Ctrl-C while Ray's extension modules loaded
             print(f"[study] Ray up in {time.perf_counter() - t0:.1f} s", flush=True)
             try:
                 check_cluster_storage(cfg, args.address)
@@ -461,6 +465,7 @@ def _main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             if args.stage in ("evaluate", "all"):
+                interrupts.raise_if_swallowed()
                 done = ("evaluate",) if args.stage == "all" and cfg.search.schedule == "concurrent" else ()
                 run_later_stages(cfg, selected, log=lambda s: print(s, flush=True), quiet=args.quiet, skip=done)
     except (KeyboardInterrupt, search.SearchInterrupted) as exc:
@@ -474,6 +479,8 @@ def _main(argv: list[str] | None = None) -> int:
             raise
         print(diskfull.message(cfg.location), file=sys.stderr)  # (runs.jsonl cannot be written either)
         return 1
+    finally:
+        signals.close()
     record_run(cfg, argv, started, time.perf_counter() - t0, "finished", commit)
     print(f"[study] finished in {time.perf_counter() - t0:.1f} s; results in {cfg.location}", flush=True)
     return 0

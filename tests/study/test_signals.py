@@ -55,3 +55,23 @@ def test_sigterm_ends_like_ctrl_c_and_resume_finishes(tmp_path, data_root, sched
     assert len(trials) == 4 and (trials["status"] == "ok").all() and (trials["epochs_done"] == 2).all(), trials
     assert [json.loads(ln)["status"] for ln in (out / "runs.jsonl").read_text().splitlines()] == [
         "interrupted", "finished"]
+
+
+def test_a_ctrl_c_swallowed_while_an_extension_module_loads_still_stops_the_run():
+    """Cython's module set-up (``import ray`` loads ``ray._raylet``) prints a KeyboardInterrupt as
+    "Exception ignored" and goes on; the launcher's handler records it, and the next check raises it."""
+    import time
+
+    from study import interrupts
+
+    with interrupts.sigterm_as_ctrl_c():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler runs at the next bytecode
+        except KeyboardInterrupt:
+            pass  # what the extension module's set-up does with it
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.raise_if_swallowed()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
+    with interrupts.sigterm_as_ctrl_c():
+        interrupts.raise_if_swallowed()  # the next run starts clean: entering clears the record
