@@ -17,6 +17,14 @@ STAGE_SCHEMAS = {"evaluation": EVALUATION, "roar": ROAR, "curves": CURVES}  # th
 PARTS = results.PARTITIONS["evaluation"]
 
 
+def _curve_rows(table: pd.DataFrame, by: list[str], value: str, curve, x: str) -> pd.DataFrame:
+    """Mean, std and count of ``value`` per ``by`` group as curve rows (``curve``: a column name or a constant)."""
+    c = table.groupby(by)[value].agg(["mean", "std", "count"]).reset_index()
+    return pd.DataFrame({"dataset": c["dataset"], "penalty": c["penalty"], "model_id": c["model_id"],
+                         "method": c["method"], "curve": c[curve] if curve in c else curve, "x": c[x],
+                         "y": c["mean"], "y_std": c["std"], "n": c["count"]})
+
+
 def write_curves(out: str | Path, study: str) -> pd.DataFrame:
     """Derive the ``curves`` table (mean y and its std over samples/repeats at each x)."""
     frames = []
@@ -24,45 +32,12 @@ def write_curves(out: str | Path, study: str) -> pd.DataFrame:
     if not ev.empty:
         own = ev["map_model"].fillna("") == ""  # curves of the own maps only (cross-map rows name their map model)
         ev = ev[own & ev["level"].notna() & (ev["sample"] >= 0)]
-        g = ev.groupby(["dataset", "penalty", "model_id", "method", "metric", "level"])["value"]
-        c = g.agg(["mean", "std", "count"]).reset_index()
-        frames.append(
-            pd.DataFrame(
-                {
-                    "dataset": c["dataset"],
-                    "penalty": c["penalty"],
-                    "model_id": c["model_id"],
-                    "method": c["method"],
-                    "curve": c["metric"],
-                    "x": c["level"],
-                    "y": c["mean"],
-                    "y_std": c["std"],
-                    "n": c["count"],
-                }
-            )
-        )
+        frames.append(_curve_rows(ev, ["dataset", "penalty", "model_id", "method", "metric", "level"], "value",
+                                  "metric", "level"))
     ro = read_stage_table(out, "roar")
     if not ro.empty:
-        c = (
-            ro.groupby(["dataset", "penalty", "model_id", "method", "fraction"])["accuracy"]
-            .agg(["mean", "std", "count"])
-            .reset_index()
-        )
-        frames.append(
-            pd.DataFrame(
-                {
-                    "dataset": c["dataset"],
-                    "penalty": c["penalty"],
-                    "model_id": c["model_id"],
-                    "method": c["method"],
-                    "curve": "roar",
-                    "x": c["fraction"],
-                    "y": c["mean"],
-                    "y_std": c["std"],
-                    "n": c["count"],
-                }
-            )
-        )
+        frames.append(_curve_rows(ro, ["dataset", "penalty", "model_id", "method", "fraction"], "accuracy", "roar",
+                                  "fraction"))
     if not frames:
         return pd.DataFrame(columns=CURVES.names)
     curves = pd.concat(frames, ignore_index=True)

@@ -541,21 +541,8 @@ def compare(
 
 
 # --------------------------------------------------------------------------- search views
-PARETO_COLUMNS = [
-    "dataset",
-    "penalty",
-    "trial_id",
-    "lam",
-    "lr",
-    "seed",
-    "accuracy",
-    "score",
-    "accuracy_metric",
-    "score_metric",
-    "on_dataset_front",
-    "on_penalty_front",
-    "selected",
-]
+PARETO_COLUMNS = ["dataset", "penalty", "trial_id", "lam", "lr", "seed", "accuracy", "score", "accuracy_metric",
+                  "score_metric", "on_dataset_front", "on_penalty_front", "selected"]
 
 
 def _finished_trials(s: Study) -> pd.DataFrame:

@@ -32,11 +32,12 @@ from foundations.profile import Simulation  # the `simulate:` section (study.lau
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
-PRESETS = ("quick", "paper", "full", "replicate", "replicate-fashion")
+PRESETS = ("quick", "paper", "full", "replicate", "replicate-fashion", "lambda-response", "lambda-search")
 OBJECTIVES = ("multi", "val_acc", "val_morf")  # multi = maximise (val_acc, val_morf) jointly
 SAMPLERS = ("tpe", "nsga2", "random")
 SCHEDULERS = ("asha", "fifo")
 SCHEDULES = ("concurrent", "sequential")
+SELECTS = ("rule", "every")  # rule: one model per (dataset, penalty), or every seed of replicates; every: all trials
 
 
 # ConfigError (imported above) is defined with the training's checks in trainables/config.py, the lowest
@@ -188,6 +189,7 @@ class Search:
     explain_n: int = 200  # validation images of the explanation score (MoRF of Saliency)
     morf_levels: int = 20  # removal levels of that score
     tolerance: float = field(default=0.01, metadata=RUNTIME)  # selection: val-accuracy tolerance (0.01 = 1 point)
+    select: str = field(default="rule", metadata=RUNTIME)  # models evaluated: rule (its pick) or every (every trial)
     max_concurrent_trials: int = field(default=2, metadata=RUNTIME)  # trials at once per search
     max_failures: int = field(default=1, metadata=RUNTIME)  # retries of a failed trial (a diverged one: none)
     schedule: str = field(default="concurrent", metadata=RUNTIME)  # concurrent (study/schedule.py) or sequential
@@ -202,6 +204,7 @@ class Search:
             check_int_ge(key, getattr(self, key), 1)
         check_int_ge("max_failures", self.max_failures, 0)
         check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("select", self.select, SELECTS)
         for key in ("max_concurrent_searches", "max_concurrent_total"):
             check_int_ge(key, getattr(self, key), 0)
         check_choice("objective", self.objective, OBJECTIVES)
@@ -330,6 +333,11 @@ class StudyConfig:
         For ``none`` (no λ) its space's λ decides, so a study with a fixed λ replicates its baseline too."""
         sp = self.space_for(penalty)
         return Space.kind(sp.lam) == "fixed" and Space.kind(sp.lr) in ("fixed", "none")
+
+    def keeps_every(self, penalty: str) -> bool:
+        """True when every finished trial of ``penalty`` is selected and evaluated: its seeds are replicates
+        (:meth:`replicated`) or ``search.select`` is ``every`` (e.g. a λ grid, every point with its seeds)."""
+        return self.search.select == "every" or self.replicated(penalty)
 
     def train_config(self, dataset: str, penalty: str) -> dict:
         """The fixed part of a trial's ``TrainConfig``: the training section, the dataset's overrides and

@@ -33,19 +33,22 @@ def values_per_epoch(s, selected_only: bool = True) -> pd.DataFrame:
     return long.sort_values(["dataset", "measured", "penalty", "trial_id", "epoch"]).reset_index(drop=True)
 
 
-def section(doc: Doc, s, figs) -> None:
-    """One figure per dataset: a panel per measured penalty, a line per selected model (coloured by its penalty)."""
+def section(doc: Doc, s, figs, heading: bool = True) -> None:
+    """One figure per dataset: a panel per measured penalty, a line per selected model (coloured by its penalty);
+    ``heading=False`` adds only the figures (a page showing several studies' under one heading)."""
     from matplotlib.ticker import MaxNLocator
 
-    doc.h2("Every penalty's value during training", "penalty-values")
+    if heading:
+        doc.h2("Every penalty's value during training", "penalty-values")
     v = values_per_epoch(s)
     if v.empty:
         doc.note("No per-epoch penalty values: the epochs table has no `val_<penalty>` columns (a study written "
                  "before they were recorded).")
         return
-    doc.p("After every epoch each trained model is measured with all six penalties on the same fixed, seeded "
-          "validation batch (eval mode), whatever penalty it trains with: does training for one constraint "
-          "lower the others, and how far is the baseline from each? Lower is better for every penalty.")
+    if heading:
+        doc.p("After every epoch each trained model is measured with all six penalties on the same fixed, seeded "
+              "validation batch (eval mode), whatever penalty it trains with: does training for one constraint "
+              "lower the others, and how far is the baseline from each? Lower is better for every penalty.")
     for dataset in s.datasets:
         vd = v[v["dataset"] == dataset]
         if vd.empty:

@@ -19,21 +19,8 @@ import pandas as pd
 from foundations.statistics import adjust, t_interval
 from study.analysis import RANDOM_METHOD, Study, as_study, sort_rows, higher_is_better, per_sample, roar_scores
 
-REPLICATE_COLUMNS = [
-    "dataset",
-    "penalty",
-    "method",
-    "metric",
-    "higher_is_better",
-    "n",
-    "mean",
-    "ci_low",
-    "ci_high",
-    "sd",
-    "over",
-    "values",
-    "random_mean",
-]
+REPLICATE_COLUMNS = ["dataset", "penalty", "method", "metric", "higher_is_better", "n", "mean", "ci_low", "ci_high",
+                     "sd", "over", "values", "random_mean"]
 
 
 def _model_seeds(s: Study) -> pd.DataFrame:
@@ -121,24 +108,9 @@ def replicates(s, *, confidence: float = 0.95) -> pd.DataFrame:
     return sort_rows(out, s)
 
 
-REPLICATE_COMPARE_COLUMNS = [
-    "dataset",
-    "method",
-    "metric",
-    "penalty",
-    "baseline",
-    "higher_is_better",
-    "n",
-    "mean_diff",
-    "diff_ci_low",
-    "diff_ci_high",
-    "statistic",
-    "p_value",
-    "p_adjusted",
-    "correction",
-    "significant",
-    "improved",
-]
+REPLICATE_COMPARE_COLUMNS = ["dataset", "method", "metric", "penalty", "baseline", "higher_is_better", "n",
+                             "mean_diff", "diff_ci_low", "diff_ci_high", "statistic", "p_value", "p_adjusted",
+                             "correction", "significant", "improved"]
 
 
 def compare_replicates(
@@ -194,6 +166,28 @@ def compare_replicates(
     out["significant"] = (out["p_adjusted"] < alpha) if len(out) else pd.Series(dtype=bool)
     out["significant"] = out["significant"].astype(bool)
     return sort_rows(out, s)[REPLICATE_COMPARE_COLUMNS]
+
+
+def class_accuracy(s, labels: dict) -> pd.DataFrame:
+    """Per (dataset, penalty, model_id, seed, label): the model's accuracy on the test images of that class,
+    from its ``full_test_accuracy`` rows (one per test image, ``sample`` = the image's index) and ``labels``
+    (dataset -> the test labels, indexed like ``sample``); ``n`` = images of the class."""
+    s = as_study(s)
+    ev = s.evaluation
+    ev = ev[ev["metric"] == "full_test_accuracy"]
+    cols = ["dataset", "penalty", "model_id", "seed", "label", "accuracy", "n"]
+    parts = []
+    for dataset, g in ev.groupby("dataset", sort=True):
+        if dataset not in labels:
+            continue
+        y = np.asarray(labels[dataset])
+        g = g.assign(label=y[g["sample"].to_numpy(int)])
+        a = g.groupby(["dataset", "penalty", "model_id", "label"])["value"].agg(accuracy="mean", n="size")
+        parts.append(a.reset_index())
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    out = pd.concat(parts, ignore_index=True).merge(_model_seeds(s), on="model_id", how="left")
+    return out[cols].sort_values(["dataset", "penalty", "seed", "label"]).reset_index(drop=True)
 
 
 def has_replicates(s) -> bool:

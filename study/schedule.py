@@ -68,7 +68,7 @@ def planned_evaluation(cfg: StudyConfig, settings) -> str:
         {"dataset": d, "penalty": p, "trial_id": f"{d}-{i}"}  # model ids unique per dataset
         for d in cfg.datasets
         for p in cfg.penalties
-        for i in range(cfg.n_trials(p) if cfg.replicated(p) else 1)
+        for i in range(cfg.n_trials(p) if cfg.keeps_every(p) else 1)
     ]
     return stage.describe_plan(stage.plan_tasks(pd.DataFrame(rows), settings), settings)
 

@@ -3,7 +3,8 @@
 Per dataset and penalty: among finished trials whose validation accuracy is within ``search.tolerance``
 of the best ``none`` trial of the dataset, the best explanation score wins (ties: higher accuracy). If
 none qualifies, the most accurate trial is taken and flagged ``within_tolerance = False``. A penalty
-whose trials differ by seed only (replicates) keeps every seed. The chosen weights and config are
+whose trials differ by seed only (replicates) keeps every seed, and ``search.select: every`` keeps every
+finished trial (a λ grid: every point with its seeds). The chosen weights and config are
 exported under ``models/``. Called by both schedules (:mod:`study.search`, :mod:`study.schedule`).
 """
 
@@ -69,7 +70,8 @@ def select(cfg: StudyConfig, trials: pd.DataFrame, export: bool = True) -> pd.Da
                 continue
             ok = p[p["val_acc"] >= baseline - cfg.search.tolerance - 1e-12] if np.isfinite(baseline) else p
             within = not ok.empty
-            if cfg.replicated(penalty):  # the seeds are replicates: every finished one is kept
+            keep_all = cfg.keeps_every(penalty)
+            if keep_all:  # replicates, or select: every: every finished trial is kept
                 picks = [r for _, r in p.sort_values("trial_id").iterrows()]
             else:
                 picks = [
@@ -81,7 +83,7 @@ def select(cfg: StudyConfig, trials: pd.DataFrame, export: bool = True) -> pd.Da
                 ]
             all_p = d[d["penalty"] == penalty]
             for pick in picks:
-                if cfg.replicated(penalty):
+                if keep_all:
                     within = bool(
                         np.isfinite(baseline) and pick["val_acc"] >= baseline - cfg.search.tolerance - 1e-12
                     ) or not np.isfinite(baseline)
@@ -91,7 +93,7 @@ def select(cfg: StudyConfig, trials: pd.DataFrame, export: bool = True) -> pd.Da
                     "within_tolerance": within,
                     "has_baseline": bool(np.isfinite(baseline)),
                 }
-                sub = pick["trial_id"] if cfg.replicated(penalty) else None
+                sub = pick["trial_id"] if keep_all else None
                 weights, conf = _export(cfg, pick, info, sub) if export else ("", "")
                 rows.append(
                     {
@@ -122,16 +124,6 @@ def format_selected(selected: pd.DataFrame) -> str:
     """A fixed-width table of the selected models."""
     if selected.empty:
         return "(no model selected)"
-    cols = [
-        "dataset",
-        "penalty",
-        "trial_id",
-        "lam",
-        "lr",
-        "seed",
-        "val_acc",
-        "val_morf",
-        "within_tolerance",
-        "on_pareto_front",
-    ]
+    cols = ["dataset", "penalty", "trial_id", "lam", "lr", "seed", "val_acc", "val_morf", "within_tolerance",
+            "on_pareto_front"]
     return selected[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}")

@@ -123,7 +123,7 @@ def planned_rows(cfg: StudyConfig):
         {"dataset": d, "penalty": p, "trial_id": f"{d}-{i}"}
         for d in cfg.datasets
         for p in cfg.penalties
-        for i in range(cfg.n_trials(p) if cfg.replicated(p) else 1)
+        for i in range(cfg.n_trials(p) if cfg.keeps_every(p) else 1)
     ])
 
 

@@ -59,11 +59,16 @@ def test_selection_stores_model_paths_relative_to_the_study(tmp_path, mnist):
 
 
 @pytest.mark.ray
-def test_a_copied_study_without_its_models_is_refused_not_fed_the_originals(tmp_path, mnist, ray_local):
+def _relocated(tmp_path, mnist, relocate, name: str):
+    """A finished study built in one folder, then copied or moved (``relocate``) to ``name``."""
     root = tmp_path / "original"
     _old_study(root, mnist)
-    copy = tmp_path / "copy"
-    shutil.copytree(root, copy)
+    relocate(root, tmp_path / name)
+    return tmp_path / name
+
+
+def test_a_copied_study_without_its_models_is_refused_not_fed_the_originals(tmp_path, mnist, ray_local):
+    copy = _relocated(tmp_path, mnist, shutil.copytree, "copy")
     shutil.rmtree(copy / "models")
     with pytest.raises(model_paths.ModelPathError, match=r"is not in the study folder .*copy") as e:
         stage.run_stage(R.read_table(copy, "selected"), _settings(), copy, log=lambda _m: None)
@@ -73,10 +78,7 @@ def test_a_copied_study_without_its_models_is_refused_not_fed_the_originals(tmp_
 
 @pytest.mark.ray
 def test_a_moved_study_evaluates_its_own_models(tmp_path, mnist, ray_local):
-    root = tmp_path / "before"
-    _old_study(root, mnist)
-    moved = tmp_path / "after"
-    shutil.move(root, moved)
+    moved = _relocated(tmp_path, mnist, shutil.move, "after")
     stats = stage.run_stage(R.read_table(moved, "selected"), _settings(), moved, log=lambda _m: None)
     assert stats["submitted"] == 2
     assert set(pd.read_parquet(moved / "evaluation")["penalty"]) == {"none", "gradient"}
