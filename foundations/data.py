@@ -42,11 +42,6 @@ if TYPE_CHECKING:  # torch is imported where tensors are made: checking a name o
 
 DATASETS = ("mnist", "fashion-mnist")
 NUM_CLASSES = 10
-CLASS_NAMES = {  # label -> name, per dataset
-    "mnist": [str(i) for i in range(10)],
-    "fashion-mnist": ["T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                      "ankle boot"],
-}
 IMAGE_SHAPE = (1, 28, 28)
 TEST_SIZE = 10_000  # images in the official test split of each dataset
 

@@ -30,6 +30,7 @@ import pandas as pd
 from study import analysis as A
 from study import lambda_response, loading, original, penalty_curves, replicates
 from study.report import cross_map_table
+from foundations import labels
 from foundations import schemas as R
 from study.document import (
     Doc, Figure, Figures, Table, cli_build, figure_legend, fmt_ci, fmt_num, metric_label, render_md, style,
@@ -149,11 +150,9 @@ def _method_table(doc: Doc, rep: pd.DataFrame, s: A.Study, dataset: str) -> None
 
 def test_labels(s: A.Study, dataset: str):
     """The test labels of ``dataset`` (the study's data root, else the default one); None if not loadable."""
-    from foundations import data as data_mod
-
     try:
-        return data_mod.load(dataset, s.config.get("data_root") or None).test_y.numpy()
-    except (data_mod.DataError, OSError, ValueError):
+        return labels.test_labels(dataset, s.config.get("data_root") or None)
+    except (labels.DataError, OSError, ValueError):
         return None
 
 
@@ -167,9 +166,7 @@ def _class_table(doc: Doc, s: A.Study, dataset: str, folder: Path) -> pd.DataFra
     ca = replicates.class_accuracy(s, {dataset: y})
     if ca.empty:
         return ca
-    from foundations.data import CLASS_NAMES
-
-    names = CLASS_NAMES[dataset]
+    names = labels.CLASS_NAMES[dataset]
     mean = ca.groupby(["penalty", "label"])["accuracy"].mean()
     rows = [[p] + [fmt_num(100 * mean.get((p, c), np.nan)) for c in range(len(names))]
             for p in s.penalties if p in set(ca["penalty"])]

@@ -43,6 +43,7 @@ from study.document import (
     write_text_atomic,
 )
 from foundations import schemas as R
+from foundations.labels import CLASS_NAMES
 
 REPORT_DIR = "report"
 
@@ -59,14 +60,8 @@ METHOD_LABELS = {
     "grad_cam": "GradCAM (1st conv)",
     "random": "random ranking",
 }
-CLASS_NAMES = {  # Fashion-MNIST's labels (torchvision's FashionMNIST.classes); MNIST's are the digits
-    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Ankle boot"),
-}
-
-
 def class_name(dataset: str, label: int) -> str:
-    names = CLASS_NAMES.get(dataset)
+    names = CLASS_NAMES.get(dataset) if dataset != "mnist" else None
     return (
         names[label]
         if names and 0 <= label < len(names)

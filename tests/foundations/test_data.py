@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -108,3 +109,14 @@ def test_unpickler_admits_only_numpy_globals():
         pickle.dump((np.arange(3, dtype=np.float32) / 256, np.arange(3)), f, protocol=4)
     x, y = data_mod.load_mnist_pickle(ok.getvalue())
     assert (x * 256).tolist() == [0, 1, 2] and y.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_test_labels_read_without_torch_equal_the_loaders(data_root, name):
+    """foundations.labels reads the official test labels with numpy alone (the results page imports no torch):
+    the same 10 000 labels as torchvision's loader."""
+    from foundations import labels
+
+    y = labels.test_labels(name, data_root)
+    assert y.dtype == np.int64 and np.array_equal(y, data_mod.load(name, data_root).test_y.numpy())
+    assert len(labels.CLASS_NAMES[name]) == 10 and set(np.unique(y)) == set(range(10))
