@@ -21,7 +21,8 @@ import pandas as pd
 from study import replicates, selection
 from study.analysis import RANDOM_METHOD
 from study.config import config_from_raw
-from study.document import Doc, Figure, Table, figure_legend, fmt_num, grid_shape, hide_unused_axes, style
+from study.document import (Doc, Figure, Table, figure_legend, fmt_num, fmt_pct, grid_shape, hide_unused_axes,
+                            style)
 
 # (metric, method, label, scale): the metrics shown against λ; method "" = a property of the model
 METRICS: list[tuple[str, str, str, float]] = [
@@ -179,7 +180,8 @@ def _table(doc: Doc, summ: pd.DataFrame, picks: pd.DataFrame, dataset: str, pena
             cells = []
             for k, m, _, sc in cols:
                 c = at[(at["metric"] == k) & (at["method"] == m)]
-                cells.append(fmt_num(sc * c["mean"].iloc[0]) if len(c) else "–")
+                v = c["mean"].iloc[0] if len(c) else np.nan
+                cells.append(fmt_pct(v) if sc == 100 else fmt_num(v))
             n = int(at["n"].max()) if len(at) else 0
             rows.append([p, "–" if p == "none" else f"{lam:g}{mark}", str(n)] + cells)
     doc.table(Table(["penalty", "λ", "seeds"] + [c[2] for c in cols], rows, [], mark="",
@@ -212,11 +214,11 @@ def section(doc: Doc, s, figs, search=None) -> None:
         _table(doc, summ[summ["method"] != RANDOM_METHOD], picks, dataset, s.penalties)
         p = picks[(picks["dataset"] == dataset) & (picks["penalty"] != "none")]
         doc.table(Table(["penalty", "λ picked", "val. acc. (%)", "val. MoRF", "within tolerance"],
-                        [[r["penalty"], f"{r['lam']:g}", fmt_num(100 * r["val_acc"]), fmt_num(r["val_morf"]),
+                        [[r["penalty"], f"{r['lam']:g}", fmt_pct(r["val_acc"]), fmt_num(r["val_morf"]),
                           "yes" if r["within_tolerance"] else "no (the most accurate)"] for _, r in p.iterrows()],
                         [], mark="", caption=f"{dataset}: the selection rule applied to the grid (baseline "
-                        f"validation accuracy {fmt_num(100 * p['baseline_val_acc'].max())} %, tolerance "
-                        f"{fmt_num(100 * p['tolerance'].max())} point)"))
+                        f"validation accuracy {fmt_pct(p['baseline_val_acc'].max())} %, tolerance "
+                        f"{fmt_pct(p['tolerance'].max())} point)"))
     if search is not None:
         _search_section(doc, s, search)
 
@@ -233,7 +235,7 @@ def _search_section(doc: Doc, grid, search) -> None:
         "number of trainings per penalty as the grid) against the grid of the previous section: per penalty, the "
         "best validation explanation score (MoRF of Saliency on the same validation images) among the trials "
         "whose validation accuracy is within the tolerance of the best baseline trial of both studies, "
-        f"{fmt_num(100 * t['reference_val_acc'].max())} % − {fmt_num(100 * tol)} point. Search − grid > 0: the "
+        f"{fmt_pct(t['reference_val_acc'].max())} % − {fmt_pct(tol)} point. Search − grid > 0: the "
         "search found a better admissible model."
     )
     rows = [[r["penalty"], f"{fmt_num(r['val_morf_grid'])} (λ {r['lam_grid']:.3g}, {int(r['n_within_grid'])}/"

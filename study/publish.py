@@ -28,12 +28,12 @@ import numpy as np
 import pandas as pd
 
 from study import analysis as A
-from study import lambda_response, loading, original, penalty_curves, replicates
+from study import lambda_response, loading, original, penalty_curves, randomisation, replicates
 from study.report import cross_map_table
 from foundations import labels
 from foundations import schemas as R
 from study.document import (
-    Doc, Figure, Figures, Table, cli_build, figure_legend, fmt_ci, fmt_num, metric_label, render_md, style,
+    Doc, Figure, Figures, Table, cli_build, figure_legend, fmt_ci, fmt_num, fmt_pct, metric_label, render_md, style,
     write_text_atomic,
 )
 
@@ -168,11 +168,11 @@ def _class_table(doc: Doc, s: A.Study, dataset: str, folder: Path) -> pd.DataFra
         return ca
     names = labels.CLASS_NAMES[dataset]
     mean = ca.groupby(["penalty", "label"])["accuracy"].mean()
-    rows = [[p] + [fmt_num(100 * mean.get((p, c), np.nan)) for c in range(len(names))]
+    rows = [[p] + [fmt_pct(mean.get((p, c), np.nan)) for c in range(len(names))]
             for p in s.penalties if p in set(ca["penalty"])]
     spread = mean.groupby(level="label").agg(["min", "max"])
     rows.append(["(min – max over penalties)"]
-                + [f"{fmt_num(100 * spread.loc[c, 'min'])} – {fmt_num(100 * spread.loc[c, 'max'])}"
+                + [f"{fmt_pct(spread.loc[c, 'min'])} – {fmt_pct(spread.loc[c, 'max'])}"
                    if c in spread.index else "–" for c in range(len(names))])
     n_images = int(ca.groupby("model_id")["n"].sum().max())
     doc.h3(f"{dataset}: accuracy per class")
@@ -428,13 +428,15 @@ def build_results(
     log: Callable[[str], None] | None = None,
     lambda_response_dir=None,
     lambda_search_dir=None,
+    mprt_dir=None,
 ) -> Path:
     """Write the results page ``page`` (Markdown), ``<page stem>/img/*.png`` and ``<page stem>/summary.csv``;
     with ``readme``, also that file's results block (between :data:`README_BEGIN` and :data:`README_END`).
 
     ``study_dir``: one replicated study folder or a list of them (e.g. MNIST's and Fashion-MNIST's), each
     with its own datasets; ``lambda_response_dir`` adds the λ-response section of a ``select: every`` λ grid
-    study, ``lambda_search_dir`` (with it) the search-versus-grid table."""
+    study, ``lambda_search_dir`` (with it) the search-versus-grid table, ``mprt_dir`` the randomisation test of a
+    study evaluated with the metric ``mprt`` (e.g. a copy of a replicate study re-evaluated with it)."""
     log = log or (lambda _m: None)
     if readme:
         _readme_span(Path(readme))  # before anything is written
@@ -448,6 +450,10 @@ def build_results(
             )
     grid = A.load(lambda_response_dir) if lambda_response_dir else None
     search = A.load(lambda_search_dir) if lambda_search_dir else None
+    mprt = A.load(mprt_dir) if mprt_dir else None
+    if mprt is not None and randomisation.curves(mprt).empty:
+        raise ValueError(f"--mprt {mprt_dir}: no `mprt` rows in its evaluation table; evaluate it with "
+                         "--set 'evaluation.metrics=[mprt]'")
     if search is not None and grid is None:
         raise ValueError("--lambda-search: needs --lambda-response (the grid the search is compared with)")
     page_arg = str(page)
@@ -464,13 +470,13 @@ def build_results(
     figs = Figures(img, log)
     doc = Doc()
     doc.h2("How this was produced", "produced")
-    doc.p(f"Page: `{publish_command(dirs, page_arg, lambda_response_dir, lambda_search_dir)}` from commit "
+    doc.p(f"Page: `{publish_command(dirs, page_arg, lambda_response_dir, lambda_search_dir, mprt_dir)}` from commit "
           f"`{R.git_commit() or 'unknown'}`.")
     for d, s in zip(dirs, studies):
         _produced(doc, s, d, page_arg)
-    for d in (lambda_response_dir, lambda_search_dir):
+    for d, st in ((lambda_response_dir, grid), (lambda_search_dir, search), (mprt_dir, mprt)):
         if d:
-            _produced(doc, A.load(d) if d != lambda_response_dir else grid, d, page_arg)
+            _produced(doc, st, d, page_arg)
     classes: list = []
     for s, rep, comp in zip(studies, reps, comps):
         _dataset_sections(doc, figs, s, rep, comp, baseline, folder, classes)
@@ -487,6 +493,9 @@ def build_results(
             tol = float((grid.config.get("search") or {}).get("tolerance", 0.01))
             lambda_response.search_vs_grid(grid.trials, search.trials, tol).to_csv(
                 folder / "search_vs_grid.csv", index=False, float_format="%.6g")
+    if mprt is not None:
+        randomisation.curves(mprt).to_csv(folder / "mprt.csv", index=False, float_format="%.6g")
+        randomisation.section(doc, mprt, figs)
     ref = original.load_reference()
     for s in studies:
         if ref["dataset"].isin(s.datasets).any():
@@ -494,26 +503,30 @@ def build_results(
     if notes:
         doc.h2("Discussion", "discussion")
         doc.p(Path(notes).read_text(encoding="utf-8").strip())
-    title = "Results: " + ", ".join(s.name for s in studies) + (f", {grid.name}" if grid is not None else "")
+    names = [s.name for s in studies] + [x.name for x in (grid, mprt) if x is not None]
+    title = "Results: " + ", ".join(dict.fromkeys(names))  # (an mprt study may be a replicate study's copy)
     text = render_md(doc, title, page.parent, "python -m study.publish")
     text = text.replace("](results/", f"]({folder.name}/")  # the CSV links point into this page's own folder
     write_text_atomic(page, text)
     if readme:
         runs = [last_run(Path(str(d))) for d in dirs]
         update_readme(readme, _readme_block(studies, reps, runs, dirs, page_arg, Path(readme).absolute(),
-                                            publish_command(dirs, page_arg, lambda_response_dir, lambda_search_dir)))
+                                            publish_command(dirs, page_arg, lambda_response_dir, lambda_search_dir,
+                                                            mprt_dir)))
         log(f"[results] rewrote the results block of {readme}")
     log(f"[results] wrote {page}, {folder / 'summary.csv'} ({len(figs.made)} figures)")
     return page
 
 
-def publish_command(dirs, page_arg: str, lambda_response_dir=None, lambda_search_dir=None) -> str:
+def publish_command(dirs, page_arg: str, lambda_response_dir=None, lambda_search_dir=None, mprt_dir=None) -> str:
     """The command that writes the page, with every folder as :func:`shown_folder` shows it."""
     words = ["python -m study.publish", *(shown_folder(d) for d in dirs), page_arg]
     if lambda_response_dir:
         words += ["--lambda-response", shown_folder(lambda_response_dir)]
     if lambda_search_dir:
         words += ["--lambda-search", shown_folder(lambda_search_dir)]
+    if mprt_dir:
+        words += ["--mprt", shown_folder(mprt_dir)]
     return " ".join(words)
 
 
@@ -530,13 +543,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="a λ-grid study whose every model is evaluated (e.g. outputs/lambda-response): its section")
     p.add_argument("--lambda-search", default=None, metavar="DIR",
                    help="a search with the same trainings (e.g. outputs/lambda-search): the search-versus-grid table")
+    p.add_argument("--mprt", default=None, metavar="DIR",
+                   help="a study evaluated with the metric mprt (e.g. a copy of outputs/replicate re-evaluated with "
+                   "--set 'evaluation.metrics=[mprt]'): the randomisation-test section")
     p.add_argument("--baseline", default="none", help="penalty the others are compared with (default: none)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the page's path")
     args = p.parse_args(argv)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     return cli_build(lambda: build_results(args.output, args.page, notes=args.notes, baseline=args.baseline,
                                            readme=args.readme, log=log, lambda_response_dir=args.lambda_response,
-                                           lambda_search_dir=args.lambda_search),
+                                           lambda_search_dir=args.lambda_search, mprt_dir=args.mprt),
                      (FileNotFoundError, loading.StudyError, ValueError))
 
 
