@@ -23,9 +23,17 @@ CTRL_C = threading.Event()  # a SIGINT or SIGTERM arrived while sigterm_as_ctrl_
 _ACTIVE = threading.Event()  # sigterm_as_ctrl_c is active: sigterm_held re-installs its handler
 
 
-def _on_sigint_recorded(signum, frame) -> None:
-    CTRL_C.set()  # kept even where the KeyboardInterrupt below is swallowed (see raise_if_swallowed)
-    raise KeyboardInterrupt
+def _recording(previous):
+    """A SIGINT handler that records the Ctrl-C in ``CTRL_C``, then does what ``previous`` did (Python's own:
+    raise ``KeyboardInterrupt``). The record survives where that exception is swallowed (raise_if_swallowed)."""
+
+    def on_sigint(signum, frame) -> None:
+        CTRL_C.set()
+        if callable(previous) and previous is not signal.default_int_handler:
+            return previous(signum, frame)
+        raise KeyboardInterrupt
+
+    return on_sigint
 
 
 def raise_if_swallowed() -> None:
@@ -52,7 +60,7 @@ def _main_thread() -> bool:
 @contextmanager
 def sigterm_as_ctrl_c():
     """Within: SIGTERM does what Ctrl-C does, ``TERMINATED`` records that it came, and ``CTRL_C`` that
-    either came (Python's own SIGINT handler is replaced by one that records, then raises as it does)."""
+    either came (the SIGINT handler is wrapped by one that records, then does what it did)."""
     if not _main_thread():
         yield
         return
@@ -60,15 +68,16 @@ def sigterm_as_ctrl_c():
     CTRL_C.clear()
     old = signal.signal(signal.SIGTERM, _on_sigterm)
     old_int = signal.getsignal(signal.SIGINT)
-    if old_int is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _on_sigint_recorded)
+    recording = old_int not in (signal.SIG_IGN, None)  # (SIGINT ignored: a background job's, left so)
+    if recording:
+        signal.signal(signal.SIGINT, _recording(old_int))
     _ACTIVE.set()
     try:
         yield
     finally:
         _ACTIVE.clear()
         signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
-        if old_int is signal.default_int_handler:
+        if recording:
             signal.signal(signal.SIGINT, old_int)
 
 

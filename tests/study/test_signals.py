@@ -64,7 +64,8 @@ def test_a_ctrl_c_swallowed_while_an_extension_module_loads_still_stops_the_run(
 
     from study import interrupts
 
-    with interrupts.sigterm_as_ctrl_c():
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # a launcher's: Python's own (in this
+    with interrupts.sigterm_as_ctrl_c():  # suite an earlier in-process Ray may have left its handler)
         try:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(5)  # the handler runs at the next bytecode
@@ -75,3 +76,14 @@ def test_a_ctrl_c_swallowed_while_an_extension_module_loads_still_stops_the_run(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
     with interrupts.sigterm_as_ctrl_c():
         interrupts.raise_if_swallowed()  # the next run starts clean: entering clears the record
+    seen = []
+    signal.signal(signal.SIGINT, lambda *_: seen.append(1))  # another handler: recorded, then still called
+    try:
+        with interrupts.sigterm_as_ctrl_c():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)  # (the handler runs at the next bytecode; this one does not raise)
+            with pytest.raises(KeyboardInterrupt):
+                interrupts.raise_if_swallowed()
+        assert seen == [1]
+    finally:
+        signal.signal(signal.SIGINT, before)
