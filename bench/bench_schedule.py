@@ -20,7 +20,8 @@ overhead at a scale overstates the real one.
 
 ``--real quick``: the quick preset for real on this machine (``--cpus`` CPUs), both schedules one after the
 other, the ratio default / sequential, and the simulated prediction of the default schedule (time scale 1) beside
-it, twice: from ``--profile`` (the committed default) and from a profile of the sequential run just measured.
+it, from a profile of the sequential run just measured (and from ``--profile`` if given). The simulation does not
+run the report stage, and its trials sleep instead of competing for the cores.
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ def real(args) -> None:
         # sequential run just measured (same machine, same load: what the schedule adds is what is predicted)
         subprocess.run([sys.executable, "-m", "study.profile", str(root / "sequential"), "--out",
                         str(root / "measured.yaml")], check=True, env=env, stdout=subprocess.DEVNULL)
-        for name, prof in (("given", args.profile), ("measured", str(root / "measured.yaml"))):
+        runs = [("measured", str(root / "measured.yaml"))] + ([("given", args.profile)] if args.profile else [])
+        for name, prof in runs:
             cmd = [sys.executable, "-m", "study.launch", "--config", args.real, "--output", str(root / f"sim-{name}"),
                    "-q", "--simulate", prof, "--cpus", str(args.cpus)]
             t0 = time.perf_counter()
@@ -131,7 +133,9 @@ def real(args) -> None:
     print(f"\nreal `{args.real}` on {args.cpus} CPUs (launcher wall, Ray start included, no install):")
     print(f"  sequential {walls['sequential']:.1f} s, concurrent (default) {walls['concurrent']:.1f} s, "
           f"ratio default / sequential {walls['concurrent'] / walls['sequential']:.2f}")
-    for name, what in (("given", f"profile {args.profile}"), ("measured", "a profile of the sequential run above")):
+    for name, what in (("measured", "a profile of the sequential run above"), ("given", f"profile {args.profile}")):
+        if name not in walls:
+            continue
         print(f"  simulated prediction of the default schedule from {what}: {walls[name]:.1f} s "
               f"({100 * (walls[name] / walls['concurrent'] - 1):+.0f} % against the measured one)")
 
@@ -142,7 +146,8 @@ def main() -> int:
     p.add_argument("--schedules", default="both", choices=("both", "sequential", "concurrent"))
     p.add_argument("--target-bound", type=float, default=60.0, help="scale each study to this lower bound (s)")
     p.add_argument("--time-scale", type=float, default=None, help="a fixed time scale instead of --target-bound")
-    p.add_argument("--profile", default=str(profile.DEFAULT_PROFILE))
+    p.add_argument("--profile", default=None, help="the timing profile (default: profiles/default.yaml; with --real: "
+                   "a second prediction from it, beside the one from the measured sequential run)")
     p.add_argument("--real", default=None, metavar="PRESET", help="measure PRESET for real (both schedules)")
     p.add_argument("--cpus", type=int, default=2, help="with --real: CPUs of the local Ray (default 2)")
     args = p.parse_args()
@@ -151,6 +156,7 @@ def main() -> int:
     if args.real:
         real(args)
         return 0
+    args.profile = args.profile or str(profile.DEFAULT_PROFILE)
     print_table(simulated(args))
     print(f"\n({os.cpu_count()} CPUs on this machine; slots are Ray logical CPUs, the trials sleep)")
     return 0
