@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -34,6 +35,18 @@ def _recording(previous):
         raise KeyboardInterrupt
 
     return on_sigint
+
+
+def _quiet_unraisable(previous):
+    """A ``sys.unraisablehook`` that leaves out the Ctrl-C an extension module's set-up swallowed (Cython prints it
+    as "Exception ignored ... KeyboardInterrupt" with a traceback): it is recorded, and raise_if_swallowed raises it."""
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and CTRL_C.is_set():
+            return
+        previous(unraisable)
+
+    return hook
 
 
 def raise_if_swallowed() -> None:
@@ -71,11 +84,14 @@ def sigterm_as_ctrl_c():
     recording = old_int not in (signal.SIG_IGN, None)  # (SIGINT ignored: a background job's, left so)
     if recording:
         signal.signal(signal.SIGINT, _recording(old_int))
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_unraisable(old_hook)
     _ACTIVE.set()
     try:
         yield
     finally:
         _ACTIVE.clear()
+        sys.unraisablehook = old_hook
         signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
         if recording:
             signal.signal(signal.SIGINT, old_int)

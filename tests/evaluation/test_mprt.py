@@ -196,3 +196,32 @@ def test_bad_input(images):
         rows(MetricInput(model, x, t, t, a, fn))
     with pytest.raises(ValueError, match="d >= 7"):
         ssim_flat(torch.zeros(1, 5), torch.zeros(1, 5))
+
+
+class _EdgeEnergy(nn.Module):
+    """f(x) = W · Σ (k ∗ x)² + b, with k a fixed Laplacian edge filter (a buffer, not a layer): the Saliency
+    map |W_t| · |2 kᵀ ∗ (k ∗ x)| is an edge map whose shape ignores the only layer's weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+        self.register_buffer("k", k.view(1, 1, 3, 3))
+        self.head = nn.Linear(1, 10)
+
+    def forward(self, x):
+        energy = torch.nn.functional.conv2d(x, self.k, padding=1).pow(2).flatten(1).sum(1, keepdim=True)
+        return self.head(energy)
+
+
+def test_maps_that_ignore_the_weights_fail_it(images):
+    """A fixed edge detector's maps stay the same when the model's weights are randomised: Spearman and SSIM 1
+    (the test's verdict: not about the model), where a trained-like cnn3b's Saliency maps fall (above)."""
+    torch.manual_seed(0)
+    model = _EdgeEnergy().eval()
+    with torch.no_grad():
+        model.head.weight.uniform_(0.5, 1.5)  # (nonzero: a zero weight has no map to compare)
+    t = torch.arange(N)
+    a = attribute(model, images, t, "saliency")
+    r = mprt(model, images, t, a, method="saliency", seed=SEED)
+    assert r.layers == ("head",)
+    assert (r.spearman > 0.999).all() and (r.ssim > 0.999).all(), (r.spearman, r.ssim)

@@ -60,19 +60,31 @@ def test_sigterm_ends_like_ctrl_c_and_resume_finishes(tmp_path, data_root, sched
 def test_a_ctrl_c_swallowed_while_an_extension_module_loads_still_stops_the_run():
     """Cython's module set-up (``import ray`` loads ``ray._raylet``) prints a KeyboardInterrupt as
     "Exception ignored" and goes on; the launcher's handler records it, and the next check raises it."""
+    import sys
     import time
+    import types
 
     from study import interrupts
 
     before = signal.signal(signal.SIGINT, signal.default_int_handler)  # a launcher's: Python's own (in this
-    with interrupts.sigterm_as_ctrl_c():  # suite an earlier in-process Ray may have left its handler)
-        try:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(5)  # the handler runs at the next bytecode
-        except KeyboardInterrupt:
-            pass  # what the extension module's set-up does with it
-        with pytest.raises(KeyboardInterrupt):
-            interrupts.raise_if_swallowed()
+    printed = []  # suite an earlier in-process Ray may have left its handler)
+    hook, sys.unraisablehook = sys.unraisablehook, printed.append  # what Python prints as "Exception ignored"
+    try:
+        with interrupts.sigterm_as_ctrl_c():
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the handler runs at the next bytecode
+            except KeyboardInterrupt as exc:  # what the extension module's set-up does with it: reports it
+                sys.unraisablehook(types.SimpleNamespace(exc_type=KeyboardInterrupt, exc_value=exc,
+                                                         exc_traceback=None, err_msg=None, object=None))
+            with pytest.raises(KeyboardInterrupt):
+                interrupts.raise_if_swallowed()
+            sys.unraisablehook(types.SimpleNamespace(exc_type=ValueError, exc_value=ValueError("other"),
+                                                     exc_traceback=None, err_msg=None, object=None))
+        assert [type(u.exc_value) for u in printed] == [ValueError]  # the Ctrl-C's traceback is not printed
+        assert sys.unraisablehook == printed.append  # the hook is restored
+    finally:
+        sys.unraisablehook = hook
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
     with interrupts.sigterm_as_ctrl_c():
         interrupts.raise_if_swallowed()  # the next run starts clean: entering clears the record
