@@ -18,8 +18,9 @@ overhead = wall / bound - 1, occupancy, the driver's peak RSS and the Ray worker
 Fixed costs (process starts, Tune's bookkeeping, Parquet writes) do not shrink with the time scale, so the
 overhead at a scale overstates the real one.
 
-``--real quick``: the quick preset for real on this machine (``--cpus`` CPUs), both schedules one after the
-other, the ratio default / sequential, and the simulated prediction of the default schedule (time scale 1) beside
+``--real quick``: the quick preset for real on this machine (``--cpus`` CPUs), one run per schedule one after
+the other (``--real-schedules``: sequential, the default ``auto`` and concurrent), each one's ratio to the
+sequential run, and the simulated prediction of the default schedule (time scale 1) beside
 it, from a profile of the sequential run just measured (and from ``--profile`` if given). The simulation does not
 run the report stage, and its trials sleep instead of competing for the cores.
 """
@@ -110,9 +111,10 @@ def real(args) -> None:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     walls = {}
     try:
-        for schedule in ("sequential", "concurrent"):
+        for schedule in args.real_schedules.split(","):  # default: the preset's own (`auto` unless it pins one)
+            how = [] if schedule == "default" else ["--set", f"schedule={schedule}"]
             cmd = [sys.executable, "-m", "study.launch", "--config", args.real, "--output", str(root / schedule),
-                   "-q", "--num-cpus", str(args.cpus), "--set", f"schedule={schedule}"]
+                   "-q", "--num-cpus", str(args.cpus), *how]
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
             walls[schedule] = time.perf_counter() - t0
@@ -131,13 +133,15 @@ def real(args) -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"\nreal `{args.real}` on {args.cpus} CPUs (launcher wall, Ray start included, no install):")
-    print(f"  sequential {walls['sequential']:.1f} s, concurrent (default) {walls['concurrent']:.1f} s, "
-          f"ratio default / sequential {walls['concurrent'] / walls['sequential']:.2f}")
+    print("  " + ", ".join(f"{k} {walls[k]:.1f} s" for k in args.real_schedules.split(",")))
+    for k in args.real_schedules.split(","):
+        if k != "sequential":
+            print(f"  ratio {k} / sequential {walls[k] / walls['sequential']:.2f}")
     for name, what in (("measured", "a profile of the sequential run above"), ("given", f"profile {args.profile}")):
         if name not in walls:
             continue
         print(f"  simulated prediction of the default schedule from {what}: {walls[name]:.1f} s "
-              f"({100 * (walls[name] / walls['concurrent'] - 1):+.0f} % against the measured one)")
+              f"({100 * (walls[name] / walls['default'] - 1):+.0f} % against the measured default)")
 
 
 def main() -> int:
@@ -150,6 +154,8 @@ def main() -> int:
                    "a second prediction from it, beside the one from the measured sequential run)")
     p.add_argument("--real", default=None, metavar="PRESET", help="measure PRESET for real (both schedules)")
     p.add_argument("--cpus", type=int, default=2, help="with --real: CPUs of the local Ray (default 2)")
+    p.add_argument("--real-schedules", default="sequential,default,concurrent",
+                   help="with --real: the runs, in order (sequential first: the ratios are against it)")
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

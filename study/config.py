@@ -36,7 +36,7 @@ PRESETS = ("quick", "paper", "full", "replicate", "replicate-fashion", "lambda-r
 OBJECTIVES = ("multi", "val_acc", "val_morf")  # multi = maximise (val_acc, val_morf) jointly
 SAMPLERS = ("tpe", "nsga2", "random")
 SCHEDULERS = ("asha", "fifo")
-SCHEDULES = ("concurrent", "sequential")
+SCHEDULES = ("auto", "concurrent", "sequential")
 SELECTS = ("rule", "every")  # rule: one model per (dataset, penalty), or every seed of replicates; every: all trials
 
 
@@ -192,7 +192,7 @@ class Search:
     select: str = field(default="rule", metadata=RUNTIME)  # models evaluated: rule (its pick) or every (every trial)
     max_concurrent_trials: int = field(default=2, metadata=RUNTIME)  # trials at once per search
     max_failures: int = field(default=1, metadata=RUNTIME)  # retries of a failed trial (a diverged one: none)
-    schedule: str = field(default="concurrent", metadata=RUNTIME)  # concurrent (study/schedule.py) or sequential
+    schedule: str = field(default="auto", metadata=RUNTIME)  # auto, concurrent (study/schedule.py) or sequential
     max_concurrent_searches: int = field(default=0, metadata=RUNTIME)  # 0 = enough to fill the slots
     max_concurrent_total: int = field(default=0, metadata=RUNTIME)  # slots in trials (0 = CPUs / resources.cpu)
 

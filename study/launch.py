@@ -428,6 +428,9 @@ def _main(argv: list[str] | None = None) -> int:
         with ray_session(args.address, args.num_cpus, args.num_gpus):
             interrupts.raise_if_swallowed()  # a Ctrl-C while Ray's extension modules loaded
             print(f"[study] Ray up in {time.perf_counter() - t0:.1f} s", flush=True)
+            from study import diskfull
+
+            diskfull.quiet_ray_logs()  # a full disk ends the run in one line, not in Tune's retried tracebacks
             try:
                 check_cluster_storage(cfg, args.address)
                 if args.stage != "evaluate":
@@ -435,6 +438,14 @@ def _main(argv: list[str] | None = None) -> int:
             except (storage.StorageError, ConfigError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
+            which = "sequential"  # --stage evaluate: no search to schedule
+            if args.stage != "evaluate":
+                import ray
+
+                from study.schedule import chosen
+
+                which, why = chosen(cfg, ray.cluster_resources().get("CPU", 1))
+                print(f"[study] schedule: {which} ({why})", flush=True)
             if args.stage == "evaluate":
                 from foundations.schemas import read_table
 
@@ -450,7 +461,7 @@ def _main(argv: list[str] | None = None) -> int:
                 except model_paths.ModelPathError as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     return 2
-            elif cfg.search.schedule == "concurrent":  # every search and evaluation task at once (study/schedule.py)
+            elif which == "concurrent":  # every search and evaluation task at once (study/schedule.py)
                 from study.schedule import run_study
 
                 selected = run_study(
@@ -466,7 +477,7 @@ def _main(argv: list[str] | None = None) -> int:
                 )
             if args.stage in ("evaluate", "all"):
                 interrupts.raise_if_swallowed()
-                done = ("evaluate",) if args.stage == "all" and cfg.search.schedule == "concurrent" else ()
+                done = ("evaluate",) if args.stage == "all" and which == "concurrent" else ()
                 run_later_stages(cfg, selected, log=lambda s: print(s, flush=True), quiet=args.quiet, skip=done)
     except (KeyboardInterrupt, search.SearchInterrupted) as exc:
         record_run(cfg, argv, started, time.perf_counter() - t0, "interrupted", commit)
@@ -477,7 +488,7 @@ def _main(argv: list[str] | None = None) -> int:
 
         if not diskfull.disk_full(exc, cfg.location):
             raise
-        print(diskfull.message(cfg.location), file=sys.stderr)  # (runs.jsonl cannot be written either)
+        print(diskfull.message(cfg.location, diskfull.discard_partial(cfg.location)), file=sys.stderr)  # (runs.jsonl cannot be written either)
         return 1
     finally:
         signals.close()

@@ -46,6 +46,20 @@ from study.config import StudyConfig
 STOP_WAIT_S = 60.0  # after Ctrl-C, how long the driver waits for the cancelled searches to save and end
 
 
+def chosen(cfg: StudyConfig, cluster_cpus: float) -> tuple[str, str]:
+    """The schedule a run uses and why: ``search.schedule``, or for ``auto`` the concurrent schedule where one
+    search cannot fill the cluster's slots and the sequential one where it can (a laptop: a second search or an
+    evaluation task beside the trials only adds its control process's CPU work to the same cores; measured on
+    2 cores, `quick` took 1.5x as long concurrent, docs/search.md)."""
+    if cfg.search.schedule != "auto":
+        return cfg.search.schedule, "search.schedule"
+    slots = cfg.search.max_concurrent_total or int(cluster_cpus / max(cfg.resources.cpu, 1e-9))
+    one = cfg.search.max_concurrent_trials
+    if slots > one:
+        return "concurrent", f"auto: {slots} slots, one search fills {one}"
+    return "sequential", f"auto: one search's {one} trials at once fill the {max(slots, 1)} slot(s)"
+
+
 def search_limit(cfg: StudyConfig, cluster_cpus: float) -> int:
     """Searches running at once: ``cfg.search.max_concurrent_searches``, or (0) enough searches to fill the
     study's slots (``cfg.search.max_concurrent_total`` trials, default the cluster's CPUs / CPUs per trial),

@@ -227,8 +227,9 @@ def run_schedule(cfg: StudyConfig, log=print, verbose: int = 0) -> dict:
     slots = ray.cluster_resources().get("CPU", 1) / max(cfg.resources.cpu, 1e-9)
     bound = lower_bound(cfg, slots)
     t0 = time.perf_counter()
+    which = schedule.chosen(cfg, ray.cluster_resources().get("CPU", 1))[0]
     with Workers() as w:
-        if cfg.search.schedule == "sequential":
+        if which == "sequential":
             sel = search.run_search(cfg, verbose=verbose, log=log)
             stats = stage.run_for_study(cfg, sel, log=log)
         else:
@@ -238,7 +239,7 @@ def run_schedule(cfg: StudyConfig, log=print, verbose: int = 0) -> dict:
     t = R.read_table(cfg.location, "trials")
     busy = float((t["end_time"] - t["start_time"]).dt.total_seconds().sum()) * cfg.resources.cpu
     busy += float(stats.get("task_seconds", 0.0)) * cfg.resources.cpu
-    return {**bound, "schedule": cfg.search.schedule, "wall": wall, "overhead": wall / max(bound["bound"], 1e-9) - 1,
+    return {**bound, "schedule": which, "wall": wall, "overhead": wall / max(bound["bound"], 1e-9) - 1,
             "occupancy": busy / max(slots * wall, 1e-9), "busy": busy, "trials": len(t),
             "tasks": int(stats.get("submitted", 0)), "rss_mib": peak_rss_mib(), "workers": len(w.seen),
             "workers_peak": w.peak, "time_scale": cfg.simulate.time_scale}

@@ -1,8 +1,11 @@
 """A full disk mid-search, on a real small tmpfs: one line naming the folder and "free space, then --resume"
-(it was a RayTaskError traceback); after the space is freed, --resume finishes the study."""
+(it was a RayTaskError traceback); nothing half-written is left for the resume to discard (Tune's
+experiment state was truncated, checkpoints held 0-byte state.pt); after the space is freed, --resume
+finishes the study."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
@@ -38,6 +41,10 @@ def test_a_full_disk_ends_in_one_line_and_resume_finishes_after_freeing_space(sm
     assert len(errors) == 1, text[-4000:]
     assert re.match(rf"error: {re.escape(str(out))}: no space left on the device\b.*free space, then --resume",
                     errors[0]), errors[0]
+    for state in (out / "tune").glob("*/experiment_state-*.json"):
+        json.loads(state.read_text())  # whole JSON, or the test fails here
+    empty = [f for f in (out / "tune").glob("*/*/checkpoint_*/*") if f.stat().st_size == 0]
+    assert not empty, empty
 
     subprocess.run(["mount", "-o", "remount,size=20m", str(small_disk)], check=True)  # space freed
     r = subprocess.run(_cmd(out, "--resume", "-q"), cwd=REPO, env=_env(data_root), capture_output=True, text=True,

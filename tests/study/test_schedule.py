@@ -141,6 +141,19 @@ def test_search_limit_is_one_search_when_one_fills_every_slot():
     assert schedule.search_limit(load_config("quick"), 4) == 3  # two fill 4 slots, one more for their tails
 
 
+def test_auto_schedule_is_sequential_where_one_search_fills_the_cluster():
+    """`schedule: auto` (the default): concurrent only where one search's trials leave slots free; a preset's
+    explicit schedule is kept whatever the cluster."""
+    quick = load_config("quick")  # 2 trials at once, 1 CPU each
+    assert quick.search.schedule == "auto"
+    assert schedule.chosen(quick, 2)[0] == "sequential" and schedule.chosen(quick, 1)[0] == "sequential"
+    assert schedule.chosen(quick, 3)[0] == "concurrent" and schedule.chosen(quick, 64)[0] == "concurrent"
+    assert schedule.chosen(load_config("quick", ["resources={cpu: 2, gpu: 0}"]), 4)[0] == "sequential"  # 2 slots
+    assert schedule.chosen(load_config("quick", ["max_concurrent_total=2"]), 64)[0] == "sequential"
+    assert schedule.chosen(load_config("quick", ["schedule=concurrent"]), 2) == ("concurrent", "search.schedule")
+    assert schedule.chosen(load_config("replicate"), 2)[0] == "concurrent"  # pinned: its wall time's schedule
+
+
 def _tune_results(out: Path) -> dict[str, list[dict]]:
     res = {}
     for f in (out / "tune").glob("*/*/result.json"):
