@@ -488,7 +488,8 @@ def _main(argv: list[str] | None = None) -> int:
 
         if not diskfull.disk_full(exc, cfg.location):
             raise
-        print(diskfull.message(cfg.location, diskfull.discard_partial(cfg.location)), file=sys.stderr)  # (runs.jsonl cannot be written either)
+        removed = diskfull.discard_partial(cfg.location)  # what the cut writes left half-written, named below
+        print(diskfull.message(cfg.location, removed), file=sys.stderr)  # (runs.jsonl cannot be written either)
         return 1
     finally:
         signals.close()
