@@ -428,15 +428,15 @@ def build_results(
     log: Callable[[str], None] | None = None,
     lambda_response_dir=None,
     lambda_search_dir=None,
-    mprt_dir=None,
+    mprt_dirs=(),
 ) -> Path:
     """Write the results page ``page`` (Markdown), ``<page stem>/img/*.png`` and ``<page stem>/summary.csv``;
     with ``readme``, also that file's results block (between :data:`README_BEGIN` and :data:`README_END`).
 
     ``study_dir``: one replicated study folder or a list of them (e.g. MNIST's and Fashion-MNIST's), each
     with its own datasets; ``lambda_response_dir`` adds the λ-response section of a ``select: every`` λ grid
-    study, ``lambda_search_dir`` (with it) the search-versus-grid table, ``mprt_dir`` the randomisation test of a
-    study evaluated with the metric ``mprt`` (e.g. a copy of a replicate study re-evaluated with it)."""
+    study, ``lambda_search_dir`` (with it) the search-versus-grid table, ``mprt_dirs`` the randomisation test of
+    studies evaluated with the metric ``mprt`` (e.g. a copy of a replicate study re-evaluated with it)."""
     log = log or (lambda _m: None)
     if readme:
         _readme_span(Path(readme))  # before anything is written
@@ -450,10 +450,12 @@ def build_results(
             )
     grid = A.load(lambda_response_dir) if lambda_response_dir else None
     search = A.load(lambda_search_dir) if lambda_search_dir else None
-    mprt = A.load(mprt_dir) if mprt_dir else None
-    if mprt is not None and randomisation.curves(mprt).empty:
-        raise ValueError(f"--mprt {mprt_dir}: no `mprt` rows in its evaluation table; evaluate it with "
-                         "--set 'evaluation.metrics=[mprt]'")
+    mprt_dirs = [mprt_dirs] if isinstance(mprt_dirs, (str, Path)) else list(mprt_dirs or ())
+    mprts = [A.load(d) for d in mprt_dirs]
+    for d, m in zip(mprt_dirs, mprts):
+        if randomisation.curves(m).empty:
+            raise ValueError(f"--mprt {d}: no `mprt` rows in its evaluation table; evaluate it with "
+                             "--set 'evaluation.metrics=[mprt]'")
     if search is not None and grid is None:
         raise ValueError("--lambda-search: needs --lambda-response (the grid the search is compared with)")
     page_arg = str(page)
@@ -470,11 +472,11 @@ def build_results(
     figs = Figures(img, log)
     doc = Doc()
     doc.h2("How this was produced", "produced")
-    doc.p(f"Page: `{publish_command(dirs, page_arg, lambda_response_dir, lambda_search_dir, mprt_dir)}` from commit "
+    doc.p(f"Page: `{publish_command(dirs, page_arg, lambda_response_dir, lambda_search_dir, mprt_dirs)}` from commit "
           f"`{R.git_commit() or 'unknown'}`.")
     for d, s in zip(dirs, studies):
         _produced(doc, s, d, page_arg)
-    for d, st in ((lambda_response_dir, grid), (lambda_search_dir, search), (mprt_dir, mprt)):
+    for d, st in ((lambda_response_dir, grid), (lambda_search_dir, search), *zip(mprt_dirs, mprts)):
         if d:
             _produced(doc, st, d, page_arg)
     classes: list = []
@@ -493,9 +495,11 @@ def build_results(
             tol = float((grid.config.get("search") or {}).get("tolerance", 0.01))
             lambda_response.search_vs_grid(grid.trials, search.trials, tol).to_csv(
                 folder / "search_vs_grid.csv", index=False, float_format="%.6g")
-    if mprt is not None:
-        randomisation.curves(mprt).to_csv(folder / "mprt.csv", index=False, float_format="%.6g")
-        randomisation.section(doc, mprt, figs)
+    if mprts:
+        pd.concat([randomisation.curves(m) for m in mprts]).to_csv(folder / "mprt.csv", index=False,
+                                                                   float_format="%.6g")
+        for i, m in enumerate(mprts):
+            randomisation.section(doc, m, figs, heading=i == 0)
     ref = original.load_reference()
     for s in studies:
         if ref["dataset"].isin(s.datasets).any():
@@ -503,7 +507,7 @@ def build_results(
     if notes:
         doc.h2("Discussion", "discussion")
         doc.p(Path(notes).read_text(encoding="utf-8").strip())
-    names = [s.name for s in studies] + [x.name for x in (grid, mprt) if x is not None]
+    names = [s.name for s in studies] + [x.name for x in (grid, *mprts) if x is not None]
     title = "Results: " + ", ".join(dict.fromkeys(names))  # (an mprt study may be a replicate study's copy)
     text = render_md(doc, title, page.parent, "python -m study.publish")
     text = text.replace("](results/", f"]({folder.name}/")  # the CSV links point into this page's own folder
@@ -512,21 +516,21 @@ def build_results(
         runs = [last_run(Path(str(d))) for d in dirs]
         update_readme(readme, _readme_block(studies, reps, runs, dirs, page_arg, Path(readme).absolute(),
                                             publish_command(dirs, page_arg, lambda_response_dir, lambda_search_dir,
-                                                            mprt_dir)))
+                                                            mprt_dirs)))
         log(f"[results] rewrote the results block of {readme}")
     log(f"[results] wrote {page}, {folder / 'summary.csv'} ({len(figs.made)} figures)")
     return page
 
 
-def publish_command(dirs, page_arg: str, lambda_response_dir=None, lambda_search_dir=None, mprt_dir=None) -> str:
+def publish_command(dirs, page_arg: str, lambda_response_dir=None, lambda_search_dir=None, mprt_dirs=()) -> str:
     """The command that writes the page, with every folder as :func:`shown_folder` shows it."""
     words = ["python -m study.publish", *(shown_folder(d) for d in dirs), page_arg]
     if lambda_response_dir:
         words += ["--lambda-response", shown_folder(lambda_response_dir)]
     if lambda_search_dir:
         words += ["--lambda-search", shown_folder(lambda_search_dir)]
-    if mprt_dir:
-        words += ["--mprt", shown_folder(mprt_dir)]
+    for d in [mprt_dirs] if isinstance(mprt_dirs, (str, Path)) else mprt_dirs or ():
+        words += ["--mprt", shown_folder(d)]
     return " ".join(words)
 
 
@@ -543,16 +547,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="a λ-grid study whose every model is evaluated (e.g. outputs/lambda-response): its section")
     p.add_argument("--lambda-search", default=None, metavar="DIR",
                    help="a search with the same trainings (e.g. outputs/lambda-search): the search-versus-grid table")
-    p.add_argument("--mprt", default=None, metavar="DIR",
+    p.add_argument("--mprt", action="append", default=[], metavar="DIR",
                    help="a study evaluated with the metric mprt (e.g. a copy of outputs/replicate re-evaluated with "
-                   "--set 'evaluation.metrics=[mprt]'): the randomisation-test section")
+                   "--set 'evaluation.metrics=[mprt]'): the randomisation-test section; repeat it for several")
     p.add_argument("--baseline", default="none", help="penalty the others are compared with (default: none)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the page's path")
     args = p.parse_args(argv)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     return cli_build(lambda: build_results(args.output, args.page, notes=args.notes, baseline=args.baseline,
                                            readme=args.readme, log=log, lambda_response_dir=args.lambda_response,
-                                           lambda_search_dir=args.lambda_search, mprt_dir=args.mprt),
+                                           lambda_search_dir=args.lambda_search, mprt_dirs=args.mprt),
                      (FileNotFoundError, loading.StudyError, ValueError))
 
 

@@ -64,21 +64,28 @@ def figure(figs, c: pd.DataFrame, dataset: str, metric: str, penalties: list[str
     return figs.save(fig, f"{dataset}_mprt_{metric.removeprefix('mprt_')}")
 
 
-def section(doc: Doc, s, figs) -> pd.DataFrame:
-    """The randomisation-test section for study ``s``; returns :func:`curves` (empty: no ``mprt`` rows, no section)."""
+def _cell(g: pd.DataFrame, metric: str, level: int) -> str:
+    return fmt_num(g[(g["metric"] == metric) & (g["level"] == level)]["mean"].mean())
+
+
+def section(doc: Doc, s, figs, heading: bool = True) -> pd.DataFrame:
+    """The randomisation-test section for study ``s`` (``heading``: with the section's title and explanation, once
+    per page); returns :func:`curves` (empty: no ``mprt`` rows, no section)."""
     c = curves(s)
     if c.empty:
         return c
-    doc.h2("Are the maps about the model? The randomisation test", "mprt")
-    doc.p(
-        f"Study `{s.name}`, evaluated with the metric `mprt` (Adebayo et al., 2018; equal to Quantus' `MPRT` on "
-        "identical inputs, tests/evaluation/test_mprt.py): the layers of each model are re-initialised one by one "
-        "from the output towards the input, and after each step every method's map is recomputed and compared with "
-        "the map of the trained model (Spearman rank correlation and SSIM of |map| / max |map|, per image). Lower is "
-        "better: a map that stays the same when the weights are destroyed does not explain what the model learned. "
-        "The random-map control is drawn from the seed alone, so it stays at 1 by construction. Lines: mean over "
-        "the seeds' models of the mean over the test images; bands: min–max over seeds."
-    )
+    if heading:
+        doc.h2("Are the maps about the model? The randomisation test", "mprt")
+        doc.p(
+            "Studies evaluated with the metric `mprt` (Adebayo et al., 2018; equal to Quantus' `MPRT` on identical "
+            "inputs, tests/evaluation/test_mprt.py): the layers of each model are re-initialised one by one from the "
+            "output towards the input, and after each step every method's map is recomputed and compared with the "
+            "map of the trained model (Spearman rank correlation and SSIM of |map| / max |map|, per image). Lower is "
+            "better: a map that stays the same when the weights are destroyed does not explain what the model "
+            "learned. The random-map control is drawn from the seed alone, so it stays at 1 by construction. Lines: "
+            "mean over the seeds' models of the mean over the test images; bands: min–max over seeds."
+        )
+    doc.p(f"Study `{s.name}`:")
     for dataset in sorted(set(c["dataset"])):
         d = c[c["dataset"] == dataset]
         methods = [m for m in dict.fromkeys(d["method"]) if m != RANDOM_METHOD] + (
@@ -94,12 +101,8 @@ def section(doc: Doc, s, figs) -> pd.DataFrame:
         for p in penalties:
             for m in methods:
                 g = d[(d["penalty"] == p) & (d["method"] == m)]
-                if g.empty:
-                    continue
-                cell = lambda metric, k: fmt_num(  # noqa: E731
-                    g[(g["metric"] == metric) & (g["level"] == k)]["mean"].mean())
-                rows.append([p, m, cell("mprt_spearman", 1), cell("mprt_spearman", last), cell("mprt_ssim", 1),
-                             cell("mprt_ssim", last)])
+                if len(g):
+                    rows.append([p, m, *(_cell(g, metric, k) for metric in METRICS for k in (1, last))])
         doc.table(Table(["penalty", "method", "Spearman, top layer", f"Spearman, all {last} layers",
                          "SSIM, top layer", f"SSIM, all {last} layers"], rows, [], mark="",
                         caption=f"{dataset}: similarity to the trained model's maps after randomising the top layer "

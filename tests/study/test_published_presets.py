@@ -83,7 +83,7 @@ def test_the_copy_evaluated_with_mprt_alone_holds_its_rows_and_the_original_keep
 
 def test_the_page_has_every_section_table_and_figure(studies, tmp_path):
     page = build_results([studies["fashion"]], tmp_path / "results.md", lambda_response_dir=studies["grid"],
-                         lambda_search_dir=studies["grid"], mprt_dir=studies["mprt"])
+                         lambda_search_dir=studies["grid"], mprt_dirs=[studies["mprt"]])
     text = page.read_text()
     folder = tmp_path / "results"
     for heading in ("fashion-mnist: every metric per penalty", "fashion-mnist: accuracy per class",

@@ -59,3 +59,13 @@ def test_no_mprt_rows_no_section():
     doc = Doc()
     assert randomisation.section(doc, s, Figures(".", lambda _m: None)).empty
     assert randomisation.curves(s).empty
+
+
+def test_a_second_study_adds_its_figures_and_table_under_the_same_heading(tmp_path):
+    s, _ = _study()
+    doc, figs = Doc(), Figures(tmp_path, lambda _m: None)
+    randomisation.section(doc, s, figs)
+    randomisation.section(doc, s, figs, heading=False)
+    text = render_md(doc, "t", tmp_path, "cmd")
+    assert text.count("The randomisation test") == 1 and text.count("Study `fm`:") == 2
+    assert text.count("Spearman, all 3 layers") == 2
