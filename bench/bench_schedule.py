@@ -107,7 +107,8 @@ def real(args) -> None:
     """The quick preset for real, both schedules, then the simulated prediction of the default schedule."""
     import subprocess
 
-    root = Path(tempfile.mkdtemp(prefix="bench_real_"))
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_real_"))
+    root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     walls = {}
     try:
@@ -131,7 +132,8 @@ def real(args) -> None:
             subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
             walls[name] = time.perf_counter() - t0
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
     print(f"\nreal `{args.real}` on {args.cpus} CPUs (launcher wall, Ray start included, no install):")
     print("  " + ", ".join(f"{k} {walls[k]:.1f} s" for k in args.real_schedules.split(",")))
     for k in args.real_schedules.split(","):
@@ -156,6 +158,7 @@ def main() -> int:
     p.add_argument("--cpus", type=int, default=2, help="with --real: CPUs of the local Ray (default 2)")
     p.add_argument("--real-schedules", default="sequential,default,concurrent",
                    help="with --real: the runs, in order (sequential first: the ratios are against it)")
+    p.add_argument("--keep", default=None, metavar="DIR", help="with --real: keep the study folders under DIR")
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
