@@ -179,7 +179,7 @@ def run_study(
         else None
     )
     evaluated: set[str] = set()  # model ids whose tasks were queued
-    if runner is not None:  # the whole study's evaluation work, before anything runs (issue 11.10)
+    if runner is not None:  # the whole study's evaluation work, printed before anything runs
         log(planned_evaluation(cfg, runner.s))
 
     def select_ready() -> None:

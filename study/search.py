@@ -446,7 +446,7 @@ def run_one(
         if len(t) and not n_bad:
             log(summary_line(t))
             return t
-        if n_bad:  # marked done by an interrupted run of an older version (issue 11.1): search again
+        if n_bad:  # marked done by an interrupted run of an older version: search again
             log(f"[search] {dataset}/{penalty}: marked done, but {n_bad} of its trials never finished (an interrupted "
                 f"run of an older version); discarding it and searching again")
             discard_search(cfg, dataset, penalty)
