@@ -301,6 +301,26 @@ def _findings(rep: pd.DataFrame, comp: pd.DataFrame, dataset: str) -> list[str]:
 README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
+# the README's summary: per dataset, these columns of COLUMNS (Saliency's maps)
+README_COLUMNS = ["full_test_accuracy", "morf", "faithfulness_nested", "roar_clean"]
+
+
+def _readme_table(doc: Doc, studies, reps) -> None:
+    """One compact table for every dataset of every study: a row per penalty, a few columns per dataset, and the
+    baseline's random-map / random-ranking control as the last row."""
+    parts = [(rep, d) for st, rep in zip(studies, reps) for d in st.datasets]
+    cols = [c for k in README_COLUMNS for c in COLUMNS if c[0] == k]
+    penalties = list(dict.fromkeys(p for st in studies for p in st.penalties))
+    rows = [[p] + [_cell(rep, d, p, m, k, sc) for rep, d in parts for k, m, sc, _ in cols] for p in penalties]
+    rows.append(["random (control)"] + [_cell(rep, d, "none", "random", k, sc) if m else "" for rep, d in parts
+                                        for k, m, sc, _ in cols])
+    n = max(int(rep[rep["metric"] == "accuracy"]["n"].max()) for rep, _ in parts)
+    doc.table(Table(["penalty"] + [f"{d}: {label}" for _, d in parts for *_, label in cols], rows, [], mark="",
+                    caption=f"Saliency maps; mean over {n} seeds [95% t-interval over seeds]; last row: the "
+                    "baseline's uniform random maps and ROAR's random ranking. Every other metric, method and "
+                    "test: the full page"))
+
+
 def _readme_block(studies, reps, runs, dirs, page_arg: str, readme: Path, command: str) -> str:
     """The README's results block: what was run, where the page is, the table of each dataset."""
     doc = Doc()
@@ -316,9 +336,7 @@ def _readme_block(studies, reps, runs, dirs, page_arg: str, readme: Path, comman
         f"penalty does as λ grows, the original study's numbers beside these, the discussion and the "
         f"machine-readable CSVs: **[{page_arg}]({link})**."
     )
-    for s, rep in zip(studies, reps):
-        for dataset in s.datasets:
-            _metric_table(doc, rep, s, dataset, COLUMNS)
+    _readme_table(doc, studies, reps)
     body = render_md(doc, "", readme.parent).split("\n", 4)[4]  # without the page's title and date lines
     return f"{README_BEGIN}\n{body.strip()}\n{README_END}"
 
