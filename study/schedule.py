@@ -39,6 +39,7 @@ from typing import Callable
 import pandas as pd
 
 from foundations import schemas as R
+from foundations import storage
 from study import interrupts, journal, progress, search, selection
 from study.config import StudyConfig
 
@@ -99,13 +100,52 @@ def _search_task(cfg: StudyConfig, dataset: str, penalty: str, data: list, prove
             "seconds": time.perf_counter() - t0}
 
 
+def predicted_searches(cfg: StudyConfig) -> dict[tuple[str, str], float]:
+    """Per (dataset, penalty), the search's length the timing profile predicts (the simulation's own, else
+    ``profiles/default.yaml``): ceil(trials / trials at once) trial lengths, as :func:`simulate.lower_bound`
+    counts them; {} when no profile can be read."""
+    from dataclasses import replace
+
+    from foundations import profile
+    from trainables.simulated import trial_seconds
+
+    scale = cfg.simulate.time_scale if cfg.simulate.enabled else 1.0
+    c = cfg if cfg.simulate.enabled else replace(cfg, simulate=replace(cfg.simulate,
+                                                                        profile=str(profile.DEFAULT_PROFILE)))
+    try:
+        return {(d, p): math.ceil(cfg.n_trials(p) / cfg.search.max_concurrent_trials) * trial_seconds(c, d, p) * scale
+                for d in cfg.datasets for p in cfg.penalties}
+    except (OSError, ValueError, KeyError, TypeError):  # (ProfileError is a ValueError)
+        return {}
+
+
+def search_eta(predicted: dict, finished: dict, running: dict, waiting: list, lanes: int) -> float | None:
+    """Seconds until the last search ends: each search's predicted length times what the finished searches
+    took against their prediction (1 before any finished), less the running searches' elapsed seconds, laid
+    longest first on ``lanes`` searches at a time. None without a prediction for every search named."""
+    if not predicted or any(k not in predicted for k in (*finished, *running, *waiting)):
+        return None
+    expected = sum(predicted[k] for k in finished)
+    ratio = sum(finished.values()) / expected if finished and expected > 0 else 1.0
+    loads = [max(0.0, ratio * predicted[k] - elapsed) for k, elapsed in running.items()]
+    loads += [0.0] * max(0, lanes - len(loads))
+    for w in sorted((ratio * predicted[k] for k in waiting), reverse=True):
+        i = loads.index(min(loads))
+        loads[i] += w
+    return max(loads, default=0.0)
+
+
 class _Progress:
-    def __init__(self, log: Callable[[str], None], n_searches: int) -> None:
+    def __init__(self, log: Callable[[str], None], n_searches: int, predicted: dict | None = None,
+                 lanes: int = 1) -> None:
         self.log, self.n = log, n_searches
         self.t0 = time.perf_counter()
         self.durations: list[float] = []
+        self.finished: dict[tuple[str, str], float] = {}  # (dataset, penalty) -> seconds it took
+        self.predicted, self.lanes = predicted or {}, lanes  # the profile's search lengths (predicted_searches)
         self.last = 0.0
         self.trials: Callable[[], str] = lambda: ""  # the running trials' epochs (study/progress.py)
+        self.state: Callable[[], tuple[dict, list]] = lambda: ({}, [])  # running {key: elapsed s}, waiting keys
 
     def line(self, event: str, running: int, waiting: int, done: int, runner) -> None:
         import ray
@@ -118,10 +158,14 @@ class _Progress:
             ev = (f"; evaluation {st['done']}/{st['submitted']} tasks done, {len(runner.pending)} running, "
                   f"{len(runner.queue)} queued")
         eta = ""
-        if self.durations and (running or waiting):
-            per = sum(self.durations) / len(self.durations)
-            par = max(1, running)
-            eta = f", search ETA ~{per * math.ceil((running + waiting) / par):.0f} s"
+        if running or waiting:
+            now, later = self.state()
+            left = search_eta(self.predicted, self.finished, now, later, self.lanes)
+            if left is not None:  # the profile's lengths, corrected by the searches done so far
+                eta = f", search ETA ~{left:.0f} s"
+            elif self.durations:  # no profile: the mean search so far
+                per = sum(self.durations) / len(self.durations)
+                eta = f", search ETA ~{per * math.ceil((running + waiting) / max(1, running)):.0f} s"
         self.log(f"[study] {event} | searches {done} done, {running} running, {waiting} waiting; "
                  f"{total - avail:g}/{total:g} CPUs busy{ev}; {el:.0f} s{eta}{self.trials()}")
         self.last = time.perf_counter()
@@ -171,8 +215,11 @@ def run_study(
     running: dict = {}
     done: set[tuple[str, str]] = set()
     limit = search_limit(cfg, ray.cluster_resources().get("CPU", 1))
-    prog = _Progress(log, len(order))
+    done_before = {(d, p) for d, p in order if storage.exists(
+        storage.join(cfg.location, "tune", search.experiment_name(d, p), search.DONE_FILE))}
+    prog = _Progress(log, len(order), predicted_searches(cfg), limit)
     prog.trials = lambda: progress.describe(progress.running_trials(cfg.location, [v[:2] for v in running.values()]))
+    prog.state = lambda: ({v[:2]: time.perf_counter() - v[2] for v in running.values()}, list(waiting))
     runner = (
         stage.Runner(stage.settings_from_config(cfg), cfg.location, log=lambda _m: None, progress_every=float("inf"))
         if evaluate
@@ -225,6 +272,8 @@ def run_study(
                     info = ray.get(ref)  # a failed search raises here: the study stops, its state is saved
                     done.add((d, p))
                     prog.durations.append(time.perf_counter() - t0)
+                    if (d, p) not in done_before:  # a search done by an earlier run says nothing of the profile
+                        prog.finished[d, p] = prog.durations[-1]
                     for line in info["lines"]:
                         log(line)
                     prog.line(f"{d}/{p} search done", len(running), len(waiting), len(done), runner)
