@@ -1,7 +1,7 @@
 """The study's schedules against their lower bound, on simulated cluster shapes; and the laptop, for real.
 
     python bench/bench_schedule.py [--shapes 16,64,4x16] [--target-bound 60] [--profile P] [--schedules both]
-    python bench/bench_schedule.py --real quick [--cpus 2]
+    python bench/bench_schedule.py --real quick [--cpus 2] [--repeats 2] [--profile P]
 
 Simulated (``study.launch --simulate``'s code path, study/simulate.py): per shape a private Ray of logical
 resources (``N``: one node of N CPUs; ``KxN``: K nodes of N CPUs, ``ray.cluster_utils``), and on it the
@@ -20,7 +20,8 @@ overhead at a scale overstates the real one.
 
 ``--real quick``: the quick preset for real on this machine (``--cpus`` CPUs), one run per schedule one after
 the other (``--real-schedules``: sequential, the default ``auto`` and concurrent), each one's ratio to the
-sequential run, and the simulated prediction of the default schedule (time scale 1) beside
+sequential run (``--repeats N``: N runs each in alternating order, the fastest compared), and the simulated
+prediction of the default schedule (time scale 1) beside
 it, from a profile of the sequential run just measured (and from ``--profile`` if given). The simulation does not
 run the report stage, and its trials sleep instead of competing for the cores.
 """
@@ -112,18 +113,27 @@ def real(args) -> None:
     root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     walls, reports = {}, {}
+    kinds = args.real_schedules.split(",")
+    runs_of: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}  # (wall, report) per repeat
     try:
-        for schedule in args.real_schedules.split(","):  # default: the preset's own (`auto` unless it pins one)
-            how = [] if schedule == "default" else ["--set", f"schedule={schedule}"]
-            cmd = [sys.executable, "-m", "study.launch", "--config", args.real, "--output", str(root / schedule),
-                   "-q", "--num-cpus", str(args.cpus), *how]
-            t0 = time.perf_counter()
-            out = subprocess.run(cmd, check=True, env=env, capture_output=True, text=True).stdout
-            walls[schedule] = time.perf_counter() - t0
-            m = re.search(r"^\[report\] done in ([0-9.]+) s", out, re.M)  # the launcher's own timing of its report
-            reports[schedule] = float(m.group(1)) if m else 0.0
-            print(f"[bench] real {args.real} {schedule}: {walls[schedule]:.1f} s, of which report "
-                  f"{reports[schedule]:.1f} s", flush=True)
+        for r in range(args.repeats):  # alternating order: neither schedule always runs first (a warm cache)
+            for schedule in kinds if r % 2 == 0 else kinds[::-1]:  # default: the preset's own (`auto` unless pinned)
+                how = [] if schedule == "default" else ["--set", f"schedule={schedule}"]
+                folder = root / (schedule if r == 0 else f"{schedule}-{r}")
+                cmd = [sys.executable, "-m", "study.launch", "--config", args.real, "--output", str(folder),
+                       "-q", "--num-cpus", str(args.cpus), *how]
+                t0 = time.perf_counter()
+                out = subprocess.run(cmd, check=True, env=env, capture_output=True, text=True).stdout
+                wall = time.perf_counter() - t0
+                m = re.search(r"^\[report\] done in ([0-9.]+) s", out, re.M)  # the launcher's timing of its report
+                runs_of[schedule].append((wall, float(m.group(1)) if m else 0.0))
+                print(f"[bench] real {args.real} {schedule} #{r + 1}: {wall:.1f} s, of which report "
+                      f"{runs_of[schedule][-1][1]:.1f} s", flush=True)
+        for k, rs in runs_of.items():  # the fastest repeat of each: the least disturbed by anything else
+            walls[k], reports[k] = min(rs)
+        if args.skip_prediction:
+            _print_real(args, walls, reports, runs_of)
+            return
         # the prediction: the simulated default schedule, from the given profile and from a profile of the
         # sequential run just measured (same machine, same load: what the schedule adds is what is predicted)
         subprocess.run([sys.executable, "-m", "study.profile", str(root / "sequential"), "--out",
@@ -138,11 +148,17 @@ def real(args) -> None:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    print(f"\nreal `{args.real}` on {args.cpus} CPUs (launcher wall, Ray start included, no install; in brackets "
-          "without the report):")
+    _print_real(args, walls, reports, runs_of)
+
+
+def _print_real(args, walls: dict, reports: dict, runs_of: dict) -> None:
     kinds = args.real_schedules.split(",")
+    print(f"\nreal `{args.real}` on {args.cpus} CPUs, the fastest of {args.repeats} run(s) each (launcher wall, Ray "
+          "start included, no install; in brackets without the report):")
     print("  " + ", ".join(f"{k} {walls[k]:.1f} s ({walls[k] - reports[k]:.1f} s)" for k in kinds))
-    for k in args.real_schedules.split(","):
+    if args.repeats > 1:
+        print("  every run: " + "; ".join(f"{k} " + ", ".join(f"{w:.1f}" for w, _ in runs_of[k]) for k in kinds))
+    for k in kinds:
         if k != "sequential":
             print(f"  ratio {k} / sequential {walls[k] / walls['sequential']:.2f}")
     for name, what in (("measured", "a profile of the sequential run above"), ("given", f"profile {args.profile}")):
@@ -167,6 +183,9 @@ def main() -> int:
     p.add_argument("--real-schedules", default="sequential,default,concurrent",
                    help="with --real: the runs, in order (sequential first: the ratios are against it)")
     p.add_argument("--keep", default=None, metavar="DIR", help="with --real: keep the study folders under DIR")
+    p.add_argument("--repeats", type=int, default=1, help="with --real: runs of each schedule, in alternating order "
+                   "(the fastest of each is compared)")
+    p.add_argument("--skip-prediction", action="store_true", help="with --real: no simulated prediction")
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
