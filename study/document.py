@@ -357,3 +357,31 @@ def cli_build(build: Callable[[], Path], errors: tuple[type[BaseException], ...]
         return 2
     print(path)
     return 0
+
+
+# --------------------------------------------------------------------------- folders in published text
+def shown_folder(folder, cwd: str | Path | None = None) -> str:
+    """How a page names a study folder: relative to ``cwd`` (default: the current directory) when under
+    it, else ``outputs/<its last component>``, so that no machine's path is published."""
+    text = str(folder).rstrip("/")
+    if "://" not in text:
+        path, here = Path(text).absolute(), Path(cwd or Path.cwd()).absolute()
+        if path.is_relative_to(here):
+            return path.relative_to(here).as_posix() or "."
+    return f"outputs/{text.rsplit('/', 1)[-1]}"
+
+
+def shown_command(command: str, cwd: str | Path | None = None) -> str:
+    """``command`` (as recorded: words joined by spaces) with the folder of its ``--output``, if absolute,
+    shown as :func:`shown_folder` shows it; every other word is kept as it is."""
+    words = command.split(" ")
+    for i, w in enumerate(words):
+        if w.startswith("--output="):
+            words[i] = "--output=" + _shown_if_absolute(w[len("--output="):], cwd)
+        elif i > 0 and words[i - 1] == "--output":
+            words[i] = _shown_if_absolute(w, cwd)
+    return " ".join(words)
+
+
+def _shown_if_absolute(folder: str, cwd) -> str:
+    return shown_folder(folder, cwd) if folder.startswith("/") or "://" in folder else folder

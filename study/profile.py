@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from foundations import profile, storage
+from study.document import shown_command, shown_folder
 from foundations import schemas as R
 
 UNMEASURED_MODELS = {"cnn4b": {"like": "cnn3b", "factor": 23.0}}  # 3 ms vs 0.13 ms per forward, 1 core (docs/search.md)
@@ -95,7 +96,7 @@ def build(out: str) -> dict:
         ev["ranks_s_per_image"] = float((roar["ranks_seconds"] / roar["n_train"]).mean())
     rows = epoch_rows(trials, epochs)
     models = {k: v for k, v in UNMEASURED_MODELS.items() if not any(r["model"] == k for r in rows)}
-    prof = {"source": out, "study": str(cfg.get("name", "")), "built": time.strftime("%Y-%m-%d"),
+    prof = {"source": shown_folder(out), "study": str(cfg.get("name", "")), "built": time.strftime("%Y-%m-%d"),
             "trial_start_seconds": round(trial_start_seconds(trials, epochs), 6), "models": models,
             "epochs": rows, "evaluation": ev}
     profile.check(prof, out)
@@ -106,8 +107,9 @@ def header(out: str) -> str:
     runs = Path(out) / "runs.jsonl"
     last = json.loads(runs.read_text().splitlines()[-1]) if runs.is_file() else {}
     return (f"# Timing profile for `python -m study.launch --simulate` (foundations/profile.py describes the keys).\n"
-            f"# Built by `python -m study.profile {out}` from the study's trials/epochs/roar tables and task markers.\n"
-            f"# Measured run: {last.get('command', '?')} ({last.get('wall_seconds', '?')} s, "
+            f"# Built by `python -m study.profile {shown_folder(out)}` from the study's trials/epochs/roar tables and "
+            "task markers.\n"
+            f"# Measured run: {shown_command(last.get('command', '?'))} ({last.get('wall_seconds', '?')} s, "
             f"commit {last.get('git_commit', '?')}, {last.get('machine', '?')}).\n")
 
 

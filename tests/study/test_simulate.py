@@ -137,6 +137,7 @@ def test_profile_epoch_seconds_are_the_means_of_the_epochs_table(simulated_study
     for key, v in got.items():
         assert v == pytest.approx(means[key], abs=1e-6)
     profile.check(prof)  # and the simulation can read it back
+    assert prof["source"] == f"outputs/{Path(cfg.location).name}"  # a tmp folder: named as outputs/<name>, no path
 
 
 def test_lower_bound_counts_the_search_concurrency_limit(tmp_path):
