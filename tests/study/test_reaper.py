@@ -95,10 +95,13 @@ def killed_run(tmp_path_factory, data_root):
             assert p.poll() is None, "the run ended early:\n" + log.read_text()
             assert time.time() < deadline, "no trial started:\n" + log.read_text()
             time.sleep(0.1)
-        time.sleep(1.0)  # the trial's worker is up
-        ray_procs = {pid: c for pid, c in _processes(token).items() if pid != p.pid}
-        assert any("raylet" in c for c in ray_procs.values()) and any("ray::" in c for c in ray_procs.values()), (
-            ray_procs)
+        deadline = time.time() + 60  # the trial's worker names itself ray::… once it runs (in the sequential
+        while True:  # schedule, the laptop's, no search task's worker is up before it)
+            ray_procs = {pid: c for pid, c in _processes(token).items() if pid != p.pid}
+            if any("raylet" in c for c in ray_procs.values()) and any("ray::" in c for c in ray_procs.values()):
+                break
+            assert p.poll() is None and time.time() < deadline, (ray_procs, log.read_text())
+            time.sleep(0.2)
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
         # (before the watcher: agents and python helpers for 30-60 s on this machine, 3.5 min elsewhere)
