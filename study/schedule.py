@@ -47,6 +47,11 @@ from study.config import StudyConfig
 STOP_WAIT_S = 60.0  # after Ctrl-C, how long the driver waits for the cancelled searches to save and end
 
 
+def _slots(cfg: StudyConfig, cluster_cpus: float) -> int:
+    """Trials the study may run at once: ``search.max_concurrent_total``, or the cluster's CPUs / CPUs per trial."""
+    return cfg.search.max_concurrent_total or max(1, int(cluster_cpus / max(cfg.resources.cpu, 1e-9)))
+
+
 def chosen(cfg: StudyConfig, cluster_cpus: float) -> tuple[str, str]:
     """The schedule a run uses and why: ``search.schedule``, or for ``auto`` the concurrent schedule where one
     search cannot fill the cluster's slots and the sequential one where it can (a laptop: a second search or an
@@ -54,11 +59,10 @@ def chosen(cfg: StudyConfig, cluster_cpus: float) -> tuple[str, str]:
     2 cores, `quick` took 1.5x as long concurrent, docs/search.md)."""
     if cfg.search.schedule != "auto":
         return cfg.search.schedule, "search.schedule"
-    slots = cfg.search.max_concurrent_total or int(cluster_cpus / max(cfg.resources.cpu, 1e-9))
-    one = cfg.search.max_concurrent_trials
+    slots, one = _slots(cfg, cluster_cpus), cfg.search.max_concurrent_trials
     if slots > one:
         return "concurrent", f"auto: {slots} slots, one search fills {one}"
-    return "sequential", f"auto: one search's {one} trials at once fill the {max(slots, 1)} slot(s)"
+    return "sequential", f"auto: one search's {one} trials at once fill the {slots} slot(s)"
 
 
 def search_limit(cfg: StudyConfig, cluster_cpus: float) -> int:
@@ -68,8 +72,7 @@ def search_limit(cfg: StudyConfig, cluster_cpus: float) -> int:
     (a laptop: a second search would only add its controller's CPU work to the same cores)."""
     if cfg.search.max_concurrent_searches:
         return cfg.search.max_concurrent_searches
-    slots = cfg.search.max_concurrent_total or max(1, int(cluster_cpus / max(cfg.resources.cpu, 1e-9)))
-    n = max(1, math.ceil(slots / cfg.search.max_concurrent_trials))
+    n = max(1, math.ceil(_slots(cfg, cluster_cpus) / cfg.search.max_concurrent_trials))
     return n + 1 if n > 1 else 1
 
 
@@ -102,19 +105,18 @@ def _search_task(cfg: StudyConfig, dataset: str, penalty: str, data: list, prove
 
 def predicted_searches(cfg: StudyConfig) -> dict[tuple[str, str], float]:
     """Per (dataset, penalty), the search's length the timing profile predicts (the simulation's own, else
-    ``profiles/default.yaml``): ceil(trials / trials at once) trial lengths, as :func:`simulate.lower_bound`
-    counts them; {} when no profile can be read."""
+    ``profiles/default.yaml``): :func:`trainables.simulated.search_seconds`, as the lower bound counts them; {} when no
+    profile can be read."""
     from dataclasses import replace
 
     from foundations import profile
-    from trainables.simulated import trial_seconds
+    from trainables.simulated import search_seconds
 
     scale = cfg.simulate.time_scale if cfg.simulate.enabled else 1.0
     c = cfg if cfg.simulate.enabled else replace(cfg, simulate=replace(cfg.simulate,
                                                                         profile=str(profile.DEFAULT_PROFILE)))
     try:
-        return {(d, p): math.ceil(cfg.n_trials(p) / cfg.search.max_concurrent_trials) * trial_seconds(c, d, p) * scale
-                for d in cfg.datasets for p in cfg.penalties}
+        return {(d, p): search_seconds(c, d, p) * scale for d in cfg.datasets for p in cfg.penalties}
     except (OSError, ValueError, KeyError, TypeError):  # (ProfileError is a ValueError)
         return {}
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from foundations import profile
 from study.config import ConfigError, StudyConfig
-from trainables.simulated import trial_seconds
+from trainables.simulated import search_seconds, trial_seconds
 
 OBJECT_STORE_BYTES = 512 * 2**20  # per simulated node: the data splits only (no model, no tensors in tasks)
 
@@ -89,9 +89,8 @@ def lower_bound(cfg: StudyConfig, slots: float) -> dict:
     search_s, work = {}, 0.0
     for d in cfg.datasets:
         for p in cfg.penalties:
-            t, n = trial_seconds(cfg, d, p), cfg.n_trials(p)
-            search_s[d, p] = math.ceil(n / cfg.search.max_concurrent_trials) * t
-            work += n * t * per_trial
+            search_s[d, p] = search_seconds(cfg, d, p)
+            work += cfg.n_trials(p) * trial_seconds(cfg, d, p) * per_trial
     s = stage.settings_from_config(cfg)
     rows = planned_rows(cfg)
     chain: dict[tuple[str, str], float] = {}

@@ -9,6 +9,7 @@ untrained, seeded model: torch is imported there, in the driver only).
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import sys
@@ -53,6 +54,11 @@ def trial_seconds(cfg, dataset: str, penalty: str) -> float:
     """Predicted seconds of one trial (set-up + epochs), unscaled."""
     sim = trial_simulation(cfg, dataset, penalty)
     return sim["start_seconds"] + cfg.for_dataset(dataset, "epochs") * sim["epoch_seconds"]
+
+
+def search_seconds(cfg, dataset: str, penalty: str) -> float:
+    """A search's shortest length, unscaled: n trials, c at a time, take ceil(n / c) trial lengths."""
+    return math.ceil(cfg.n_trials(penalty) / cfg.search.max_concurrent_trials) * trial_seconds(cfg, dataset, penalty)
 
 
 def _report(metrics: dict, state: dict | None) -> None:
