@@ -68,7 +68,8 @@ def simulated(args) -> list[dict]:
     from study import simulate
 
     rows = []
-    root = Path(tempfile.mkdtemp(prefix="bench_schedule_"))
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_schedule_"))
+    root.mkdir(parents=True, exist_ok=True)
     try:
         for shape in args.shapes.split(","):
             nodes, cpus = parse_shape(shape)
@@ -87,8 +88,11 @@ def simulated(args) -> list[dict]:
                     r.update(shape=shape, unscaled_bound=unscaled)
                     rows.append(r)
                     print(simulate.format_row(r), flush=True)
+                    print("  CPU s by process (processes): " + ", ".join(
+                        f"{k} {c:.0f} ({n})" for k, (n, c) in list(r["cpu_by_name"].items())[:8]), flush=True)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
     return rows
 
 
@@ -182,7 +186,7 @@ def main() -> int:
     p.add_argument("--cpus", type=int, default=2, help="with --real: CPUs of the local Ray (default 2)")
     p.add_argument("--real-schedules", default="sequential,default,concurrent",
                    help="with --real: the runs, in order (sequential first: the ratios are against it)")
-    p.add_argument("--keep", default=None, metavar="DIR", help="with --real: keep the study folders under DIR")
+    p.add_argument("--keep", default=None, metavar="DIR", help="keep the study folders under DIR")
     p.add_argument("--repeats", type=int, default=1, help="with --real: runs of each schedule, in alternating order "
                    "(the fastest of each is compared)")
     p.add_argument("--skip-prediction", action="store_true", help="with --real: no simulated prediction")

@@ -6,7 +6,9 @@ A **profile** (``profiles/*.yaml``, built by ``python -m study.profile``) holds 
   (``epoch_seconds``), split into per-image costs so that other data sizes scale: ``train_s_per_image``
   (training), ``val_s_per_image`` (validation accuracy), ``morf_s_per_image`` (the explanation score);
 - ``models``: the relative cost of models the profile did not measure (``cnn4b: {like: cnn3b, factor: 23}``);
-- ``trial_start_seconds``: per-trial fixed cost before the first epoch (data, model set-up);
+- ``trial_start_seconds``: per-trial time outside the epochs (data, model set-up, checkpoints) in a reused actor;
+- ``actor_start_seconds``: what a trial in a fresh actor adds to that (the imports of torch and the trainable,
+  the data from the object store); a simulated trial sleeps it, since it imports neither;
 - ``evaluation``: ``metrics_s_per_image_method`` (a metric chunk, per image and attribution method),
   ``ranks_s_per_image`` (a ROAR ranking, per training image), ``roar_s_per_image_epoch`` (a ROAR retrain).
 
@@ -98,8 +100,9 @@ def check(prof, where: str = "profile") -> None:
     for k in ("metrics_s_per_image_method", "ranks_s_per_image", "roar_s_per_image_epoch"):
         if not _number(ev.get(k)):
             raise bad(f"evaluation.{k} must be a number >= 0")
-    if not _number(prof.get("trial_start_seconds", 0)):
-        raise bad("trial_start_seconds must be a number >= 0")
+    for key in ("trial_start_seconds", "actor_start_seconds"):
+        if not _number(prof.get(key, 0)):
+            raise bad(f"{key} must be a number >= 0")
     for name, m in (prof.get("models") or {}).items():
         if not (isinstance(m, dict) and isinstance(m.get("like"), str) and _number(m.get("factor"))):
             raise bad(f"models.{name} must be {{like: MODEL, factor: NUMBER}}")

@@ -53,13 +53,20 @@ def epoch_rows(trials: pd.DataFrame, epochs: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def trial_start_seconds(trials: pd.DataFrame, epochs: pd.DataFrame) -> float:
-    """Mean per-trial time outside its epochs (start to end of the trial minus the sum of its epoch seconds)."""
-    total = (trials["end_time"] - trials["start_time"]).dt.total_seconds()
+def start_seconds(trials: pd.DataFrame, epochs: pd.DataFrame) -> tuple[float, float]:
+    """(Per-trial time outside its epochs in a reused actor, what a fresh actor adds): a trial's gap is its start
+    to end minus the sum of its epoch seconds (``start_time`` counts a fresh actor's imports and data); the first
+    trial of each process (by pid, host and start) is a fresh actor's. Without a reused actor in the study the
+    whole gap is the fresh actor's (``trial_start_seconds`` 0)."""
+    t = trials[["trial_id", "hostname", "pid", "start_time", "end_time"]].copy()
     per = epochs.groupby("trial_id")["seconds"].sum()
-    gap = total.to_numpy() - trials["trial_id"].map(per).fillna(0).to_numpy()
-    gap = gap[np.isfinite(gap)]
-    return float(max(0.0, np.mean(gap))) if len(gap) else 0.0
+    t["gap"] = (t["end_time"] - t["start_time"]).dt.total_seconds() - t["trial_id"].map(per).fillna(0)
+    t = t[np.isfinite(t["gap"])].sort_values("start_time")
+    if t.empty:
+        return 0.0, 0.0
+    fresh = ~t.duplicated(["hostname", "pid"])
+    reused = float(t.loc[~fresh, "gap"].mean()) if (~fresh).any() else 0.0
+    return max(0.0, reused), max(0.0, float(t.loc[fresh, "gap"].mean()) - max(0.0, reused))
 
 
 def metric_chunk_seconds(out: str, cfg: dict) -> float | None:
@@ -95,9 +102,10 @@ def build(out: str) -> dict:
         ev["roar_s_per_image_epoch"] = float((roar["seconds"] / (roar["n_train"] * r_epochs)).mean())
         ev["ranks_s_per_image"] = float((roar["ranks_seconds"] / roar["n_train"]).mean())
     rows = epoch_rows(trials, epochs)
+    reused, fresh = start_seconds(trials, epochs)
     models = {k: v for k, v in UNMEASURED_MODELS.items() if not any(r["model"] == k for r in rows)}
     prof = {"source": shown_folder(out), "study": str(cfg.get("name", "")), "built": time.strftime("%Y-%m-%d"),
-            "trial_start_seconds": round(trial_start_seconds(trials, epochs), 6), "models": models,
+            "trial_start_seconds": round(reused, 6), "actor_start_seconds": round(fresh, 6), "models": models,
             "epochs": rows, "evaluation": ev}
     profile.check(prof, out)
     return prof

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from foundations import profile
 from study.config import ConfigError, StudyConfig
-from trainables.simulated import search_seconds, trial_seconds
+from trainables.simulated import search_seconds, search_work
 
 OBJECT_STORE_BYTES = 512 * 2**20  # per simulated node: the data splits only (no model, no tensors in tasks)
 
@@ -90,7 +90,7 @@ def lower_bound(cfg: StudyConfig, slots: float) -> dict:
     for d in cfg.datasets:
         for p in cfg.penalties:
             search_s[d, p] = search_seconds(cfg, d, p)
-            work += cfg.n_trials(p) * trial_seconds(cfg, d, p) * per_trial
+            work += search_work(cfg, d, p) * per_trial
     s = stage.settings_from_config(cfg)
     rows = planned_rows(cfg)
     chain: dict[tuple[str, str], float] = {}
@@ -158,56 +158,108 @@ def session(cpus: int | None, gpus: int | None, nodes: int | None):
 
 
 class Workers:
-    """Samples (every ``every`` s) the Ray worker processes below this driver: peak at once and all seen."""
+    """Samples (every ``every`` s) the processes below this driver: the Ray worker processes (peak at once and all
+    seen) and the CPU seconds of every descendant (raylets, GCS, workers) plus the driver's own, from ``/proc``.
+
+    In a simulated study the trials and tasks sleep, so that CPU time is the study's fixed cost (process starts,
+    imports, Tune's and Optuna's bookkeeping, Parquet writes); on a machine of few cores serving many logical
+    slots it is what the cores must get through, ``cpu_seconds / os.cpu_count()`` at the least."""
 
     def __init__(self, every: float = 0.5) -> None:
-        self.every, self.seen, self.peak = every, set(), 0
+        self.every, self.seen, self.peak, self.driver_cpu = every, set(), 0, 0.0
+        self.first: dict[int, float] = {}  # pid -> CPU seconds when first seen (processes there before the run)
+        self.last: dict[int, float] = {}  # pid -> CPU seconds when last seen
+        self.name: dict[int, str] = {}  # pid -> its name when last seen (ray::ImplicitFunc, raylet, ...)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self):
+        self._cpu0 = _own_cpu()
+        self._sample(initial=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self._sample()
+        self.driver_cpu = _own_cpu() - self._cpu0
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds used while sampled by the driver and every process below it (a process gone between two
+        samples loses at most ``every`` seconds of its own)."""
+        return self.driver_cpu + sum(c - self.first.get(p, 0.0) for p, c in self.last.items())
+
+    def cpu_by_name(self) -> dict[str, tuple[int, float]]:
+        """{process name: (processes, CPU seconds)}, the driver as ``driver``, largest first."""
+        out: dict[str, list] = {"driver": [1, self.driver_cpu]}
+        for p, c in self.last.items():
+            v = out.setdefault(self.name.get(p, "?"), [0, 0.0])
+            v[0], v[1] = v[0] + 1, v[1] + c - self.first.get(p, 0.0)
+        return {k: (n, c) for k, (n, c) in sorted(out.items(), key=lambda kv: -kv[1][1])}
+
+    def _sample(self, initial: bool = False) -> None:
+        workers, cpu, names = descendants(names=True)
+        self.seen |= workers
+        self.name.update({p: n for p, n in names.items() if n})  # an exited process's cmdline is empty
+        self.peak = max(self.peak, len(workers))
+        for pid, c in cpu.items():
+            if initial:
+                self.first[pid] = c
+            self.last[pid] = max(c, self.last.get(pid, 0.0))
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            now = worker_pids()
-            self.seen |= now
-            self.peak = max(self.peak, len(now))
-            self._stop.wait(self.every)
+        while not self._stop.wait(self.every):
+            self._sample()
+
+
+def _own_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 AGENTS = (b"ray::DashboardAgent", b"ray::RuntimeEnvAgent", b"ray::JobAgent")  # Ray's own, not workers
 
 
-def worker_pids(root: int | None = None) -> set[int]:
-    """PIDs of Ray worker processes (``default_worker.py``) descending from ``root`` (this process)."""
+def descendants(root: int | None = None, names: bool = False):
+    """(PIDs of the Ray worker processes, ``default_worker.py``, and CPU seconds of every process) below ``root``
+    (this process); with ``names`` also {pid: the process's name}."""
     root = os.getpid() if root is None else root
-    parent, cmd = {}, {}
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, cmd, cpu = {}, {}, {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             with open(f"/proc/{d}/stat") as fh:
-                parent[int(d)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+                fields = fh.read().rsplit(")", 1)[1].split()
             with open(f"/proc/{d}/cmdline", "rb") as fh:
                 cmd[int(d)] = fh.read()
         except (OSError, IndexError, ValueError):
             continue
-    out = set()
-    for pid, c in cmd.items():  # a worker renames itself ray::<task or actor> once it runs something
-        if b"default_worker.py" not in c and not (c.startswith(b"ray::") and not c.startswith(AGENTS)):
-            continue
+        parent[int(d)], cpu[int(d)] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    below, workers, called = {}, set(), {}
+    for pid, c in cmd.items():
         p, hops = pid, 0
         while p in parent and p != root and p > 1 and hops < 50:
             p, hops = parent[p], hops + 1
-        if p == root:
-            out.add(pid)
-    return out
+        if p != root or pid == root:
+            continue
+        below[pid] = cpu[pid]
+        first = c.split(b"\0")[0].decode(errors="replace")
+        called[pid] = first.split(" ")[0] if first.startswith("ray::") else Path(first).name
+        if b"default_worker.py" in c and not first.startswith("ray::"):
+            called[pid] = "idle worker"
+        # a worker renames itself ray::<task or actor> once it runs something
+        if b"default_worker.py" in c or (c.startswith(b"ray::") and not c.startswith(AGENTS)):
+            workers.add(pid)
+    return (workers, below, called) if names else (workers, below)
+
+
+def worker_pids(root: int | None = None) -> set[int]:
+    """PIDs of Ray worker processes (``default_worker.py``) descending from ``root`` (this process)."""
+    return descendants(root)[0]
 
 
 def peak_rss_mib() -> float:
@@ -241,23 +293,28 @@ def run_schedule(cfg: StudyConfig, log=print, verbose: int = 0) -> dict:
     return {**bound, "schedule": which, "wall": wall, "overhead": wall / max(bound["bound"], 1e-9) - 1,
             "occupancy": busy / max(slots * wall, 1e-9), "busy": busy, "trials": len(t),
             "tasks": int(stats.get("submitted", 0)), "rss_mib": peak_rss_mib(), "workers": len(w.seen),
-            "workers_peak": w.peak, "time_scale": cfg.simulate.time_scale}
+            "workers_peak": w.peak, "cpu_seconds": w.cpu_seconds, "cpu_by_name": w.cpu_by_name(), "cores": os.cpu_count() or 1,
+            "time_scale": cfg.simulate.time_scale}
 
 
 HEADER = (f"{'schedule':<11} {'slots':>5} {'work s':>8} {'crit s':>7} {'bound s':>8} {'wall s':>7} "
-          f"{'overhead':>8} {'occup.':>7} {'trials':>6} {'tasks':>5} {'drv RSS':>8} {'workers':>9}")
+          f"{'overhead':>8} {'occup.':>7} {'trials':>6} {'tasks':>5} {'drv RSS':>8} {'workers':>9} {'CPU s':>7} "
+          f"{'CPU/cores':>9}")
 
 
 def format_row(r: dict) -> str:
     return (f"{r['schedule']:<11} {r['slots']:>5g} {r['work']:>8.1f} {r['critical_path']:>7.1f} {r['bound']:>8.1f} "
             f"{r['wall']:>7.1f} {100 * r['overhead']:>7.0f}% {100 * r['occupancy']:>6.1f}% {r['trials']:>6d} "
-            f"{r['tasks']:>5d} {r['rss_mib']:>5.0f} MiB {r['workers']:>4d}/{r['workers_peak']:<4d}")
+            f"{r['tasks']:>5d} {r['rss_mib']:>5.0f} MiB {r['workers']:>4d}/{r['workers_peak']:<4d} "
+            f"{r['cpu_seconds']:>7.0f} {r['cpu_seconds'] / r['cores']:>8.0f}s")
 
 
 def format_table(rows: list[dict], shape: str) -> str:
     scale = rows[0]["time_scale"] if rows else 1.0
     lines = [f"[simulate] {shape}; every duration x {scale:g} (fixed costs do not shrink: overhead at this scale "
-             f"overstates the real one); workers = Ray worker processes started/at once", HEADER]
+             f"overstates the real one); workers = Ray worker processes started/at once; CPU s = CPU time of the "
+             f"driver and every process below it (the sleeping study's fixed costs), CPU/cores = that over this "
+             f"machine's {rows[0]['cores'] if rows else os.cpu_count()} cores (a floor on the wall here)", HEADER]
     return "\n".join(lines + [format_row(r) for r in rows])
 
 

@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
+
+
+_BEGUN = False  # has a trial begun in this process (a Tune actor reused for a later trial)?
+
+
+def trial_begun() -> tuple[float, bool]:
+    """(When the calling trial's set-up began, whether its process is fresh): for a process's first trial when
+    the process loaded ``trainables`` (the imports of torch, the data and the model are the trial's set-up, as
+    ``start_time`` counts them), for a reused actor now."""
+    global _BEGUN
+    from trainables import LOADED_AT
+
+    fresh, _BEGUN = not _BEGUN, True
+    return (LOADED_AT if fresh else time.time()), fresh
 
 
 def node_id() -> str:

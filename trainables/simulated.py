@@ -46,7 +46,8 @@ def trial_simulation(cfg, dataset: str, penalty: str) -> dict:
     """The ``simulate`` entry of a trial's config (read by ``trainables.simulated.simulated_trial``)."""
     s, n_train = epoch_seconds(cfg, dataset, penalty)
     prof = profile.load(cfg.simulate.profile)
-    return {"epoch_seconds": s, "start_seconds": float(prof.get("trial_start_seconds", 0.0)), "n_train": n_train,
+    return {"epoch_seconds": s, "start_seconds": float(prof.get("trial_start_seconds", 0.0)),
+            "actor_start_seconds": float(prof.get("actor_start_seconds", 0.0)), "n_train": n_train,
             "time_scale": cfg.simulate.time_scale}
 
 
@@ -57,8 +58,17 @@ def trial_seconds(cfg, dataset: str, penalty: str) -> float:
 
 
 def search_seconds(cfg, dataset: str, penalty: str) -> float:
-    """A search's shortest length, unscaled: n trials, c at a time, take ceil(n / c) trial lengths."""
-    return math.ceil(cfg.n_trials(penalty) / cfg.search.max_concurrent_trials) * trial_seconds(cfg, dataset, penalty)
+    """A search's shortest length, unscaled: n trials, c at a time, take ceil(n / c) trial lengths, the first of
+    them in fresh actors (their start: imports, data)."""
+    waves = math.ceil(cfg.n_trials(penalty) / cfg.search.max_concurrent_trials)
+    return waves * trial_seconds(cfg, dataset, penalty) + trial_simulation(cfg, dataset, penalty)["actor_start_seconds"]
+
+
+def search_work(cfg, dataset: str, penalty: str) -> float:
+    """A search's trial-seconds, unscaled: n trials, ``min(n, c)`` of them starting a fresh actor."""
+    n = cfg.n_trials(penalty)
+    fresh = min(n, cfg.search.max_concurrent_trials) * trial_simulation(cfg, dataset, penalty)["actor_start_seconds"]
+    return n * trial_seconds(cfg, dataset, penalty) + fresh
 
 
 def _report(metrics: dict, state: dict | None) -> None:
@@ -73,7 +83,8 @@ def simulated_trial(config: dict, splits=None, score=None) -> None:
     tc = TrainConfig(**{**config["train"], **{k: config[k] for k in ("lam", "lr", "seed") if k in config}})
     epochs, scale = tc.epochs, float(sim["time_scale"])
     info = {"node_id": reporting.node_id(), "hostname": socket.gethostname(), "pid": os.getpid()}
-    start_time, history, epoch = time.time(), [], 0
+    begun, fresh = reporting.trial_begun()
+    start_time, history, epoch = begun, [], 0
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
@@ -82,8 +93,8 @@ def simulated_trial(config: dict, splits=None, score=None) -> None:
         if epoch >= epochs and history:  # finished before the driver stopped: report it again, as recorded
             _report(history[-1], None)
             return
-    else:
-        profile.sleep(sim.get("start_seconds", 0.0), scale)  # the trial's set-up (data, model)
+    else:  # the trial's set-up (data, model); in a fresh actor also what a real one imports (torch) and loads
+        profile.sleep(sim.get("start_seconds", 0.0) + (sim.get("actor_start_seconds", 0.0) if fresh else 0.0), scale)
     while epoch < epochs:
         t0 = time.perf_counter()
         slept = profile.sleep(sim["epoch_seconds"], scale)

@@ -10,7 +10,8 @@ The data arrive once through the object store (``tune.with_parameters(train_tria
 Each epoch reports, with a checkpoint of model + optimiser + history: train loss, CE, penalty,
 validation accuracy, the explanation score ``val_morf`` (mean MoRF score of Saliency maps on the
 first ``explain_n`` validation images, docs/spec.md §6), timings, wall-clock ``start_time``/``end_time``
-(UNIX seconds; ``start_time`` is the trial's first start, kept across restores), node id, host
+(UNIX seconds; ``start_time`` is the trial's first start, kept across restores: in a fresh actor when its
+process loaded ``trainables``, so the imports, the data and the model set-up count), node id, host
 and pid. A restored trial continues from ``tune.get_checkpoint()``.
 
 A diverging trial (:class:`NonFiniteLossError`) reports its reason once (``error``, NaN metrics)
@@ -99,6 +100,7 @@ def train_trial(config: dict, splits: Splits, score: Callable[[torch.nn.Module, 
         score: the validation explanation score ``score(model, x, levels)`` (the search passes
             ``evaluation.metrics.morf.explanation_score``; this layer does not import the evaluation).
     """
+    begun, _ = reporting.trial_begun()  # before torch is imported: the set-up is the trial's
     import torch
     from ray import tune
 
@@ -118,7 +120,7 @@ def train_trial(config: dict, splits: Splits, score: Callable[[torch.nn.Module, 
 
     run.extra_metrics = extra
     info = {"node_id": reporting.node_id(), "hostname": socket.gethostname(), "pid": os.getpid()}
-    start_time, history = time.time(), []
+    start_time, history = begun, []
 
     ckpt = tune.get_checkpoint()
     if ckpt is not None:

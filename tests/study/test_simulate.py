@@ -28,7 +28,7 @@ def write_profile(path: Path, epoch_seconds: float = 0.6) -> Path:
     """A small profile: every epoch ``epoch_seconds`` at the quick preset's sizes, cheap evaluation tasks."""
     n_train, n_val = profile.split_sizes(0.05, 0.1, 2000)
     per = epoch_seconds / (n_train + n_val + 100)
-    prof = {"trial_start_seconds": 0.1, "models": {"cnn4b": {"like": "cnn3b", "factor": 2.0}},
+    prof = {"trial_start_seconds": 0.1, "actor_start_seconds": 0.2, "models": {"cnn4b": {"like": "cnn3b", "factor": 2.0}},
             "epochs": [{"dataset": "mnist", "model": "cnn3b", "penalty": "none", "device": "cpu",
                         "epoch_seconds": epoch_seconds, "train_s_per_image": per, "val_s_per_image": per,
                         "morf_s_per_image": per}],
@@ -102,6 +102,10 @@ def test_simulated_study_writes_every_table_and_overlaps_searches(simulated_stud
                   for a in t.itertuples() for b in t.itertuples())
     assert overlap
     assert row["trials"] == 18 and row["bound"] > 0 and row["wall"] >= row["critical_path"]
+    # the fixed costs' CPU time: the driver's own and its Ray's (the trial actors, named as Ray names them)
+    by_name = row["cpu_by_name"]
+    assert by_name["driver"][1] > 0 and any(k.startswith("ray::ImplicitFunc") for k in by_name)
+    assert row["cpu_seconds"] == pytest.approx(sum(c for _, c in by_name.values()))
 
 
 @pytest.mark.ray
@@ -140,15 +144,46 @@ def test_profile_epoch_seconds_are_the_means_of_the_epochs_table(simulated_study
     assert prof["source"] == f"outputs/{Path(cfg.location).name}"  # a tmp folder: named as outputs/<name>, no path
 
 
+def test_profile_splits_a_fresh_actors_start_from_a_reused_ones():
+    """study.profile: the first trial of each process pays the actor start; later trials there only their own gap."""
+    import pandas as pd
+
+    from study.profile import start_seconds
+
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    at = lambda s: t0 + pd.Timedelta(seconds=s)  # noqa: E731
+    trials = pd.DataFrame({  # pid 1 runs a then c (reused), pid 2 runs b; every epoch 10 s
+        "trial_id": ["a", "b", "c"], "hostname": ["h"] * 3, "pid": [1, 2, 1],
+        "start_time": [at(0), at(0), at(15)], "end_time": [at(14), at(16), at(26)]})
+    epochs = pd.DataFrame({"trial_id": ["a", "b", "c"], "seconds": [10.0, 10.0, 10.0]})
+    reused, fresh = start_seconds(trials, epochs)
+    assert reused == pytest.approx(1.0)  # c: 11 s less 10 s of epochs
+    assert fresh == pytest.approx((4 + 6) / 2 - 1.0)  # a and b: gaps 4 and 6 s, less a reused trial's
+    only_fresh = start_seconds(trials.iloc[:2], epochs)
+    assert only_fresh == pytest.approx((0.0, 5.0))
+
+
+def test_a_trial_begins_when_its_process_loaded_the_trainables_then_when_called():
+    """A fresh actor's first trial counts its imports (from the package's load); a reused actor's trial starts now."""
+    code = ("import time, trainables\nfrom trainables import reporting\ntime.sleep(0.3)\n"
+            "a, fa = reporting.trial_begun()\nb, fb = reporting.trial_begun()\n"
+            "print(a == trainables.LOADED_AT, fa, fb, b - a >= 0.3)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["True", "True", "False", "True"], r.stdout + r.stderr
+
+
 def test_lower_bound_counts_the_search_concurrency_limit(tmp_path):
     """3 trials, 2 at a time, take 2 trial lengths; the bound is the larger of that path and work / slots."""
-    from study.simulate import lower_bound, trial_seconds
+    from study.simulate import lower_bound
+    from trainables.simulated import search_seconds, trial_seconds
 
     cfg = sim_config(tmp_path / "s", write_profile(tmp_path / "p.yaml"))
     t = trial_seconds(cfg, "mnist", "none")
     many, few = lower_bound(cfg, 1000), lower_bound(cfg, 1)
-    assert many["critical_path"] >= 2 * t and many["bound"] == many["critical_path"]
-    assert few["bound"] == pytest.approx(few["work"]) and few["work"] >= 18 * t
+    assert many["critical_path"] >= 2 * t + 0.2 and many["bound"] == many["critical_path"]
+    # the first trials of a search start fresh actors: 2 trials at a time pay the actor start once each
+    assert search_seconds(cfg, "mnist", "none") == pytest.approx(2 * t + 0.2)
+    assert few["bound"] == pytest.approx(few["work"]) and few["work"] >= 18 * t + 6 * 2 * 0.2
 
 
 @pytest.mark.ray
