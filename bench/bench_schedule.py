@@ -1,22 +1,28 @@
 """The study's schedules against their lower bound, on simulated cluster shapes; and the laptop, for real.
 
-    python bench/bench_schedule.py [--shapes 16,64,4x16] [--target-bound 60] [--profile P] [--schedules both]
+    python bench/bench_schedule.py [--shapes 16,64,4x16] [--target-bound 60,240] [--sequential-bound 60]
+                                   [--profile P] [--schedules both] [--keep DIR]
     python bench/bench_schedule.py --real quick [--cpus 2] [--repeats 2] [--profile P]
 
 Simulated (``study.launch --simulate``'s code path, study/simulate.py): per shape a private Ray of logical
 resources (``N``: one node of N CPUs; ``KxN``: K nodes of N CPUs, ``ray.cluster_utils``), and on it the
 shape's study with each schedule in a fresh folder, the trial epochs and evaluation tasks sleeping the
-profile's seconds times a time scale chosen so that the study's lower bound is about ``--target-bound``
-seconds. Shapes and studies (the goals of docs/search.md):
+profile's seconds times a time scale chosen so that the study's lower bound is ``--target-bound`` seconds
+(the concurrent schedule at each of a list of bounds, the sequential one at ``--sequential-bound``).
+Shapes and studies (the goals of docs/search.md):
 
-- ``16``: 14 searches x 4 trials (4 at once), 1 epoch, a small evaluation; goal occupancy >= 85 %;
+- ``16``: 14 searches x 4 trials (4 at once) of the ``paper`` preset's training (8 epochs; cnn4b on
+  Fashion-MNIST), a small evaluation; goal occupancy >= 85 %;
 - ``64``: the ``paper`` preset (14 searches x 20 trials, 4 at once, 8 epochs, its evaluation); goal overhead <= 10 %;
 - ``4x16``: ``paper`` on 4 nodes of 16 CPUs; goal overhead <= 15 %.
 
 Printed per run: work (slot-seconds), critical path, bound = max(critical path, work / slots), wall,
-overhead = wall / bound - 1, occupancy, the driver's peak RSS and the Ray worker processes started / at once.
-Fixed costs (process starts, Tune's bookkeeping, Parquet writes) do not shrink with the time scale, so the
-overhead at a scale overstates the real one.
+overhead = wall / bound - 1, occupancy, the driver's peak RSS, the Ray worker processes started / at once and
+the CPU seconds of the driver and every process below it (the sleeping study's fixed costs), by process.
+Fixed costs (process starts, imports, Tune's bookkeeping, Parquet writes) do not shrink with the time scale,
+so the overhead at a scale overstates the real one. With the concurrent schedule at two or more bounds the
+bench fits ``wall = a x bound + F`` (least squares): ``a - 1`` is the overhead that grows with the study,
+``F`` the fixed part, and ``a - 1 + F / B`` the overhead at the study's unscaled bound B (time scale 1).
 
 ``--real quick``: the quick preset for real on this machine (``--cpus`` CPUs), one run per schedule one after
 the other (``--real-schedules``: sequential, the default ``auto`` and concurrent), each one's ratio to the
@@ -54,7 +60,7 @@ def shape_study(shape: str, out: Path, prof: str, schedule: str):
     """The study a shape is measured with (time scale 1; the caller rescales)."""
     sim = f"simulate={{profile: {prof}, time_scale: 1.0}}"
     if shape == "16":
-        return load_config("quick", [f"output={out}", f"schedule={schedule}", "name=bench", "trials=4", "epochs=1",
+        return load_config("paper", [f"output={out}", f"schedule={schedule}", "name=bench", "trials=4",
                                      "max_concurrent_trials=4", "sampler=random", sim, *SMALL_EVAL])
     return load_config("paper", [f"output={out}", f"schedule={schedule}", "name=bench", sim])
 
@@ -65,22 +71,24 @@ def parse_shape(shape: str) -> tuple[int, int]:
 
 
 def simulated(args) -> list[dict]:
-    from study import simulate
+    from study import search, simulate
 
     rows = []
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_schedule_"))
     root.mkdir(parents=True, exist_ok=True)
+    bounds = [float(b) for b in str(args.target_bound).split(",")]
+    seq_bound = float(args.sequential_bound) if args.sequential_bound else bounds[0]
+    runs = [(s, b) for s in (("sequential", "concurrent") if args.schedules == "both" else (args.schedules,))
+            for b in ((seq_bound,) if s == "sequential" else bounds)]
     try:
         for shape in args.shapes.split(","):
             nodes, cpus = parse_shape(shape)
             with simulate.session(cpus, 0, nodes):
-                for schedule in ("sequential", "concurrent") if args.schedules == "both" else (args.schedules,):
-                    cfg = shape_study(shape, root / f"{shape}-{schedule}", args.profile, schedule)
+                for schedule, target in runs:
+                    cfg = shape_study(shape, root / f"{shape}-{schedule}-{target:g}", args.profile, schedule)
                     unscaled = simulate.lower_bound(cfg, nodes * cpus / cfg.resources.cpu)["bound"]
-                    scale = args.time_scale or args.target_bound / unscaled
+                    scale = args.time_scale or target / unscaled
                     cfg = replace(cfg, simulate=profile.Simulation(profile=args.profile, time_scale=scale))
-                    from study import search
-
                     search.check_output(cfg)
                     print(f"[bench] {shape}: {cfg.name} {schedule}, x {scale:.3g} "
                           f"(unscaled bound {unscaled:.0f} s) ...", flush=True)
@@ -96,6 +104,16 @@ def simulated(args) -> list[dict]:
     return rows
 
 
+def fit(rows: list[dict]) -> tuple[float, float] | None:
+    """Least squares ``wall = a x bound + F`` over runs of one shape and schedule at different bounds."""
+    if len({round(r["bound"], 6) for r in rows}) < 2:
+        return None
+    n = len(rows)
+    mx, my = sum(r["bound"] for r in rows) / n, sum(r["wall"] for r in rows) / n
+    a = sum((r["bound"] - mx) * (r["wall"] - my) for r in rows) / sum((r["bound"] - mx) ** 2 for r in rows)
+    return a, my - a * mx
+
+
 def print_table(rows: list[dict]) -> None:
     from study import simulate
 
@@ -107,6 +125,18 @@ def print_table(rows: list[dict]) -> None:
                                     f"{'met' if (v >= goal if kind == 'occupancy' else v <= goal) else 'NOT met'}")
         print(f"{r['shape']:<6} {simulate.format_row(r)}  {r['time_scale']:>8.3g} {r['unscaled_bound']:>12.0f} s  "
               f"{met}")
+    for shape in dict.fromkeys(r["shape"] for r in rows):
+        for schedule in ("sequential", "concurrent"):
+            sel = [r for r in rows if r["shape"] == shape and r["schedule"] == schedule]
+            f = fit(sel)
+            if f is None:
+                continue
+            a, fixed = f
+            big = sel[0]["unscaled_bound"]
+            print(f"{shape} {schedule}: wall = {a:.3f} x bound + {fixed:.0f} s over {len(sel)} bounds "
+                  f"({', '.join(str(round(r['bound'])) for r in sel)} s): "
+                  f"overhead growing with the study {100 * (a - 1):+.1f} %, fixed {fixed:.0f} s; at the unscaled "
+                  f"bound ({big:.0f} s, x 1) overhead {100 * (a - 1 + fixed / big):+.1f} %")
 
 
 def real(args) -> None:
@@ -116,7 +146,7 @@ def real(args) -> None:
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_real_"))
     root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    walls, reports = {}, {}
+    walls, reports, etas = {}, {}, {}
     kinds = args.real_schedules.split(",")
     runs_of: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}  # (wall, report) per repeat
     try:
@@ -131,12 +161,13 @@ def real(args) -> None:
                 wall = time.perf_counter() - t0
                 m = re.search(r"^\[report\] done in ([0-9.]+) s", out, re.M)  # the launcher's timing of its report
                 runs_of[schedule].append((wall, float(m.group(1)) if m else 0.0))
+                etas.setdefault(schedule, eta_errors(out))
                 print(f"[bench] real {args.real} {schedule} #{r + 1}: {wall:.1f} s, of which report "
                       f"{runs_of[schedule][-1][1]:.1f} s", flush=True)
         for k, rs in runs_of.items():  # the fastest repeat of each: the least disturbed by anything else
             walls[k], reports[k] = min(rs)
         if args.skip_prediction:
-            _print_real(args, walls, reports, runs_of)
+            _print_real(args, walls, reports, runs_of, etas)
             return
         # the prediction: the simulated default schedule, from the given profile and from a profile of the
         # sequential run just measured (same machine, same load: what the schedule adds is what is predicted)
@@ -152,10 +183,22 @@ def real(args) -> None:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    _print_real(args, walls, reports, runs_of)
+    _print_real(args, walls, reports, runs_of, etas)
 
 
-def _print_real(args, walls: dict, reports: dict, runs_of: dict) -> None:
+def eta_errors(out: str) -> list[tuple[int, int, float, float]]:
+    """From a launcher's output: per ``search done`` line with an ETA, (searches done, of all, the ETA, the seconds
+    the remaining searches then took), the latter from the elapsed seconds of the last such line."""
+    pat = re.compile(r"^\[study\] \S+ search done \| searches (\d+)(?:/(\d+))? done.*?; (\d+) s"
+                     r"(?:, search ETA ~(\d+) s)?", re.M)
+    lines = [(int(m[1]), int(m[2] or 0), float(m[3]), m[4]) for m in pat.finditer(out)]
+    if not lines:
+        return []
+    end = lines[-1][2]
+    return [(k, n, float(eta), end - el) for k, n, el, eta in lines if eta is not None]
+
+
+def _print_real(args, walls: dict, reports: dict, runs_of: dict, etas: dict | None = None) -> None:
     kinds = args.real_schedules.split(",")
     print(f"\nreal `{args.real}` on {args.cpus} CPUs, the fastest of {args.repeats} run(s) each (launcher wall, Ray "
           "start included, no install; in brackets without the report):")
@@ -165,6 +208,12 @@ def _print_real(args, walls: dict, reports: dict, runs_of: dict) -> None:
     for k in kinds:
         if k != "sequential":
             print(f"  ratio {k} / sequential {walls[k] / walls['sequential']:.2f}")
+    for k, rows in (etas or {}).items():  # the first run of each: the progress line's ETA against what followed
+        if rows:
+            picks = sorted({rows[0], rows[len(rows) // 2], rows[-1]})
+            print(f"  search ETA of {k} #1 (from the committed profile): " + "; ".join(
+                f"after {d} searches ~{e:.0f} s, took {t:.0f} s ({100 * (e / t - 1) if t else 0:+.0f} %)"
+                for d, _, e, t in picks))
     for name, what in (("measured", "a profile of the sequential run above"), ("given", f"profile {args.profile}")):
         if name not in walls:
             continue
@@ -178,7 +227,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", default="16,64,4x16", help="N (one node of N CPUs) or KxN, comma-separated")
     p.add_argument("--schedules", default="both", choices=("both", "sequential", "concurrent"))
-    p.add_argument("--target-bound", type=float, default=60.0, help="scale each study to this lower bound (s)")
+    p.add_argument("--target-bound", default="60,240", help="scale each study to these lower bounds (s, comma-"
+                   "separated): the concurrent schedule runs at each")
+    p.add_argument("--sequential-bound", default=None, help="the sequential schedule's bound (default: the first)")
     p.add_argument("--time-scale", type=float, default=None, help="a fixed time scale instead of --target-bound")
     p.add_argument("--profile", default=None, help="the timing profile (default: profiles/default.yaml; with --real: "
                    "a second prediction from it, beside the one from the measured sequential run)")

@@ -41,6 +41,7 @@ import pandas as pd
 from foundations import schemas as R
 from foundations import storage
 from study import interrupts, journal, progress, search, selection
+from study.progress import predicted_searches, search_eta
 from study.config import StudyConfig
 
 
@@ -101,40 +102,6 @@ def _search_task(cfg: StudyConfig, dataset: str, penalty: str, data: list, prove
     trials = search.run_one(cfg, dataset, penalty, lambda: data[0], provenance, verbose=0, log=lines.append)
     return {"dataset": dataset, "penalty": penalty, "lines": lines, "n": len(trials),
             "seconds": time.perf_counter() - t0}
-
-
-def predicted_searches(cfg: StudyConfig) -> dict[tuple[str, str], float]:
-    """Per (dataset, penalty), the search's length the timing profile predicts (the simulation's own, else
-    ``profiles/default.yaml``): :func:`trainables.simulated.search_seconds`, as the lower bound counts them; {} when no
-    profile can be read."""
-    from dataclasses import replace
-
-    from foundations import profile
-    from trainables.simulated import search_seconds
-
-    scale = cfg.simulate.time_scale if cfg.simulate.enabled else 1.0
-    c = cfg if cfg.simulate.enabled else replace(cfg, simulate=replace(cfg.simulate,
-                                                                        profile=str(profile.DEFAULT_PROFILE)))
-    try:
-        return {(d, p): search_seconds(c, d, p) * scale for d in cfg.datasets for p in cfg.penalties}
-    except (OSError, ValueError, KeyError, TypeError):  # (ProfileError is a ValueError)
-        return {}
-
-
-def search_eta(predicted: dict, finished: dict, running: dict, waiting: list, lanes: int) -> float | None:
-    """Seconds until the last search ends: each search's predicted length times what the finished searches
-    took against their prediction (1 before any finished), less the running searches' elapsed seconds, laid
-    longest first on ``lanes`` searches at a time. None without a prediction for every search named."""
-    if not predicted or any(k not in predicted for k in (*finished, *running, *waiting)):
-        return None
-    expected = sum(predicted[k] for k in finished)
-    ratio = sum(finished.values()) / expected if finished and expected > 0 else 1.0
-    loads = [max(0.0, ratio * predicted[k] - elapsed) for k, elapsed in running.items()]
-    loads += [0.0] * max(0, lanes - len(loads))
-    for w in sorted((ratio * predicted[k] for k in waiting), reverse=True):
-        i = loads.index(min(loads))
-        loads[i] += w
-    return max(loads, default=0.0)
 
 
 class _Progress:

@@ -527,9 +527,19 @@ def run_search(cfg: StudyConfig, verbose: int = 1, log: Callable[[str], None] = 
             refs[dataset] = ray.put(search_splits(cfg, dataset))
         return refs[dataset]
 
-    for dataset in cfg.datasets:
-        for penalty in sorted(cfg.penalties, key=lambda p: p != "none"):  # the baseline first
-            run_one(cfg, dataset, penalty, partial(data, dataset), provenance, verbose, log)
+    order = [(d, p) for d in cfg.datasets for p in sorted(cfg.penalties, key=lambda p: p != "none")]  # baseline first
+    from study.progress import predicted_searches, search_eta  # imports Ray Tune: after the launcher's checks
+
+    predicted, finished, t_start = predicted_searches(cfg), {}, time.perf_counter()
+    for i, (dataset, penalty) in enumerate(order):
+        before = storage.exists(storage.join(cfg.location, "tune", experiment_name(dataset, penalty), DONE_FILE))
+        t0 = time.perf_counter()
+        run_one(cfg, dataset, penalty, partial(data, dataset), provenance, verbose, log)
+        if not before:  # a search an earlier run finished says nothing of the profile's speed here
+            finished[dataset, penalty] = time.perf_counter() - t0
+        left = search_eta(predicted, finished, {}, order[i + 1:], lanes=1) if i + 1 < len(order) else None
+        log(f"[study] {dataset}/{penalty} search done | searches {i + 1}/{len(order)} done; "
+            f"{time.perf_counter() - t_start:.0f} s" + (f", search ETA ~{left:.0f} s" if left is not None else ""))
     trials = R.read_table(cfg.location, "trials")
     selected = select(cfg, trials)
     if len(selected):

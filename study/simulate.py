@@ -293,7 +293,8 @@ def run_schedule(cfg: StudyConfig, log=print, verbose: int = 0) -> dict:
     return {**bound, "schedule": which, "wall": wall, "overhead": wall / max(bound["bound"], 1e-9) - 1,
             "occupancy": busy / max(slots * wall, 1e-9), "busy": busy, "trials": len(t),
             "tasks": int(stats.get("submitted", 0)), "rss_mib": peak_rss_mib(), "workers": len(w.seen),
-            "workers_peak": w.peak, "cpu_seconds": w.cpu_seconds, "cpu_by_name": w.cpu_by_name(), "cores": os.cpu_count() or 1,
+            "workers_peak": w.peak, "cpu_seconds": w.cpu_seconds, "cpu_by_name": w.cpu_by_name(),
+            "cores": os.cpu_count() or 1,
             "time_scale": cfg.simulate.time_scale}
 
 

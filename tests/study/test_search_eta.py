@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from study.schedule import predicted_searches, search_eta
+from study.progress import predicted_searches, search_eta
 from tests.study.test_simulate import sim_config, write_profile
 from trainables.simulated import trial_seconds
 
@@ -50,3 +50,32 @@ def test_a_real_run_predicts_from_the_committed_profile_and_an_unreadable_one_gi
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: nope\n")
     assert predicted_searches(sim_config(tmp_path / "s", bad)) == {}
+
+
+@pytest.mark.ray
+def test_the_sequential_schedule_prints_an_eta_after_each_search(tmp_path, data_root):
+    """One line per finished search, with the searches left's ETA from the profile (none after the last): a laptop
+    runs the sequential schedule and sees the same ETA as the concurrent one's progress line."""
+    import re
+    from dataclasses import replace
+
+    import ray
+
+    from study import search
+    from tests.ray_utils import start_local_ray
+
+    cfg = sim_config(tmp_path / "s", write_profile(tmp_path / "p.yaml", epoch_seconds=0.3), "sequential")
+    cfg = replace(cfg, datasets=["mnist"])
+    lines: list[str] = []
+    start_local_ray(num_cpus=2)
+    try:
+        search.run_search(cfg, verbose=0, log=lines.append)
+    finally:
+        ray.shutdown()
+    done = [ln for ln in lines if " search done | " in ln]
+    assert [ln.split()[1] for ln in done] == ["mnist/none", "mnist/gradient", "mnist/locality"]
+    etas = [re.search(r"search ETA ~(\d+) s", ln) for ln in done]
+    assert etas[0] and etas[1] and etas[2] is None, done
+    # two searches of the same predicted length are left after the first, one after the second
+    assert float(etas[1].group(1)) < float(etas[0].group(1))
+    assert "searches 3/3 done" in done[-1]

@@ -28,7 +28,8 @@ def write_profile(path: Path, epoch_seconds: float = 0.6) -> Path:
     """A small profile: every epoch ``epoch_seconds`` at the quick preset's sizes, cheap evaluation tasks."""
     n_train, n_val = profile.split_sizes(0.05, 0.1, 2000)
     per = epoch_seconds / (n_train + n_val + 100)
-    prof = {"trial_start_seconds": 0.1, "actor_start_seconds": 0.2, "models": {"cnn4b": {"like": "cnn3b", "factor": 2.0}},
+    prof = {"trial_start_seconds": 0.1, "actor_start_seconds": 0.2,
+            "models": {"cnn4b": {"like": "cnn3b", "factor": 2.0}},
             "epochs": [{"dataset": "mnist", "model": "cnn3b", "penalty": "none", "device": "cpu",
                         "epoch_seconds": epoch_seconds, "train_s_per_image": per, "val_s_per_image": per,
                         "morf_s_per_image": per}],
