@@ -125,6 +125,16 @@ def print_table(rows: list[dict]) -> None:
                                     f"{'met' if (v >= goal if kind == 'occupancy' else v <= goal) else 'NOT met'}")
         print(f"{r['shape']:<6} {simulate.format_row(r)}  {r['time_scale']:>8.3g} {r['unscaled_bound']:>12.0f} s  "
               f"{met}")
+    print("\n| shape | schedule | x scale | work (slot-s) | critical path | bound | wall | overhead | occupancy | "
+          "driver RSS | Ray workers started / at once | CPU s (/ cores) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['shape']} | {r['schedule']} | {r['time_scale']:.3g} | {r['work']:.0f} "
+              f"| {r['critical_path']:.0f} s | {r['bound']:.0f} s | {r['wall']:.0f} s | {100 * r['overhead']:.0f} % "
+              f"| {100 * r['occupancy']:.1f} % "
+              f"| {r['rss_mib']:.0f} MiB | {r['workers']} / {r['workers_peak']} | {r['cpu_seconds']:.0f} "
+              f"({r['cpu_seconds'] / r['cores']:.0f}) |")
+    print()
     for shape in dict.fromkeys(r["shape"] for r in rows):
         for schedule in ("sequential", "concurrent"):
             sel = [r for r in rows if r["shape"] == shape and r["schedule"] == schedule]

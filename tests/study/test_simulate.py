@@ -141,8 +141,34 @@ def test_profile_epoch_seconds_are_the_means_of_the_epochs_table(simulated_study
     assert set(got) == set(means.index)
     for key, v in got.items():
         assert v == pytest.approx(means[key], abs=1e-6)
+    # a metric chunk's seconds per (image x method): its marker (start) to its file (end), over its 10 images x 1
+    # method (n_samples 20 in chunks of 10), whatever rows of the whole test set the file also holds
+    per = [(f.stat().st_mtime - json.loads((Path(cfg.location) / ".tasks" / f"evaluation__{f.stem}.json").read_text())[
+        "time"]) / 10 for f in Path(cfg.location, "evaluation").rglob("*.parquet")]
+    assert len(per) == 12 and prof["evaluation"]["metrics_s_per_image_method"] == pytest.approx(sum(per) / len(per))
     profile.check(prof)  # and the simulation can read it back
     assert prof["source"] == f"outputs/{Path(cfg.location).name}"  # a tmp folder: named as outputs/<name>, no path
+
+
+def test_a_metric_chunks_images_are_its_explained_images_not_the_whole_test_set(tmp_path):
+    """study.profile: a chunk's file also holds one accuracy row per test image; its cost is per explained image."""
+    import time
+
+    import pandas as pd
+
+    from study.profile import metric_chunk_seconds
+
+    rows = [{"metric": m, "sample": i} for m in ("morf", "complexity") for i in range(5)]
+    rows += [{"metric": "full_test_accuracy", "sample": i} for i in range(100)]
+    f = tmp_path / "evaluation" / "dataset=mnist" / "penalty=none" / "none-1__c000.parquet"
+    f.parent.mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(f)
+    end = time.time()
+    os.utime(f, (end, end))
+    (tmp_path / ".tasks").mkdir()
+    (tmp_path / ".tasks" / "evaluation__none-1__c000.json").write_text(json.dumps({"time": end - 2.0}))
+    got = metric_chunk_seconds(str(tmp_path), {"evaluation": {"methods": ["saliency", "smoothgrad"]}})
+    assert got == pytest.approx(2.0 / (5 * 2))  # 2 s over 5 images x 2 methods
 
 
 def test_profile_splits_a_fresh_actors_start_from_a_reused_ones():
