@@ -22,7 +22,7 @@ from foundations import profile, storage
 from study.document import shown_command, shown_folder
 from foundations import schemas as R
 
-# evaluation.accuracy.METRIC (named here: that module imports torch): rows of every test image, not of the chunk's
+# evaluation.accuracy.METRIC (that module imports torch): one row per test image, not per explained image
 WHOLE_TEST_SET = ("full_test_accuracy",)
 UNMEASURED_MODELS = {"cnn4b": {"like": "cnn3b", "factor": 23.0}}  # 3 ms vs 0.13 ms per forward, 1 core (docs/search.md)
 
