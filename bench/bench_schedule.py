@@ -208,6 +208,35 @@ def eta_errors(out: str) -> list[tuple[int, int, float, float]]:
     return [(k, n, float(eta), end - el) for k, n, el, eta in lines if eta is not None]
 
 
+def replay_eta(folder: str, prof: str) -> None:
+    """The sequential schedule's search ETA replayed on a finished study: each search's measured length (Tune's
+    storage marker to its ``search_done.json``), the ETA the progress line prints after each search with profile
+    ``prof`` (``progress.search_eta``, as the launcher computes it), and what the remaining searches then took."""
+    import json
+
+    from study import search
+    from study.config import load_config as load
+    from study.progress import predicted_searches, search_eta
+
+    cfg = load(str(Path(folder) / "config.yaml"))
+    cfg = replace(cfg, simulate=profile.Simulation(profile=str(Path(prof).absolute()), time_scale=1.0))
+    predicted = predicted_searches(cfg)
+    order = [(d, p) for d in cfg.datasets for p in sorted(cfg.penalties, key=lambda p: p != "none")]
+    times = {}
+    for d, p in order:
+        tune = Path(folder) / "tune" / search.experiment_name(d, p)
+        times[d, p] = ((tune / ".validate_storage_marker").stat().st_mtime,
+                       json.loads((tune / search.DONE_FILE).read_text())["time"])
+    end = times[order[-1]][1]
+    print(f"search ETA replayed on {folder} with {prof} (predicted {sum(predicted.values()):.0f} s of searches, "
+          f"measured {end - times[order[0]][0]:.0f} s):")
+    for k in range(1, len(order)):
+        done = {key: times[key][1] - times[key][0] for key in order[:k]}
+        eta = search_eta(predicted, done, {}, order[k:], lanes=1)
+        took = end - times[order[k - 1]][1]
+        print(f"  after {k:>2} searches: ETA ~{eta:.0f} s, took {took:.0f} s ({100 * (eta / took - 1):+.0f} %)")
+
+
 def _print_real(args, walls: dict, reports: dict, runs_of: dict, etas: dict | None = None) -> None:
     kinds = args.real_schedules.split(",")
     print(f"\nreal `{args.real}` on {args.cpus} CPUs, the fastest of {args.repeats} run(s) each (launcher wall, Ray "
@@ -251,9 +280,14 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=1, help="with --real: runs of each schedule, in alternating order "
                    "(the fastest of each is compared)")
     p.add_argument("--skip-prediction", action="store_true", help="with --real: no simulated prediction")
+    p.add_argument("--replay-eta", default=None, metavar="FOLDER", help="the search ETA the sequential schedule's "
+                   "progress line gives with --profile, replayed on a finished study's measured search lengths")
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if args.replay_eta:
+        replay_eta(args.replay_eta, args.profile or str(profile.DEFAULT_PROFILE))
+        return 0
     if args.real:
         real(args)
         return 0
