@@ -123,8 +123,10 @@ def print_table(rows: list[dict]) -> None:
         v = r.get(kind)
         met = "" if v is None else (f"{kind} {'>=' if kind == 'occupancy' else '<='} {goal:.0%}: "
                                     f"{'met' if (v >= goal if kind == 'occupancy' else v <= goal) else 'NOT met'}")
+        floor = r["cpu_seconds"] / r["cores"]
+        why = f"; CPU-bound here ({floor:.0f} s of fixed costs per core > bound)" if floor >= r["bound"] else ""
         print(f"{r['shape']:<6} {simulate.format_row(r)}  {r['time_scale']:>8.3g} {r['unscaled_bound']:>12.0f} s  "
-              f"{met}")
+              f"{met}{why}")
     print("\n| shape | schedule | x scale | work (slot-s) | critical path | bound | wall | overhead | occupancy | "
           "driver RSS | Ray workers started / at once | CPU s (/ cores) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -143,6 +145,13 @@ def print_table(rows: list[dict]) -> None:
                 continue
             a, fixed = f
             big = sel[0]["unscaled_bound"]
+            floored = [r for r in sel if r["cpu_seconds"] / r["cores"] >= r["bound"]]
+            if floored:  # the wall measured this machine's cores, not the schedule: a line through it says nothing
+                print(f"{shape} {schedule}: no fit: in {len(floored)} of {len(sel)} runs the fixed costs' CPU "
+                      f"seconds over this machine's {floored[0]['cores']} cores exceed the bound ("
+                      + ", ".join(f"{r['cpu_seconds'] / r['cores']:.0f} s > {r['bound']:.0f} s" for r in floored)
+                      + "): the wall measures the cores, not the schedule")
+                continue
             print(f"{shape} {schedule}: wall = {a:.3f} x bound + {fixed:.0f} s over {len(sel)} bounds "
                   f"({', '.join(str(round(r['bound'])) for r in sel)} s): "
                   f"overhead growing with the study {100 * (a - 1):+.1f} %, fixed {fixed:.0f} s; at the unscaled "
