@@ -104,6 +104,29 @@ def simulated(args) -> list[dict]:
     return rows
 
 
+def rows_from_log(path: str) -> list[dict]:
+    """The runs a bench log printed (its ``[bench] SHAPE: ...`` and row lines), for ``--table-from``: the table of
+    a bench stopped before its end."""
+    rows, head = [], None
+    for line in Path(path).read_text().splitlines():
+        m = re.match(r"\[bench\] (\S+): \S+ (\w+), x (\S+) \(unscaled bound (\d+) s\)", line)
+        if m:
+            head = (m[1], float(m[3]), float(m[4]))
+            continue
+        f = line.split()
+        if head and f and f[0] in ("sequential", "concurrent") and len(f) == 15:
+            workers, peak = f[12].split("/")
+            rows.append({"shape": head[0], "schedule": f[0], "slots": float(f[1]), "work": float(f[2]),
+                         "critical_path": float(f[3]), "bound": float(f[4]), "wall": float(f[5]),
+                         "overhead": float(f[6].rstrip("%")) / 100, "occupancy": float(f[7].rstrip("%")) / 100,
+                         "trials": int(f[8]), "tasks": int(f[9]), "rss_mib": float(f[10]), "workers": int(workers),
+                         "workers_peak": int(peak), "cpu_seconds": float(f[13]),
+                         "cores": round(float(f[13]) / float(f[14].rstrip("s"))), "time_scale": head[1],
+                         "unscaled_bound": head[2]})
+            head = None
+    return rows
+
+
 def fit(rows: list[dict]) -> tuple[float, float] | None:
     """Least squares ``wall = a x bound + F`` over runs of one shape and schedule at different bounds."""
     if len({round(r["bound"], 6) for r in rows}) < 2:
@@ -289,11 +312,16 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=1, help="with --real: runs of each schedule, in alternating order "
                    "(the fastest of each is compared)")
     p.add_argument("--skip-prediction", action="store_true", help="with --real: no simulated prediction")
+    p.add_argument("--table-from", default=None, metavar="LOG[,LOG]", help="print the table of the runs these "
+                   "bench logs hold (a bench stopped before its end) and exit")
     p.add_argument("--replay-eta", default=None, metavar="FOLDER", help="the search ETA the sequential schedule's "
                    "progress line gives with --profile, replayed on a finished study's measured search lengths")
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if args.table_from:
+        print_table([r for log in args.table_from.split(",") for r in rows_from_log(log)])
+        return 0
     if args.replay_eta:
         replay_eta(args.replay_eta, args.profile or str(profile.DEFAULT_PROFILE))
         return 0
