@@ -241,9 +241,11 @@ def eta_errors(out: str) -> list[tuple[int, int, float, float]]:
 
 
 def replay_eta(folder: str, prof: str) -> None:
-    """The sequential schedule's search ETA replayed on a finished study: each search's measured length (Tune's
-    storage marker to its ``search_done.json``), the ETA the progress line prints after each search with profile
-    ``prof`` (``progress.search_eta``, as the launcher computes it), and what the remaining searches then took."""
+    """The sequential schedule's search ETA replayed on a finished study: after each search (its
+    ``search_done.json`` time), the ETA the progress line prints with profile ``prof`` (``progress.search_eta``
+    fed the finished searches' lengths as the launcher times them: from the previous search's end, the first
+    from Tune's storage marker, which leaves out the driver's one-off start), against what the remaining
+    searches then took."""
     import json
 
     from study import search
@@ -254,18 +256,18 @@ def replay_eta(folder: str, prof: str) -> None:
     cfg = replace(cfg, simulate=profile.Simulation(profile=str(Path(prof).absolute()), time_scale=1.0))
     predicted = predicted_searches(cfg)
     order = [(d, p) for d in cfg.datasets for p in sorted(cfg.penalties, key=lambda p: p != "none")]
-    times = {}
-    for d, p in order:
+    done, length = {}, {}
+    for i, (d, p) in enumerate(order):
         tune = Path(folder) / "tune" / search.experiment_name(d, p)
-        times[d, p] = ((tune / ".validate_storage_marker").stat().st_mtime,
-                       json.loads((tune / search.DONE_FILE).read_text())["time"])
-    end = times[order[-1]][1]
-    print(f"search ETA replayed on {folder} with {prof} (predicted {sum(predicted.values()):.0f} s of searches, "
-          f"measured {end - times[order[0]][0]:.0f} s):")
+        done[d, p] = json.loads((tune / search.DONE_FILE).read_text())["time"]
+        begun = done[order[i - 1]] if i else (tune / ".validate_storage_marker").stat().st_mtime
+        length[d, p] = done[d, p] - begun
+    end = done[order[-1]]
+    print(f"search ETA replayed on {folder} with {prof} (the profile predicts {sum(predicted.values()):.0f} s of "
+          f"searches; they took {sum(length.values()):.0f} s):")
     for k in range(1, len(order)):
-        done = {key: times[key][1] - times[key][0] for key in order[:k]}
-        eta = search_eta(predicted, done, {}, order[k:], lanes=1)
-        took = end - times[order[k - 1]][1]
+        eta = search_eta(predicted, {key: length[key] for key in order[:k]}, {}, order[k:], lanes=1)
+        took = end - done[order[k - 1]]
         print(f"  after {k:>2} searches: ETA ~{eta:.0f} s, took {took:.0f} s ({100 * (eta / took - 1):+.0f} %)")
 
 

@@ -98,6 +98,7 @@ def _search_task(cfg: StudyConfig, dataset: str, penalty: str, data: list, prove
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     interrupts.SECOND_SIGINT_STOPS = False  # the driver's (possibly repeated) ray.cancel: one graceful stop
     lines: list[str] = []
+    search.warm_imports(cfg)  # a fresh process's imports are not the search's length (the ETA's correction)
     t0 = time.perf_counter()
     trials = search.run_one(cfg, dataset, penalty, lambda: data[0], provenance, verbose=0, log=lines.append)
     return {"dataset": dataset, "penalty": penalty, "lines": lines, "n": len(trials),

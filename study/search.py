@@ -193,6 +193,29 @@ def search_splits(cfg: StudyConfig, dataset: str) -> data_mod.Splits:
     return replace(s, test_x=empty, test_y=s.test_y[:0])
 
 
+def trainable_for(cfg: StudyConfig) -> tuple[Callable, dict]:
+    """(The trial function, its parameters but the data), imported on first call: the simulated one
+    (``--simulate``: the epoch body is a sleep, trainables/simulated.py) imports no torch and takes no data."""
+    if cfg.simulate.enabled:
+        from trainables.simulated import simulated_trial
+
+        return simulated_trial, {"score": None}
+    from evaluation.metrics.morf import explanation_score  # imported here: a simulated search never imports torch
+    from trainables.trainable import train_trial
+
+    return train_trial, {"score": explanation_score}
+
+
+def warm_imports(cfg: StudyConfig) -> None:
+    """What the first search would import (the trainable, torch for a real one, Optuna, Tune's Optuna searcher),
+    imported before any search is timed: the progress line's ETA scales the profile by the searches' lengths, and
+    the first one must not carry the process's one-off imports."""
+    import optuna  # noqa: F401
+    from ray.tune.search.optuna import OptunaSearch  # noqa: F401
+
+    trainable_for(cfg)
+
+
 def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: int = 1):
     """A new Tuner for (dataset, penalty), or the restored one if its experiment folder exists.
 
@@ -220,15 +243,8 @@ def build_tuner(cfg: StudyConfig, dataset: str, penalty: str, splits, verbose: i
             )
         }
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if cfg.simulate.enabled:  # --simulate: the epoch body is a sleep (trainables/simulated.py, no torch, no data)
-        from trainables.simulated import simulated_trial
-
-        fn, params = simulated_trial, {"splits": None, "score": None}
-    else:  # imported here: a simulated search's process never imports torch
-        from evaluation.metrics.morf import explanation_score
-        from trainables.trainable import train_trial
-
-        fn, params = train_trial, {"splits": splits, "score": explanation_score}
+    fn, params = trainable_for(cfg)
+    params["splits"] = None if cfg.simulate.enabled else splits
     trainable = tune.with_resources(
         tune.with_parameters(named_trainable(fn, dataset, penalty), **params),
         {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
@@ -530,9 +546,15 @@ def run_search(cfg: StudyConfig, verbose: int = 1, log: Callable[[str], None] = 
     order = [(d, p) for d in cfg.datasets for p in sorted(cfg.penalties, key=lambda p: p != "none")]  # baseline first
     from study.progress import predicted_searches, search_eta  # imports Ray Tune: after the launcher's checks
 
+    def is_done(d: str, p: str) -> bool:
+        return storage.exists(storage.join(cfg.location, "tune", experiment_name(d, p), DONE_FILE))
+
+    warm_imports(cfg)  # the one-off imports and data loads, before any search is timed (the ETA's correction)
+    for d in dict.fromkeys(d for d, p in order if not cfg.simulate.enabled and not is_done(d, p)):
+        data(d)
     predicted, finished, t_start = predicted_searches(cfg), {}, time.perf_counter()
     for i, (dataset, penalty) in enumerate(order):
-        before = storage.exists(storage.join(cfg.location, "tune", experiment_name(dataset, penalty), DONE_FILE))
+        before = is_done(dataset, penalty)
         t0 = time.perf_counter()
         run_one(cfg, dataset, penalty, partial(data, dataset), provenance, verbose, log)
         if not before:  # a search an earlier run finished says nothing of the profile's speed here
