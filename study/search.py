@@ -557,8 +557,9 @@ def run_search(cfg: StudyConfig, verbose: int = 1, log: Callable[[str], None] = 
         before = is_done(dataset, penalty)
         t0 = time.perf_counter()
         run_one(cfg, dataset, penalty, partial(data, dataset), provenance, verbose, log)
-        if not before:  # a search an earlier run finished says nothing of the profile's speed here
-            finished[dataset, penalty] = time.perf_counter() - t0
+        if before:  # done by an earlier run: its "(already done)" line said it; it says nothing of the speed here
+            continue
+        finished[dataset, penalty] = time.perf_counter() - t0
         left = search_eta(predicted, finished, {}, order[i + 1:], lanes=1) if i + 1 < len(order) else None
         log(f"[study] {dataset}/{penalty} search done | searches {i + 1}/{len(order)} done; "
             f"{time.perf_counter() - t_start:.0f} s" + (f", search ETA ~{left:.0f} s" if left is not None else ""))
